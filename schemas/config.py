@@ -1,0 +1,87 @@
+"""The pipeline config: one YAML file with a section per stage, validated strictly.
+
+`load_config("tiny")` reads `configs/tiny.yaml`; a path reads that file. Overrides look like
+`sft.lr=1e-4` (the value is parsed as YAML: numbers, booleans, lists). Errors name the file
+and the field:
+
+    ConfigError: configs/mine.yaml: sft.lr: Input should be greater than 0 (got -1)
+"""
+
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from schemas.base import StrictModel
+from schemas.corpus import CorpusConfig
+from schemas.shards import ShardsConfig
+from schemas.tokenizer import TokenizerConfig
+from schemas.training import DpoConfig, PretrainConfig, SftConfig
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+PRESETS_DIR = PROJECT_ROOT / "configs"
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and the field."""
+
+
+class PipelineConfig(StrictModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    corpus: CorpusConfig
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    shards: ShardsConfig = Field(default_factory=ShardsConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    sft: SftConfig = Field(default_factory=SftConfig)
+    dpo: DpoConfig = Field(default_factory=DpoConfig)
+
+    def section(self, stage: str) -> StrictModel:
+        return getattr(self, stage)
+
+
+def config_path(config: str) -> Path:
+    """A preset name (`tiny`) or a path to a YAML file."""
+    if config.endswith((".yaml", ".yml")) or "/" in config:
+        path = Path(config).expanduser()
+    else:
+        path = PRESETS_DIR / f"{config}.yaml"
+    if not path.is_file():
+        presets = sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+        raise ConfigError(f"config {config!r} not found (looked at {path}); presets: {presets}")
+    return path
+
+
+def load_config(config: str = "tiny", overrides: list[str] | None = None) -> PipelineConfig:
+    path = config_path(config)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of stage sections, got {type(data).__name__}")
+    for item in overrides or []:
+        apply_override(data, item)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{path}: " + "; ".join(_describe(err) for err in e.errors())) from None
+
+
+def apply_override(data: dict, item: str) -> None:
+    """Set `stage.field=value` in raw config data: `apply_override(d, "sft.lr=1e-4")`."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {item!r}: expected stage.field=value")
+    *parents, leaf = key.strip().split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    node[leaf] = yaml.safe_load(raw)
+
+
+def _describe(err: dict) -> str:
+    where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+    return f"{where}: {err['msg']}{got}"

@@ -1,0 +1,70 @@
+"""Shards stage: config and the Arrow IPC schemas of the three shard kinds.
+
+pretrain rows are fixed-length packed sequences; sft and dpo rows are single examples (never
+split), sorted by length bucket so a batch sampler can draw each batch from one bucket.
+"""
+
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from schemas.base import StrictModel, runtime_field
+
+IGNORE_INDEX = -100  # label value that carries no loss (prompt, padding, document starts)
+
+ids = pa.list_(pa.int32())
+
+PRETRAIN_SCHEMA = pa.schema(
+    [
+        pa.field("input_ids", ids, nullable=False),
+        pa.field("labels", ids, nullable=False),
+        pa.field("position_ids", ids, nullable=False),
+        pa.field("doc_lens", ids, nullable=False),  # lengths of the packed documents (cu_seqlens diffs)
+        pa.field("n_tokens", pa.int32(), nullable=False),  # real (non-pad) tokens in the row
+    ]
+)
+
+SFT_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("task", pa.string(), nullable=False),
+        pa.field("input_ids", ids, nullable=False),
+        pa.field("labels", ids, nullable=False),
+        pa.field("length", pa.int32(), nullable=False),
+        pa.field("n_loss", pa.int32(), nullable=False),
+        pa.field("bucket", pa.int32(), nullable=False),
+    ]
+)
+
+DPO_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("prompt_ids", ids, nullable=False),
+        pa.field("chosen_ids", ids, nullable=False),
+        pa.field("rejected_ids", ids, nullable=False),
+        pa.field("length", pa.int32(), nullable=False),  # prompt + longer completion
+        pa.field("bucket", pa.int32(), nullable=False),
+    ]
+)
+
+SCHEMAS = {"pretrain": PRETRAIN_SCHEMA, "sft": SFT_SCHEMA, "dpo": DPO_SCHEMA}
+
+
+class ShardsConfig(StrictModel):
+    seq_len: int = Field(512, ge=16)
+    max_len: int = Field(512, ge=16)
+    bucket_boundaries: list[int] = Field(default_factory=lambda: [64, 128, 256, 512], min_length=1)
+    # Batch size at which the stage reports the padding fraction of bucketed vs random batches;
+    # training stages batch with their own batch_size and record their actual padding.
+    stats_batch_size: int = runtime_field(16, ge=1)
+    rows_per_shard: int = Field(2048, ge=1)
+    sft_tasks: list[str] = Field(default_factory=lambda: ["translation", "summarization", "qa"])
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def buckets_cover_max_len(self) -> "ShardsConfig":
+        b = self.bucket_boundaries
+        if any(x <= 0 for x in b) or b != sorted(set(b)):
+            raise ValueError(f"bucket_boundaries must be positive and strictly increasing, got {b}")
+        if b[-1] < self.max_len:
+            raise ValueError(f"the last bucket boundary ({b[-1]}) must be >= max_len ({self.max_len})")
+        return self

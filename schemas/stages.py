@@ -1,0 +1,40 @@
+"""The stage graph: order, inputs, output root, work pool, and format version of each stage.
+
+Bump a stage's `version` whenever its output changes meaning: every artifact of that stage
+(and everything downstream) then gets a new fingerprint.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class StageDef:
+    name: str
+    inputs: tuple[str, ...]
+    root: str  # "artifacts" (data) or "checkpoints" (models)
+    pool: str  # Prefect work pool
+    version: int
+    uses_registry: bool  # output depends on special tokens / templates
+
+
+STAGES: dict[str, StageDef] = {
+    s.name: s
+    for s in (
+        StageDef("corpus", (), "artifacts", "cpu", 1, False),
+        StageDef("tokenizer", ("corpus",), "artifacts", "cpu", 1, True),
+        StageDef("shards", ("corpus", "tokenizer"), "artifacts", "cpu", 1, True),
+        StageDef("pretrain", ("shards", "tokenizer"), "checkpoints", "gpu", 1, False),
+        StageDef("sft", ("pretrain", "shards", "tokenizer"), "checkpoints", "gpu", 1, False),
+        StageDef("dpo", ("sft", "shards", "tokenizer"), "checkpoints", "gpu", 1, False),
+    )
+}
+ORDER: tuple[str, ...] = tuple(STAGES)
+
+
+def downstream(stage: str) -> list[str]:
+    """Stages that (transitively) read `stage`'s output: `downstream("sft") == ["dpo"]`."""
+    out: list[str] = []
+    for name in ORDER:
+        if any(i == stage or i in out for i in STAGES[name].inputs):
+            out.append(name)
+    return out

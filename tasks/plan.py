@@ -1,0 +1,182 @@
+"""Fingerprints and the plan: for each stage, run or skip, and why.
+
+A stage's fingerprint hashes its name, the artifact-defining part of its config, its code
+version (format version, plus the token registry and templates where they shape the output)
+and the fingerprints of its inputs. Raw files enter by content hash, so editing one reruns
+everything downstream, while moving it (or changing LMPIPE_HOME) changes nothing.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from schemas.base import fingerprint_view
+from schemas.config import PROJECT_ROOT, PipelineConfig
+from schemas.manifest import Ref
+from schemas.stages import ORDER, STAGES
+from schemas.templates import registry_payload
+from tasks.artifacts import (
+    ArtifactError,
+    Home,
+    artifact_dir,
+    check_files,
+    find,
+    latest,
+    read_manifest,
+    sha256_file,
+    sha256_json,
+)
+
+
+@dataclass
+class StagePlan:
+    stage: str
+    name: str
+    fingerprint: str
+    inputs: list[Ref]
+    path: Path  # where the artifact is (or will be)
+    up_to_date: bool
+    reasons: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def action(self) -> str:
+        return "skip" if self.up_to_date else "run"
+
+
+def code_version(stage: str) -> dict:
+    """What of the code defines this stage's output (never the git commit: see the README)."""
+    d = STAGES[stage]
+    code = {"format": d.version}
+    if d.uses_registry:
+        code["registry"] = sha256_json(registry_payload())[:16]
+    return code
+
+
+def fingerprint(stage: str, config_view: dict, inputs: list[Ref]) -> str:
+    return sha256_json(
+        {
+            "stage": stage,
+            "config": config_view,
+            "code": code_version(stage),
+            "inputs": sorted((r.stage, r.fingerprint) for r in inputs),
+        }
+    )
+
+
+def raw_path(path: str) -> Path:
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def raw_refs(cfg: PipelineConfig) -> list[Ref]:
+    refs = []
+    for src in cfg.corpus.sources:
+        p = raw_path(src.path)
+        if not p.is_file():
+            raise FileNotFoundError(f"corpus source {src.path!r} ({src.task}): file not found at {p}")
+        refs.append(Ref(stage="raw", name=src.path, fingerprint=sha256_file(p), path=str(p)))
+    return refs
+
+
+def plan_stage(stage: str, cfg: PipelineConfig, home: Home, inputs: list[Ref]) -> StagePlan:
+    view = fingerprint_view(cfg.section(stage))
+    fp = fingerprint(stage, view, inputs)
+    existing = find(home, stage, fp)
+    plan = StagePlan(
+        stage=stage,
+        name=cfg.name,
+        fingerprint=fp,
+        inputs=inputs,
+        path=existing or artifact_dir(home, stage, cfg.name, fp),
+        up_to_date=existing is not None,
+    )
+    if not plan.up_to_date:
+        plan.reasons = why_changed(home, stage, cfg.name, view, inputs)
+    return plan
+
+
+def plan_pipeline(cfg: PipelineConfig, home: Home, stages: tuple[str, ...] = ORDER) -> list[StagePlan]:
+    """Plan every stage as if the ones before it were built from this config."""
+    refs: dict[str, Ref] = {}
+    plans = []
+    for stage in ORDER:
+        inputs = raw_refs(cfg) if stage == "corpus" else [refs[i] for i in STAGES[stage].inputs]
+        p = plan_stage(stage, cfg, home, inputs)
+        refs[stage] = Ref(stage=stage, name=p.name, fingerprint=p.fingerprint, path=str(p.path))
+        if stage in stages:
+            plans.append(p)
+    return plans
+
+
+def plan_single(stage: str, cfg: PipelineConfig, home: Home) -> StagePlan:
+    """Plan one stage on the latest matching upstream artifacts.
+
+    Each input is the artifact this config would produce if it exists; otherwise the latest
+    published artifact of that stage under the same config name (with a warning); otherwise
+    an error saying which stage to run first.
+    """
+    expected = {p.stage: p for p in plan_pipeline(cfg, home)}
+    if stage == "corpus":
+        return expected["corpus"]
+    inputs, warnings = [], []
+    for up in STAGES[stage].inputs:
+        p = expected[up]
+        if p.up_to_date:
+            inputs.append(Ref(stage=up, name=p.name, fingerprint=p.fingerprint, path=str(p.path)))
+            continue
+        found = latest(home, up, cfg.name)
+        if found is None:
+            raise ArtifactError(f"stage {stage!r} needs a {up!r} artifact and there is none: run `lmpipe run {up}`")
+        d, m = found
+        warnings.append(f"{up}: using latest {d.name}; this config would build {p.fingerprint[:12]} ({'; '.join(p.reasons)})")
+        inputs.append(Ref(stage=up, name=m.name, fingerprint=m.fingerprint, path=str(d)))
+    plan = plan_stage(stage, cfg, home, inputs)
+    plan.warnings = warnings
+    return plan
+
+
+def why_changed(home: Home, stage: str, name: str, view: dict, inputs: list[Ref]) -> list[str]:
+    """Differences from the latest artifact of this stage and config name, in words."""
+    found = latest(home, stage, name)
+    if found is None:
+        return [f"no earlier {stage} artifact for config {name!r}"]
+    path, old = found
+    reasons = [f"config {stage}.{k}: {a!r} -> {b!r}" for k, a, b in _diff(old.fingerprint_config, view)]
+    if old.code != {**old.code, **code_version(stage)}:
+        reasons.append(f"code version: {_code_part(old.code)} -> {code_version(stage)}")
+    old_inputs = {(r.stage, r.name): r.fingerprint for r in old.inputs}
+    for r in inputs:
+        before = old_inputs.get((r.stage, r.name))
+        label = f"raw file {r.name}" if r.stage == "raw" else f"input {r.stage}"
+        if before is None:
+            reasons.append(f"{label}: new input")
+        elif before != r.fingerprint:
+            reasons.append(f"{label}: {before[:12]} -> {r.fingerprint[:12]}")
+    return reasons or [f"differs from {path.name} (rebuilt or removed)"]
+
+
+def _code_part(code: dict) -> dict:
+    return {k: code[k] for k in ("format", "registry") if k in code}
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[tuple[str, object, object]]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_diff(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out.append((f"{prefix}{k}", a, b))
+    return out
+
+
+def read_input(ref: Ref) -> Path:
+    """The directory of an input artifact, after checking its files against its manifest."""
+    path = Path(ref.path)
+    m = read_manifest(path)
+    if m.fingerprint != ref.fingerprint:
+        raise ArtifactError(f"{path}: fingerprint {m.fingerprint[:12]}, expected {ref.fingerprint[:12]}")
+    problems = check_files(path, m)
+    if problems:
+        raise ArtifactError(f"input {ref.stage} failed its integrity check:\n  " + "\n  ".join(problems))
+    return path

@@ -1,0 +1,259 @@
+"""Shards stage: corpus tables + tokenizer -> Arrow IPC shards for pretraining, SFT and DPO.
+
+Each record is formatted by its task template (schemas.templates): field text is encoded with
+special-token recognition off and control tokens are inserted by id. Example, translation:
+
+    {"source_text": "Hello", "target_text": "Bonjour"}
+    input_ids  <bos> Hel lo <to-fr> Bon jour <eos>
+    labels      -    -   -    -     Bon jour <eos>      (-100 on the prompt)
+
+Files: `{pretrain,sft,dpo}-{train,validation}-NNNNN.arrow` (schemas in schemas.shards) and
+`rejects.jsonl` for examples longer than `max_len` (never split, never silently cut).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer
+
+from schemas.contracts import shard_suite
+from schemas.manifest import ContractResult
+from schemas.shards import IGNORE_INDEX, SCHEMAS, ShardsConfig
+from schemas.templates import PREFERENCE_COMPLETION, PREFERENCE_PROMPT, PRETRAIN, SFT_TEMPLATES
+from schemas.tokens import BOS, EOS, token_id
+from tasks import packing
+from tasks import tokenizer as tokenizer_task
+from tasks.contracts import require, run_suite
+
+SPLITS = ("train", "validation")
+REJECTS = "rejects.jsonl"
+
+
+def encode_template(tok: Tokenizer, parts: tuple[str, ...], rows: list[dict]) -> list[list[int]]:
+    """Token ids of `parts` for every row: fields encoded in one batch, specials by id.
+
+    >>> encode_template(tok, ("<bos>", "{text}"), [{"text": "hi"}])
+    [[1, 1234]]
+    """
+    encoded = {}
+    for p in parts:
+        if p.startswith("{"):
+            texts = [row[p[1:-1]] for row in rows]
+            encoded[p] = [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+    out = []
+    for r in range(len(rows)):
+        ids: list[int] = []
+        for p in parts:
+            ids += encoded[p][r] if p in encoded else [token_id(p)]
+        out.append(ids)
+    return out
+
+
+def read_split(corpus: Path, task: str, split: str) -> list[dict]:
+    path = corpus / f"{task}.parquet"
+    if not path.exists():
+        return []
+    table = pq.read_table(path, filters=[("split", "=", split)])
+    return table.to_pylist()
+
+
+def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
+    """Pack documents into rows (see tasks.packing for the layout); returns rows and stats."""
+    pieces = packing.split_long([len(d) for d in docs], seq_len)
+    bins = packing.best_fit_decreasing([n for _, _, n in pieces], seq_len)
+    pad = token_id("<pad>")
+    rows = []
+    for members in bins:
+        ids, labels, positions, doc_lens = [], [], [], []
+        for k in members:
+            doc, start, n = pieces[k]
+            chunk = docs[doc][start : start + n]
+            ids += chunk
+            labels += [IGNORE_INDEX] + chunk[1:]
+            positions += list(range(n))
+            doc_lens.append(n)
+        real = len(ids)
+        if real < seq_len:
+            fill = seq_len - real
+            ids += [pad] * fill
+            labels += [IGNORE_INDEX] * fill
+            positions += list(range(fill))
+            doc_lens.append(fill)
+        rows.append({"input_ids": ids, "labels": labels, "position_ids": positions, "doc_lens": doc_lens, "n_tokens": real})
+    tokens = sum(len(d) for d in docs)
+    stats = {
+        "documents": len(docs),
+        "pieces": len(pieces),
+        "rows": len(rows),
+        "tokens": tokens,
+        "fill_rate": round(tokens / (len(rows) * seq_len), 5) if rows else 0.0,
+    }
+    return rows, stats
+
+
+def sft_examples(tok: Tokenizer, corpus: Path, tasks: list[str], split: str) -> list[dict]:
+    examples = []
+    for task in tasks:
+        template = SFT_TEMPLATES[task]
+        rows = read_split(corpus, task, split)
+        prompts = encode_template(tok, template.prompt, rows)
+        answers = encode_template(tok, template.answer, rows)
+        for row, p, a in zip(rows, prompts, answers, strict=True):
+            examples.append({"id": row["id"], "task": task, "input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a})
+    return examples
+
+
+def dpo_examples(tok: Tokenizer, corpus: Path, split: str) -> list[dict]:
+    rows = read_split(corpus, "preference", split)
+    prompts = encode_template(tok, PREFERENCE_PROMPT, rows)
+    chosen = encode_template(tok, PREFERENCE_COMPLETION, [{"completion": r["chosen"]} for r in rows])
+    rejected = encode_template(tok, PREFERENCE_COMPLETION, [{"completion": r["rejected"]} for r in rows])
+    return [
+        {"id": r["id"], "prompt_ids": p, "chosen_ids": c, "rejected_ids": j}
+        for r, p, c, j in zip(rows, prompts, chosen, rejected, strict=True)
+    ]
+
+
+def bucketed(examples: list[dict], lengths: list[int], cfg: ShardsConfig, rejects) -> tuple[list[dict], dict]:
+    """Drop examples over max_len (logged to rejects), add length/bucket, sort by bucket."""
+    kept = []
+    for ex, n in zip(examples, lengths, strict=True):
+        if n > cfg.max_len:
+            rejects.write(json.dumps({"id": ex["id"], "reason": f"too long: {n} tokens > max_len {cfg.max_len}"}) + "\n")
+            continue
+        kept.append({**ex, "length": n, "bucket": packing.bucket_of(n, cfg.bucket_boundaries)})
+    kept.sort(key=lambda ex: ex["bucket"])  # stable: keeps corpus order inside a bucket
+    lens = [ex["length"] for ex in kept]
+    buckets = [ex["bucket"] for ex in kept]
+    bs = cfg.stats_batch_size
+    stats = {
+        "examples": len(kept),
+        "rejected_too_long": len(examples) - len(kept),
+        "tokens": sum(lens),
+        "bucket_counts": {str(cfg.bucket_boundaries[b]): buckets.count(b) for b in sorted(set(buckets))},
+        f"padding_bucketed@{bs}": round(packing.padding_fraction(lens, packing.bucket_batches(buckets, bs, cfg.seed)), 5),
+        f"padding_random@{bs}": round(packing.padding_fraction(lens, packing.random_batches(len(lens), bs, cfg.seed)), 5),
+    }
+    return kept, stats
+
+
+def write_shards(rows: list[dict], kind: str, split: str, out: Path, rows_per_shard: int) -> dict[str, int]:
+    """Arrow IPC files of at most rows_per_shard rows; returns {file name: rows}."""
+    schema = SCHEMAS[kind]
+    written = {}
+    for n, start in enumerate(range(0, max(len(rows), 1), rows_per_shard)):
+        name = f"{kind}-{split}-{n:05d}.arrow"
+        table = pa.Table.from_pylist(rows[start : start + rows_per_shard], schema=schema)
+        with pa.OSFile(str(out / name), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+            writer.write_table(table)
+        written[name] = table.num_rows
+    return written
+
+
+def load(directory: Path, kind: str, split: str) -> pa.Table:
+    """All shards of one kind and split, memory-mapped (nothing is copied until used)."""
+    files = sorted(directory.glob(f"{kind}-{split}-*.arrow"))
+    tables = [pa.ipc.open_file(pa.memory_map(str(f))).read_all() for f in files]
+    return pa.concat_tables(tables) if tables else SCHEMAS[kind].empty_table()
+
+
+def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
+    tok = tokenizer_task.load(inputs["tokenizer"])
+    corpus = inputs["corpus"]
+    stats: dict = {"rows": {}}
+    with open(out / REJECTS, "w", encoding="utf-8") as rejects:
+        for split in SPLITS:
+            docs = encode_template(tok, PRETRAIN.prompt + PRETRAIN.answer, read_split(corpus, "pretrain", split))
+            rows, stats[f"pretrain_{split}"] = pack_pretrain(docs, cfg.seq_len)
+            stats["rows"].update(write_shards(rows, "pretrain", split, out, cfg.rows_per_shard))
+
+            sft = sft_examples(tok, corpus, cfg.sft_tasks, split)
+            sft = [{**ex, "n_loss": sum(x != IGNORE_INDEX for x in ex["labels"])} for ex in sft]
+            rows, stats[f"sft_{split}"] = bucketed(sft, [len(ex["input_ids"]) for ex in sft], cfg, rejects)
+            stats["rows"].update(write_shards(rows, "sft", split, out, cfg.rows_per_shard))
+
+            dpo = dpo_examples(tok, corpus, split)
+            lengths = [len(ex["prompt_ids"]) + max(len(ex["chosen_ids"]), len(ex["rejected_ids"])) for ex in dpo]
+            rows, stats[f"dpo_{split}"] = bucketed(dpo, lengths, cfg, rejects)
+            stats["rows"].update(write_shards(rows, "dpo", split, out, cfg.rows_per_shard))
+    stats["vocab_size"] = tok.get_vocab_size()
+    return stats
+
+
+def validate(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
+    vocab = stats["vocab_size"]
+    results = []
+    for kind in ("pretrain", "sft", "dpo"):
+        table = load(out, kind, "train")
+        summary, bad = _check_rows(kind, table.to_pylist(), cfg)
+        results.append(run_suite(f"shards/{kind}", summary, shard_suite(kind, vocab)))
+        results.append(require(f"shards/{kind}-layout", bad, table.num_rows, _LAYOUT_RULES[kind]))
+    return results
+
+
+_LAYOUT_RULES = {
+    "pretrain": "position ids restart at each document; no loss on document starts or padding",
+    "sft": "<bos> first, task token ends the prompt, loss only on the answer, which ends with <eos>",
+    "dpo": "prompt <bos> ... <answer>; both completions non-empty, end with <eos>, and differ",
+}
+
+
+def _check_rows(kind: str, rows: list[dict], cfg: ShardsConfig) -> tuple[pd.DataFrame, list[str]]:
+    """Per-row summary for the GX suite, and exact layout violations."""
+    summary, bad = [], []
+    for i, row in enumerate(rows):
+        rid = row.get("id", f"row {i}")
+        if kind == "dpo":
+            ids = row["prompt_ids"] + row["chosen_ids"] + row["rejected_ids"]
+            n_loss = min(len(row["chosen_ids"]), len(row["rejected_ids"]))
+            problem = _dpo_problem(row)
+        else:
+            ids, n_loss = row["input_ids"], sum(x != IGNORE_INDEX for x in row["labels"])
+            problem = _pretrain_problem(row, cfg.seq_len) if kind == "pretrain" else _sft_problem(row)
+        summary.append({"id": rid, "min_id": min(ids), "max_id": max(ids), "n_loss": n_loss})
+        if problem:
+            bad.append(f"id={rid}: {problem}")
+    return pd.DataFrame(summary, columns=["id", "min_id", "max_id", "n_loss"]), bad
+
+
+def _pretrain_problem(row: dict, seq_len: int) -> str:
+    if len(row["input_ids"]) != seq_len or sum(row["doc_lens"]) != seq_len:
+        return f"row length {len(row['input_ids'])}, doc_lens sum {sum(row['doc_lens'])}, seq_len {seq_len}"
+    expected_pos = np.concatenate([np.arange(n) for n in row["doc_lens"]])
+    if not np.array_equal(expected_pos, row["position_ids"]):
+        return "position ids do not restart at each document"
+    starts = np.cumsum([0] + row["doc_lens"][:-1])
+    if any(row["labels"][s] != IGNORE_INDEX for s in starts):
+        return "a document's first token carries loss (cross-document prediction)"
+    if any(x != IGNORE_INDEX for x in row["labels"][row["n_tokens"] :]):
+        return "loss on padding"
+    return ""
+
+
+def _sft_problem(row: dict) -> str:
+    ids, labels = row["input_ids"], row["labels"]
+    first = next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), None)
+    if first is None:
+        return "no loss token"
+    if ids[0] != token_id(BOS) or ids[-1] != token_id(EOS) or labels[-1] != token_id(EOS):
+        return "does not start with <bos> and end with a scored <eos>"
+    if ids[first - 1] != token_id(SFT_TEMPLATES[row["task"]].prompt[-1]):
+        return f"token before the answer is {ids[first - 1]}, not the task token"
+    if any(x != IGNORE_INDEX for x in labels[:first]) or labels[first:] != ids[first:]:
+        return "labels are not -100 on the prompt and the tokens themselves on the answer"
+    return ""
+
+
+def _dpo_problem(row: dict) -> str:
+    p, c, r = row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]
+    if p[0] != token_id(BOS) or p[-1] != token_id(PREFERENCE_PROMPT[-1]):
+        return "prompt does not start with <bos> and end with <answer>"
+    if len(c) < 2 or len(r) < 2 or c[-1] != token_id(EOS) or r[-1] != token_id(EOS):
+        return "a completion is empty or does not end with <eos>"
+    if c == r:
+        return "chosen equals rejected"
+    return ""
