@@ -59,8 +59,11 @@ def load_config(config: str = "tiny", overrides: list[str] | None = None) -> Pip
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of stage sections, got {type(data).__name__}")
-    for item in overrides or []:
-        apply_override(data, item)
+    try:
+        for item in overrides or []:
+            apply_override(data, item)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     try:
         return PipelineConfig.model_validate(data)
     except ValidationError as e:

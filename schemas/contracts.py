@@ -16,7 +16,12 @@ def corpus_suite(task: str, max_chars: int) -> list[Expectation]:
         ("expect_column_values_to_be_in_set", {"column": "split", "value_set": ["train", "validation"]}),
     ]
     for f in TASK_FIELDS[task]:
-        suite.append(("expect_column_value_lengths_to_be_between", {"column": f, "min_value": 1, "max_value": max_chars}))
+        suite.append(
+            (
+                "expect_column_value_lengths_to_be_between",
+                {"column": f, "min_value": 1, "max_value": max_chars},
+            )
+        )
     return suite
 
 

@@ -31,7 +31,9 @@ PRETRAIN = Template(prompt=(BOS,), answer=("{text}", EOS))
 SFT_TEMPLATES: dict[str, Template] = {
     "translation": Template(prompt=(BOS, "{source_text}", TO_FR), answer=("{target_text}", EOS)),
     "summarization": Template(prompt=(BOS, "{document}", SUMMARIZE), answer=("{summary}", EOS)),
-    "qa": Template(prompt=(BOS, CONTEXT, "{context}", QUESTION, "{question}", ANSWER), answer=("{answer}", EOS)),
+    "qa": Template(
+        prompt=(BOS, CONTEXT, "{context}", QUESTION, "{question}", ANSWER), answer=("{answer}", EOS)
+    ),
 }
 
 # Preference pairs share the prompt; each side is scored on its own completion.

@@ -18,7 +18,19 @@ CONTEXT = "<context>"
 PROMPT = "<prompt>"
 ANSWER = "<answer>"
 
-SPECIAL_TOKENS: tuple[str, ...] = (PAD, BOS, EOS, UNK, MASK, TO_FR, SUMMARIZE, QUESTION, CONTEXT, PROMPT, ANSWER)
+SPECIAL_TOKENS: tuple[str, ...] = (
+    PAD,
+    BOS,
+    EOS,
+    UNK,
+    MASK,
+    TO_FR,
+    SUMMARIZE,
+    QUESTION,
+    CONTEXT,
+    PROMPT,
+    ANSWER,
+)
 TASK_TOKENS: tuple[str, ...] = SPECIAL_TOKENS[5:]
 
 

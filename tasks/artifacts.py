@@ -120,7 +120,9 @@ def file_entries(directory: Path, rows: dict[str, int] | None = None) -> list[Fi
     entries = []
     for f in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
         rel = f.relative_to(directory).as_posix()
-        entries.append(FileEntry(path=rel, sha256=sha256_file(f), bytes=f.stat().st_size, rows=(rows or {}).get(rel)))
+        entries.append(
+            FileEntry(path=rel, sha256=sha256_file(f), bytes=f.stat().st_size, rows=(rows or {}).get(rel))
+        )
     return entries
 
 

@@ -32,12 +32,16 @@ def _context():
     return gx, ctx, ctx.data_sources.add_pandas("lmpipe")
 
 
-def run_suite(name: str, df: pd.DataFrame, expectations: list[Expectation], id_column: str = "id") -> ContractResult:
+def run_suite(
+    name: str, df: pd.DataFrame, expectations: list[Expectation], id_column: str = "id"
+) -> ContractResult:
     """Validate `df` against `expectations` (plus row-count and not-null guards); raise on failure."""
     gx, _, source = _context()
     guards: list[Expectation] = [("expect_table_row_count_to_be_between", {"min_value": 1})]
     guards += [("expect_column_values_to_not_be_null", {"column": c}) for c in df.columns]
-    suite = gx.ExpectationSuite(name=name, expectations=[_build(gx, t, kw) for t, kw in guards + expectations])
+    suite = gx.ExpectationSuite(
+        name=name, expectations=[_build(gx, t, kw) for t, kw in guards + expectations]
+    )
     asset_name = f"{name}-{len(source.assets)}"
     batch = source.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("all")
     index_cols = [id_column] if id_column in df.columns else []
@@ -55,7 +59,9 @@ def require(name: str, bad: list[str], checked: int, what: str) -> ContractResul
     """An exact check: `bad` lists offending records (e.g. `"id=x: token 9999 >= vocab 4096"`)."""
     if bad:
         shown = "\n    ".join(bad[:5])
-        raise ContractError(f"contract {name} failed: {what}: {len(bad)} of {checked} records, e.g.\n    {shown}")
+        raise ContractError(
+            f"contract {name} failed: {what}: {len(bad)} of {checked} records, e.g.\n    {shown}"
+        )
     return ContractResult(name=name, success=True, checked=checked, details=what)
 
 
@@ -71,7 +77,10 @@ def _describe(r, total: int, id_column: str) -> str:
     count = res.get("unexpected_count")
     if count is None:
         return f"{cfg.type}({args}): observed {res.get('observed_value')!r}"
-    ids = [str(row.get(id_column, row)) if isinstance(row, dict) else str(row) for row in res.get("unexpected_index_list") or []]
+    ids = [
+        str(row.get(id_column, row)) if isinstance(row, dict) else str(row)
+        for row in res.get("unexpected_index_list") or []
+    ]
     values = [repr(v)[:60] for v in (res.get("partial_unexpected_list") or [])[:3]]
     shown = f"e.g. {id_column}={', '.join(ids[:5])}" if ids else f"values {values}"
     return f"{cfg.type}({args}): {count} of {total} rows, {shown}"

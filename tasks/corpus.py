@@ -129,7 +129,9 @@ def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
                 seen_ids[src.task][rid] = f"{src.path}:{number}"
                 seen_content[src.task][key] = rid
                 counts["kept"] += 1
-                rows[src.task].append({"id": rid, "file": src.path, "line": number, "split": split_of(rid, cfg), **fields})
+                rows[src.task].append(
+                    {"id": rid, "file": src.path, "line": number, "split": split_of(rid, cfg), **fields}
+                )
     for task, task_rows in rows.items():
         table = pa.Table.from_pylist(task_rows, schema=table_schema(task))
         pq.write_table(table, out / f"{task}.parquet")
@@ -162,4 +164,9 @@ def _content_key(task: str, fields: dict) -> str:
 
 def _reject_line(file: str, line: int, rid: str, reason: str, text: str | None) -> str:
     excerpt = (text or "")[:200]
-    return json.dumps({"file": file, "line": line, "id": rid, "reason": reason, "excerpt": excerpt}, ensure_ascii=False) + "\n"
+    return (
+        json.dumps(
+            {"file": file, "line": line, "id": rid, "reason": reason, "excerpt": excerpt}, ensure_ascii=False
+        )
+        + "\n"
+    )

@@ -47,7 +47,9 @@ def make_trainer_class():
             return dataset  # already tokenized by the shards stage, specials by id
 
         def get_train_dataloader(self) -> DataLoader:
-            loader = DataLoader(self.train_dataset, batch_sampler=self.bucket_sampler, collate_fn=self.data_collator)
+            loader = DataLoader(
+                self.train_dataset, batch_sampler=self.bucket_sampler, collate_fn=self.data_collator
+            )
             return self.accelerator.prepare(loader)
 
     return ShardDPOTrainer
@@ -95,7 +97,9 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path, log: Callable[[str
             task_type="CAUSAL_LM",
         )
         trainer_class = make_trainer_class()
-        trainer_class.bucket_sampler = BucketBatchSampler(train["bucket"].to_pylist(), cfg.batch_size, cfg.seed)
+        trainer_class.bucket_sampler = BucketBatchSampler(
+            train["bucket"].to_pylist(), cfg.batch_size, cfg.seed
+        )
         trainer = trainer_class(
             model=model,
             args=args,
@@ -109,8 +113,14 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path, log: Callable[[str
         after = trainer.evaluate()
     for entry in trainer.state.log_history:
         if "loss" in entry:
-            log(f"step {entry['step']}/{cfg.max_steps} loss {entry['loss']:.4f} lr {entry.get('learning_rate', 0):.2e}")
-    history = [{"step": e["step"], "loss": e["loss"], "lr": e.get("learning_rate")} for e in trainer.state.log_history if "loss" in e]
+            log(
+                f"step {entry['step']}/{cfg.max_steps} loss {entry['loss']:.4f} lr {entry.get('learning_rate', 0):.2e}"
+            )
+    history = [
+        {"step": e["step"], "loss": e["loss"], "lr": e.get("learning_rate")}
+        for e in trainer.state.log_history
+        if "loss" in e
+    ]
     trainer.model.save_pretrained(out / "adapter")
     merged = trainer.model.merge_and_unload()
     metrics = {

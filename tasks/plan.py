@@ -126,9 +126,13 @@ def plan_single(stage: str, cfg: PipelineConfig, home: Home) -> StagePlan:
             continue
         found = latest(home, up, cfg.name)
         if found is None:
-            raise ArtifactError(f"stage {stage!r} needs a {up!r} artifact and there is none: run `lmpipe run {up}`")
+            raise ArtifactError(
+                f"stage {stage!r} needs a {up!r} artifact and there is none: run `lmpipe run {up}`"
+            )
         d, m = found
-        warnings.append(f"{up}: using latest {d.name}; this config would build {p.fingerprint[:12]} ({'; '.join(p.reasons)})")
+        warnings.append(
+            f"{up}: using latest {d.name}; this config would build {p.fingerprint[:12]} ({'; '.join(p.reasons)})"
+        )
         inputs.append(Ref(stage=up, name=m.name, fingerprint=m.fingerprint, path=str(d)))
     plan = plan_stage(stage, cfg, home, inputs)
     plan.warnings = warnings

@@ -41,7 +41,9 @@ def eval_batches(table: pa.Table, batch_size: int, limit: int) -> list[training.
     return [packed_batch(table, list(range(k, min(k + batch_size, n)))) for k in range(0, n, batch_size)]
 
 
-def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path, log: Callable[[str], None] = print) -> dict:
+def build(
+    cfg: PretrainConfig, inputs: dict[str, Path], out: Path, log: Callable[[str], None] = print
+) -> dict:
     device = training.setup(cfg)
     train = shards_task.load(inputs["shards"], "pretrain", "train")
     val = shards_task.load(inputs["shards"], "pretrain", "validation")
@@ -77,7 +79,13 @@ def check_checkpoint(out: Path, stats: dict) -> list[ContractResult]:
     ids = torch.tensor([[1, 20, 30, 40]])
     with torch.no_grad():
         finite = torch.isfinite(model(ids, use_cache=False).logits).all().item()
-    results.append(require("checkpoint/loads", [] if finite else ["non-finite logits"], 1, "reloads with finite logits"))
-    worse = [] if stats["val_loss"] < stats["val_loss_before"] else [f"val loss {stats['val_loss_before']} -> {stats['val_loss']}"]
+    results.append(
+        require("checkpoint/loads", [] if finite else ["non-finite logits"], 1, "reloads with finite logits")
+    )
+    worse = (
+        []
+        if stats["val_loss"] < stats["val_loss_before"]
+        else [f"val loss {stats['val_loss_before']} -> {stats['val_loss']}"]
+    )
     results.append(require("checkpoint/learned", worse, 1, "validation loss decreased during training"))
     return results

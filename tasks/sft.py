@@ -29,7 +29,11 @@ def padded_batch(table: pa.Table, rows: list[int]) -> training.Batch:
         return torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
 
     ids = fill(cols["input_ids"], pad)
-    return {"input_ids": ids, "labels": fill(cols["labels"], IGNORE_INDEX), "attention_mask": (fill(cols["input_ids"], -1) != -1).long()}
+    return {
+        "input_ids": ids,
+        "labels": fill(cols["labels"], IGNORE_INDEX),
+        "attention_mask": (fill(cols["input_ids"], -1) != -1).long(),
+    }
 
 
 def batches(table: pa.Table, batch_size: int, seed: int) -> Iterator[training.Batch]:

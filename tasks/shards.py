@@ -83,7 +83,15 @@ def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict
             labels += [IGNORE_INDEX] * fill
             positions += list(range(fill))
             doc_lens.append(fill)
-        rows.append({"input_ids": ids, "labels": labels, "position_ids": positions, "doc_lens": doc_lens, "n_tokens": real})
+        rows.append(
+            {
+                "input_ids": ids,
+                "labels": labels,
+                "position_ids": positions,
+                "doc_lens": doc_lens,
+                "n_tokens": real,
+            }
+        )
     tokens = sum(len(d) for d in docs)
     stats = {
         "documents": len(docs),
@@ -103,7 +111,9 @@ def sft_examples(tok: Tokenizer, corpus: Path, tasks: list[str], split: str) -> 
         prompts = encode_template(tok, template.prompt, rows)
         answers = encode_template(tok, template.answer, rows)
         for row, p, a in zip(rows, prompts, answers, strict=True):
-            examples.append({"id": row["id"], "task": task, "input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a})
+            examples.append(
+                {"id": row["id"], "task": task, "input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a}
+            )
     return examples
 
 
@@ -123,7 +133,9 @@ def bucketed(examples: list[dict], lengths: list[int], cfg: ShardsConfig, reject
     kept = []
     for ex, n in zip(examples, lengths, strict=True):
         if n > cfg.max_len:
-            rejects.write(json.dumps({"id": ex["id"], "reason": f"too long: {n} tokens > max_len {cfg.max_len}"}) + "\n")
+            rejects.write(
+                json.dumps({"id": ex["id"], "reason": f"too long: {n} tokens > max_len {cfg.max_len}"}) + "\n"
+            )
             continue
         kept.append({**ex, "length": n, "bucket": packing.bucket_of(n, cfg.bucket_boundaries)})
     kept.sort(key=lambda ex: ex["bucket"])  # stable: keeps corpus order inside a bucket
@@ -135,8 +147,12 @@ def bucketed(examples: list[dict], lengths: list[int], cfg: ShardsConfig, reject
         "rejected_too_long": len(examples) - len(kept),
         "tokens": sum(lens),
         "bucket_counts": {str(cfg.bucket_boundaries[b]): buckets.count(b) for b in sorted(set(buckets))},
-        f"padding_bucketed@{bs}": round(packing.padding_fraction(lens, packing.bucket_batches(buckets, bs, cfg.seed)), 5),
-        f"padding_random@{bs}": round(packing.padding_fraction(lens, packing.random_batches(len(lens), bs, cfg.seed)), 5),
+        f"padding_bucketed@{bs}": round(
+            packing.padding_fraction(lens, packing.bucket_batches(buckets, bs, cfg.seed)), 5
+        ),
+        f"padding_random@{bs}": round(
+            packing.padding_fraction(lens, packing.random_batches(len(lens), bs, cfg.seed)), 5
+        ),
     }
     return kept, stats
 
@@ -167,7 +183,9 @@ def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
     stats: dict = {"rows": {}}
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
         for split in SPLITS:
-            docs = encode_template(tok, PRETRAIN.prompt + PRETRAIN.answer, read_split(corpus, "pretrain", split))
+            docs = encode_template(
+                tok, PRETRAIN.prompt + PRETRAIN.answer, read_split(corpus, "pretrain", split)
+            )
             rows, stats[f"pretrain_{split}"] = pack_pretrain(docs, cfg.seq_len)
             stats["rows"].update(write_shards(rows, "pretrain", split, out, cfg.rows_per_shard))
 
@@ -177,7 +195,9 @@ def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
             stats["rows"].update(write_shards(rows, "sft", split, out, cfg.rows_per_shard))
 
             dpo = dpo_examples(tok, corpus, split)
-            lengths = [len(ex["prompt_ids"]) + max(len(ex["chosen_ids"]), len(ex["rejected_ids"])) for ex in dpo]
+            lengths = [
+                len(ex["prompt_ids"]) + max(len(ex["chosen_ids"]), len(ex["rejected_ids"])) for ex in dpo
+            ]
             rows, stats[f"dpo_{split}"] = bucketed(dpo, lengths, cfg, rejects)
             stats["rows"].update(write_shards(rows, "dpo", split, out, cfg.rows_per_shard))
     stats["vocab_size"] = tok.get_vocab_size()

@@ -89,8 +89,14 @@ def validate(cfg: TokenizerConfig, inputs: dict[str, Path], out: Path, stats: di
     from transformers import AutoTokenizer
 
     tok = load(out)
-    bad = [f"{t}: id {tok.token_to_id(t)}, expected {token_id(t)}" for t in SPECIAL_TOKENS if tok.token_to_id(t) != token_id(t)]
-    results = [require("tokenizer/special-ids", bad, len(SPECIAL_TOKENS), "each special token has its reserved id")]
+    bad = [
+        f"{t}: id {tok.token_to_id(t)}, expected {token_id(t)}"
+        for t in SPECIAL_TOKENS
+        if tok.token_to_id(t) != token_id(t)
+    ]
+    results = [
+        require("tokenizer/special-ids", bad, len(SPECIAL_TOKENS), "each special token has its reserved id")
+    ]
     samples = list(training_texts(inputs["corpus"], 200_000))[:200] + [f"a{t}b {t}" for t in SPECIAL_TOKENS]
     n_special = len(SPECIAL_TOKENS)
     bad = []
@@ -100,8 +106,14 @@ def validate(cfg: TokenizerConfig, inputs: dict[str, Path], out: Path, stats: di
             bad.append(f"sample {i} {text[:40]!r}: control id in {ids[:12]}")
         elif tok.decode(ids, skip_special_tokens=False) != text:
             bad.append(f"sample {i} {text[:40]!r}: decode(encode(x)) != x")
-    results.append(require("tokenizer/round-trip", bad, len(samples), "decode(encode(x)) == x, no control ids from text"))
+    results.append(
+        require("tokenizer/round-trip", bad, len(samples), "decode(encode(x)) == x, no control ids from text")
+    )
     hf = AutoTokenizer.from_pretrained(out)
-    bad = [] if hf.pad_token_id == token_id(PAD) != hf.eos_token_id else [f"pad {hf.pad_token_id}, eos {hf.eos_token_id}"]
+    bad = (
+        []
+        if hf.pad_token_id == token_id(PAD) != hf.eos_token_id
+        else [f"pad {hf.pad_token_id}, eos {hf.eos_token_id}"]
+    )
     results.append(require("tokenizer/auto-load", bad, 1, "AutoTokenizer loads it; pad is its own token"))
     return results

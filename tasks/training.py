@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from schemas.training import ModelConfig, TrainConfig
 from schemas.tokens import BOS, EOS, PAD, token_id
+from schemas.training import ModelConfig, TrainConfig
 
 Batch = dict[str, torch.Tensor]
 
@@ -60,7 +60,9 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
 
 
-def train_loop(model, batches: Iterator[Batch], cfg: TrainConfig, device, log: Callable[[str], None]) -> list[dict]:
+def train_loop(
+    model, batches: Iterator[Batch], cfg: TrainConfig, device, log: Callable[[str], None]
+) -> list[dict]:
     """Run `cfg.max_steps` optimizer steps; returns the loss history."""
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -75,7 +77,9 @@ def train_loop(model, batches: Iterator[Batch], cfg: TrainConfig, device, log: C
             total += loss.item()
             tokens += int((batch["labels"] != -100).sum())
         if not math.isfinite(total):
-            raise FloatingPointError(f"loss is {total} at step {step}; stopping before the weights are ruined")
+            raise FloatingPointError(
+                f"loss is {total} at step {step}; stopping before the weights are ruined"
+            )
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -83,7 +87,9 @@ def train_loop(model, batches: Iterator[Batch], cfg: TrainConfig, device, log: C
         history.append({"step": step + 1, "loss": round(total, 5), "lr": scheduler.get_last_lr()[0]})
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
             rate = tokens / (time.perf_counter() - start)
-            log(f"step {step + 1}/{cfg.max_steps} loss {total:.4f} lr {history[-1]['lr']:.2e} {rate:,.0f} tok/s")
+            log(
+                f"step {step + 1}/{cfg.max_steps} loss {total:.4f} lr {history[-1]['lr']:.2e} {rate:,.0f} tok/s"
+            )
     return history
 
 
@@ -101,7 +107,9 @@ def evaluate(model, batches: list[Batch], device) -> float:
     return total / max(count, 1)
 
 
-def save_checkpoint(model, tokenizer_dir: Path, out: Path, history: list[dict], metrics: dict, card: str) -> None:
+def save_checkpoint(
+    model, tokenizer_dir: Path, out: Path, history: list[dict], metrics: dict, card: str
+) -> None:
     """Weights (safetensors), config, tokenizer, loss history and curve, metrics, model card."""
     model.save_pretrained(out)  # safetensors by default in transformers 5
     for f in tokenizer_dir.glob("tokenizer*.json"):

@@ -1,0 +1,26 @@
+# Everyday targets. `make run` and `make test` install what is missing first.
+.PHONY: install run test lint plan server clean
+
+install:
+	./scripts/install.sh
+
+run: install
+	.venv/bin/lmpipe run
+
+test: install
+	.venv/bin/ruff check .
+	.venv/bin/ruff format --check .
+	.venv/bin/python -m pytest -q
+
+lint: install
+	.venv/bin/ruff check --fix .
+	.venv/bin/ruff format .
+
+plan: install
+	.venv/bin/lmpipe plan
+
+server: install
+	.venv/bin/prefect server start --host 127.0.0.1
+
+clean:
+	rm -rf data/artifacts checkpoints/*/

@@ -1,0 +1,20 @@
+"""Prefect flows: one per stage plus `pipeline`. Thin: the work lives in tasks/.
+
+Importing this package sets the offline and no-telemetry defaults that every run needs
+(before Prefect, transformers or great-expectations are imported); a value already set in
+the environment wins.
+"""
+
+import os
+
+for _key, _value in {
+    "HF_HUB_OFFLINE": "1",
+    "HF_DATASETS_OFFLINE": "1",
+    "TRANSFORMERS_NO_ADVISORY_WARNINGS": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "TOKENIZERS_PARALLELISM": "false",
+}.items():
+    os.environ.setdefault(_key, _value)

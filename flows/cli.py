@@ -1,0 +1,129 @@
+"""`lmpipe`: run the pipeline or one stage, show the plan, list, trace and verify artifacts.
+
+lmpipe run                      # the whole pipeline on the tiny preset
+lmpipe run sft --set sft.lr=1e-4 --force
+lmpipe plan --config my.yaml
+lmpipe lineage checkpoints/dpo/tiny-0123456789ab
+lmpipe verify  checkpoints/dpo/tiny-0123456789ab
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import flows  # noqa: F401  (sets offline/telemetry defaults before anything heavy loads)
+from schemas.config import ConfigError, load_config
+from schemas.stages import ORDER
+from tasks.artifacts import ArtifactError, Home, lineage, published, read_manifest, verify
+from tasks.contracts import ContractError
+from tasks.plan import plan_pipeline
+from tasks.report import summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ConfigError, ArtifactError, ContractError, FileNotFoundError) as e:
+        print(f"lmpipe: error: {e}", file=sys.stderr)
+        return 2
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="lmpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = p.add_subparsers(required=True)
+
+    def with_config(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--config", default="tiny", help="preset name in configs/ or a YAML file (default: tiny)"
+        )
+        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.FIELD=VALUE")
+        sp.add_argument(
+            "--home", help="artifact home (default: $LMPIPE_HOME, else data/artifacts + checkpoints)"
+        )
+
+    run = sub.add_parser("run", help="run the pipeline, or one stage on the latest matching inputs")
+    run.add_argument("stage", nargs="?", choices=ORDER)
+    run.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    with_config(run)
+    run.set_defaults(func=cmd_run)
+
+    plan = sub.add_parser("plan", help="show which stages would run, and why")
+    with_config(plan)
+    plan.set_defaults(func=cmd_plan)
+
+    ls = sub.add_parser("list", help="list published artifacts")
+    ls.add_argument("--home")
+    ls.set_defaults(func=cmd_list)
+
+    for name, func, text in (
+        ("lineage", cmd_lineage, "print the chain back to the raw files"),
+        ("verify", cmd_verify, "recheck every file hash of an artifact and its ancestors"),
+    ):
+        sp = sub.add_parser(name, help=text)
+        sp.add_argument("artifact", type=Path)
+        sp.set_defaults(func=func)
+    return p
+
+
+def cmd_run(args) -> int:
+    started = time.perf_counter()
+    cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
+    if not args.force:
+        plans = plan_pipeline(cfg, Home.resolve(args.home), (args.stage,) if args.stage else ORDER)
+        if all(p.up_to_date for p in plans):
+            # Nothing to build: answer from the manifests without starting a Prefect server.
+            print_summary(
+                [summary(p.stage, "skipped", read_manifest(p.path), 0.0, p.path) for p in plans],
+                time.perf_counter() - started,
+            )
+            return 0
+    from flows.pipeline import STAGE_FLOWS, pipeline
+
+    params = {"config": args.config, "overrides": args.overrides, "force": args.force, "home": args.home}
+    results = [STAGE_FLOWS[args.stage](**params)] if args.stage else pipeline(**params)
+    print_summary(results, time.perf_counter() - started)
+    return 0
+
+
+def print_summary(results: list[dict], seconds: float) -> None:
+    print(f"\n{'stage':<10} {'status':<8} {'time':>7}  figures")
+    for r in results:
+        print(f"{r['stage']:<10} {r['status']:<8} {r['seconds']:>6.1f}s  {r['figures']}")
+        print(f"{'':<28}{r['path']}")
+    print(f"total {seconds:.1f}s")
+
+
+def cmd_plan(args) -> int:
+    for p in plan_pipeline(load_config(args.config, args.overrides), Home.resolve(args.home)):
+        why = "up to date" if p.up_to_date else "; ".join(p.reasons)
+        print(f"{p.stage:<10} {p.action:<5} {p.fingerprint[:12]}  {why}")
+    return 0
+
+
+def cmd_list(args) -> int:
+    home = Home.resolve(args.home)
+    for stage in ORDER:
+        for path, m in published(home, stage):
+            print(f"{stage:<10} {m.name:<12} {m.fingerprint[:12]}  {m.created_at[:19]}  {path}")
+    return 0
+
+
+def cmd_lineage(args) -> int:
+    print("\n".join(lineage(args.artifact.resolve())))
+    return 0
+
+
+def cmd_verify(args) -> int:
+    problems = verify(args.artifact.resolve())
+    for p in problems:
+        print(f"FAILED {p}")
+    print("ok: every file matches its manifest" if not problems else f"{len(problems)} problem(s)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""The corpus stage as a deployable Prefect flow. Raw JSONL sources -> normalised, deduplicated, split Parquet tables + rejects."""
+
+from prefect import flow
+
+from flows.stage import run_stage
+
+
+@flow(name="corpus", log_prints=True)
+def corpus_flow(
+    config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
+) -> dict:
+    """Raw JSONL sources -> normalised, deduplicated, split Parquet tables + rejects.
+
+    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...].
+    """
+    return run_stage("corpus", config, overrides, force, home)

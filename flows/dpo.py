@@ -1,0 +1,16 @@
+"""The dpo stage as a deployable Prefect flow. Preference alignment of the SFT model with TRL's DPO and a LoRA adapter."""
+
+from prefect import flow
+
+from flows.stage import run_stage
+
+
+@flow(name="dpo", log_prints=True)
+def dpo_flow(
+    config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
+) -> dict:
+    """Preference alignment of the SFT model with TRL's DPO and a LoRA adapter.
+
+    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...].
+    """
+    return run_stage("dpo", config, overrides, force, home)

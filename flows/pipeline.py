@@ -1,0 +1,56 @@
+"""The whole pipeline, top to bottom: raw text to an aligned model.
+
+    corpus -> tokenizer -> shards -> pretrain -> sft -> dpo
+
+Each stage is its own flow (a subflow here) that skips itself when its artifact is up to
+date. The plan (run or skip, and why) is published first as a Prefect markdown artifact.
+"""
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from flows.corpus import corpus_flow
+from flows.dpo import dpo_flow
+from flows.pretrain import pretrain_flow
+from flows.sft import sft_flow
+from flows.shards import shards_flow
+from flows.tokenizer import tokenizer_flow
+from schemas.config import load_config
+from tasks.artifacts import Home
+from tasks.plan import plan_pipeline
+
+STAGE_FLOWS = {
+    "corpus": corpus_flow,
+    "tokenizer": tokenizer_flow,
+    "shards": shards_flow,
+    "pretrain": pretrain_flow,
+    "sft": sft_flow,
+    "dpo": dpo_flow,
+}
+
+
+@flow(name="pipeline", log_prints=True)
+def pipeline(
+    config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
+) -> list[dict]:
+    """Run every stage in order; `force` rebuilds all of them."""
+    logger = get_run_logger()
+    plan = plan_pipeline(load_config(config, overrides), Home.resolve(home))
+    create_markdown_artifact(
+        key="pipeline-plan", markdown=plan_markdown(plan), description="what will run and why"
+    )
+    results = []
+    for stage, stage_flow in STAGE_FLOWS.items():
+        result = stage_flow(config=config, overrides=overrides, force=force, home=home)
+        logger.info(f"{stage}: {result['status']} in {result['seconds']}s: {result['figures']}")
+        results.append(result)
+    create_table_artifact(
+        key="pipeline-summary", table=results, description="per stage: ran/skipped, time, figures"
+    )
+    return results
+
+
+def plan_markdown(plan) -> str:
+    rows = ["| stage | action | why |", "|---|---|---|"]
+    rows += [f"| {p.stage} | {p.action} | {'; '.join(p.reasons) or 'up to date'} |" for p in plan]
+    return "# Plan\n\n" + "\n".join(rows) + "\n"

@@ -1,0 +1,16 @@
+"""The tokenizer stage as a deployable Prefect flow. Byte-level BPE trained on the corpus, special tokens from schemas/tokens.py."""
+
+from prefect import flow
+
+from flows.stage import run_stage
+
+
+@flow(name="tokenizer", log_prints=True)
+def tokenizer_flow(
+    config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
+) -> dict:
+    """Byte-level BPE trained on the corpus, special tokens from schemas/tokens.py.
+
+    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...].
+    """
+    return run_stage("tokenizer", config, overrides, force, home)

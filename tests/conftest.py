@@ -1,0 +1,76 @@
+"""Shared fixtures: a tiny slice of the real corpus, a tiny config, one Prefect test harness."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+import flows  # noqa: F401  (offline + no-telemetry environment, before heavy imports)
+from schemas.config import PROJECT_ROOT
+
+RAW = PROJECT_ROOT / "data" / "raw"
+FILES = {
+    "pretrain": "pretrain.jsonl",
+    "translation": "translation_en_fr.jsonl",
+    "summarization": "summarization.jsonl",
+    "qa": "qa.jsonl",
+    "preference": "preference.jsonl",
+}
+
+
+def write_jsonl(path: Path, records: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def head(name: str, n: int) -> list[dict]:
+    with open(RAW / name, encoding="utf-8") as f:
+        return [json.loads(next(f)) for _ in range(n)]
+
+
+def tiny_config_data(raw_dir: Path) -> dict:
+    """A config small enough for seconds-long stages: short texts, a 1-layer model, few steps."""
+    sources = []
+    for task, name in FILES.items():
+        records = head(name, 60)
+        if task == "pretrain":  # keep documents short so the slice stays tiny
+            records = [{**r, "text": r["text"][:1500]} for r in records]
+        write_jsonl(raw_dir / name, records)
+        sources.append({"task": task, "path": str(raw_dir / name)})
+    train = {"batch_size": 4, "warmup_steps": 1, "eval_batches": 2, "log_every": 2}
+    return {
+        "name": "t",
+        "corpus": {"sources": sources, "validation_fraction": 0.15},
+        "tokenizer": {"vocab_size": 400},
+        "shards": {
+            "seq_len": 64,
+            "max_len": 160,
+            "bucket_boundaries": [32, 64, 96, 160],
+            "rows_per_shard": 64,
+        },
+        "pretrain": {
+            **train,
+            "max_steps": 8,
+            "lr": 1e-2,
+            "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
+        },
+        "sft": {**train, "max_steps": 6, "lr": 5e-3},
+        "dpo": {**train, "max_steps": 6, "lr": 2e-2},
+    }
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny-test.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_data(tmp_path / "raw")))
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -1,0 +1,108 @@
+"""The artifact store: atomic publication, garbage collection, fingerprints, verify, lineage."""
+
+import os
+import shutil
+from datetime import UTC, datetime
+
+import pytest
+
+from schemas.config import load_config
+from schemas.manifest import Manifest, Ref
+from tasks import artifacts
+from tasks.plan import plan_pipeline
+
+
+def publish_dummy(home, stage="corpus", fp="f" * 64, inputs=()):
+    with artifacts.staging(home, stage, "t", fp) as tmp:
+        (tmp / "data.txt").write_text("hello")
+        manifest = Manifest(
+            stage=stage,
+            name="t",
+            fingerprint=fp,
+            inputs=list(inputs),
+            config={},
+            fingerprint_config={},
+            code={"format": 1},
+            files=artifacts.file_entries(tmp),
+            created_at=datetime.now(UTC).isoformat(),
+        )
+        return artifacts.publish(tmp, artifacts.artifact_dir(home, stage, "t", fp), manifest)
+
+
+def test_publish_is_all_or_nothing(tmp_path):
+    home = artifacts.Home.resolve(tmp_path)
+    with pytest.raises(RuntimeError), artifacts.staging(home, "corpus", "t", "a" * 64) as tmp:
+        (tmp / "half.txt").write_text("partial")
+        raise RuntimeError("build failed")
+    assert list(home.stage_dir("corpus").iterdir()) == []
+    path = publish_dummy(home)
+    assert artifacts.find(home, "corpus", "f" * 64) == path
+    assert artifacts.read_manifest(path).files[0].path == "data.txt"
+
+
+def test_garbage_collection_removes_dead_leftovers_only(tmp_path):
+    home = artifacts.Home.resolve(tmp_path)
+    published = publish_dummy(home)
+    stage_dir = home.stage_dir("corpus")
+    dead = stage_dir / ".tmp-t-abc-999999999"
+    alive = stage_dir / f".tmp-t-abc-{os.getpid()}"
+    no_manifest = stage_dir / "t-0123456789ab"
+    for d in (dead, alive, no_manifest):
+        d.mkdir()
+    removed = artifacts.collect_garbage(home)
+    assert sorted(removed) == sorted([dead, no_manifest])
+    assert published.exists() and alive.exists()
+
+
+def test_verify_and_lineage(tmp_path):
+    home = artifacts.Home.resolve(tmp_path / "home")
+    raw = tmp_path / "raw.jsonl"
+    raw.write_text("{}\n")
+    raw_ref = Ref(stage="raw", name="raw.jsonl", fingerprint=artifacts.sha256_file(raw), path=str(raw))
+    first = publish_dummy(home, inputs=[raw_ref])
+    ref = Ref(stage="corpus", name="t", fingerprint="f" * 64, path=str(first))
+    second = publish_dummy(home, stage="tokenizer", fp="e" * 64, inputs=[ref])
+    assert artifacts.verify(second) == []
+    lines = artifacts.lineage(second)
+    assert (
+        lines[0].startswith("tokenizer t fp=eeeeeeeeeeee")
+        and f"raw raw.jsonl sha256={raw_ref.fingerprint}" in lines[-1]
+    )
+    (first / "data.txt").write_text("hellO")
+    raw.write_text("[]\n")
+    problems = artifacts.verify(second)
+    assert any("data.txt: sha256" in p for p in problems) and any("raw input changed" in p for p in problems)
+
+
+def test_fingerprints_ignore_location_and_follow_content(tmp_path, tiny_config, monkeypatch):
+    cfg = load_config(str(tiny_config))
+    a = [p.fingerprint for p in plan_pipeline(cfg, artifacts.Home.resolve(tmp_path / "h1"))]
+    b = [p.fingerprint for p in plan_pipeline(cfg, artifacts.Home.resolve(tmp_path / "h2"))]
+    assert a == b
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_config.parent / "raw", moved)
+    text = tiny_config.read_text().replace(str(tiny_config.parent / "raw"), str(moved))
+    tiny_config.write_text(text)
+    assert [
+        p.fingerprint for p in plan_pipeline(load_config(str(tiny_config)), artifacts.Home.resolve(tmp_path))
+    ] == a
+    with open(moved / "qa.jsonl", "a") as f:
+        f.write('{"id": "new", "context": "c", "question": "q", "answer": "a"}\n')
+    c = [
+        p.fingerprint for p in plan_pipeline(load_config(str(tiny_config)), artifacts.Home.resolve(tmp_path))
+    ]
+    assert all(x != y for x, y in zip(a, c, strict=True))
+    d = [
+        p.fingerprint
+        for p in plan_pipeline(
+            load_config(str(tiny_config), ["sft.lr=0.5"]), artifacts.Home.resolve(tmp_path)
+        )
+    ]
+    assert d[:4] == c[:4] and d[4] != c[4] and d[5] != c[5]
+    e = [
+        p.fingerprint
+        for p in plan_pipeline(
+            load_config(str(tiny_config), ["sft.log_every=3"]), artifacts.Home.resolve(tmp_path)
+        )
+    ]
+    assert e == c  # runtime-only fields never rebuild anything

@@ -1,0 +1,47 @@
+"""Configs: every preset validates; bad fields are named; overrides set one field."""
+
+import pytest
+
+from schemas.config import PRESETS_DIR, ConfigError, load_config
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in PRESETS_DIR.glob("*.yaml")))
+def test_every_preset_loads(preset):
+    cfg = load_config(preset)
+    assert cfg.name == preset
+    assert cfg.tokenizer.vocab_size > 0
+
+
+def test_override_sets_one_field():
+    cfg = load_config("tiny", ["sft.lr=1e-4", "shards.bucket_boundaries=[64, 512]"])
+    assert cfg.sft.lr == 1e-4
+    assert cfg.shards.bucket_boundaries == [64, 512]
+    assert cfg.pretrain.lr == load_config("tiny").pretrain.lr
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("sft.learning_rate=1e-4", "sft.learning_rate: Extra inputs are not permitted"),
+        ("pretrain.max_steps=-5", "pretrain.max_steps: Input should be greater than or equal to 1"),
+        ("shards.bucket_boundaries=[512, 64]", "strictly increasing"),
+        ("shards.max_len=1024", "last bucket boundary"),
+        ("sft", "expected stage.field=value"),
+    ],
+)
+def test_bad_field_is_named(override, message):
+    with pytest.raises(ConfigError, match="tiny.yaml") as err:
+        load_config("tiny", [override])
+    assert message in str(err.value)
+
+
+def test_user_config_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("name: mine\ncorpus: {sources: [{task: qa, path: data/raw/qa.jsonl}]}\nsft: {lr: 0}\n")
+    with pytest.raises(ConfigError, match=r"mine.yaml: sft.lr: Input should be greater than 0"):
+        load_config(str(path))
+
+
+def test_unknown_preset_lists_presets():
+    with pytest.raises(ConfigError, match="presets: .*tiny"):
+        load_config("nope")

@@ -1,0 +1,37 @@
+"""prefect.yaml: every entrypoint imports, every deployment's parameters fit its flow."""
+
+import importlib
+
+import pytest
+import yaml
+
+from schemas.config import PROJECT_ROOT, load_config
+from schemas.stages import ORDER, STAGES
+
+SPEC = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+DEPLOYMENTS = SPEC["deployments"]
+
+
+def load_flow(entrypoint: str):
+    path, name = entrypoint.split(":")
+    return getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=[d["name"] for d in DEPLOYMENTS])
+def test_deployment_parameters_validate(deployment):
+    flow = load_flow(deployment["entrypoint"])
+    assert deployment["enforce_parameter_schema"] is True
+    params = flow.validate_parameters(deployment["parameters"])
+    load_config(params["config"], params["overrides"])
+
+
+def test_every_stage_and_the_pipeline_are_deployed_on_the_right_pool():
+    by_name = {d["name"]: d for d in DEPLOYMENTS}
+    assert set(ORDER) | {"pipeline"} <= set(by_name)
+    for stage in ORDER:
+        assert by_name[stage]["work_pool"]["name"] == STAGES[stage].pool
+
+
+def test_scheduled_refresh_ships_inactive():
+    scheduled = [d for d in DEPLOYMENTS if d.get("schedules")]
+    assert scheduled and all(not s["active"] for d in scheduled for s in d["schedules"])

@@ -1,0 +1,100 @@
+"""Shards stage: templates, loss masks, packing layout, bucketing, and the shard contracts."""
+
+import pyarrow as pa
+import pytest
+
+from schemas.config import load_config
+from schemas.shards import IGNORE_INDEX, SCHEMAS
+from schemas.tokens import token_id
+from tasks import corpus, shards, tokenizer
+from tasks.contracts import ContractError
+from tests.conftest import tiny_config_data
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    path = root / "c.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(tiny_config_data(root / "raw")))
+    cfg = load_config(str(path))
+    dirs = {name: root / name for name in ("corpus", "tokenizer", "shards")}
+    for d in dirs.values():
+        d.mkdir()
+    corpus.build(cfg.corpus, {}, dirs["corpus"])
+    tokenizer.build(cfg.tokenizer, {"corpus": dirs["corpus"]}, dirs["tokenizer"])
+    inputs = {"corpus": dirs["corpus"], "tokenizer": dirs["tokenizer"]}
+    stats = shards.build(cfg.shards, inputs, dirs["shards"])
+    return cfg, inputs, dirs["shards"], stats
+
+
+def test_sft_labels_cover_only_the_answer(built):
+    cfg, inputs, out, _ = built
+    tok = tokenizer.load(inputs["tokenizer"])
+    rows = shards.load(out, "sft", "train").to_pylist()
+    row = next(r for r in rows if r["task"] == "translation")
+    first = next(i for i, x in enumerate(row["labels"]) if x != IGNORE_INDEX)
+    assert row["input_ids"][first - 1] == token_id("<to-fr>")
+    assert row["input_ids"][0] == token_id("<bos>") and row["labels"][-1] == token_id("<eos>")
+    source = tok.decode(row["input_ids"][1 : first - 1])
+    target = tok.decode(row["labels"][first:-1])
+    record = next(
+        r for r in shards.read_split(inputs["corpus"], "translation", "train") if r["id"] == row["id"]
+    )
+    assert (source, target) == (record["source_text"], record["target_text"])
+
+
+def test_control_text_in_user_fields_stays_text(built):
+    _, inputs, _, _ = built
+    tok = tokenizer.load(inputs["tokenizer"])
+    ids = shards.encode_template(tok, ("<bos>", "{text}", "<eos>"), [{"text": "say <to-fr> <eos>"}])[0]
+    assert ids[0] == token_id("<bos>") and ids[-1] == token_id("<eos>")
+    assert all(i >= 11 for i in ids[1:-1])
+
+
+def test_pretrain_rows_are_full_and_reset_positions(built):
+    cfg, _, out, stats = built
+    table = shards.load(out, "pretrain", "train")
+    for row in table.to_pylist():
+        assert len(row["input_ids"]) == cfg.shards.seq_len == sum(row["doc_lens"])
+        assert row["position_ids"][0] == 0
+    assert stats["pretrain_train"]["tokens"] == sum(table["n_tokens"].to_pylist())
+    assert 0.5 < stats["pretrain_train"]["fill_rate"] <= 1.0
+
+
+def test_examples_are_sorted_into_buckets_and_never_split(built):
+    cfg, _, out, stats = built
+    for kind in ("sft", "dpo"):
+        table = shards.load(out, kind, "train")
+        buckets, lengths = table["bucket"].to_pylist(), table["length"].to_pylist()
+        assert buckets == sorted(buckets)
+        assert all(n <= cfg.shards.bucket_boundaries[b] for n, b in zip(lengths, buckets, strict=True))
+        s = stats[f"{kind}_train"]
+        assert s["padding_bucketed@16"] < s["padding_random@16"]
+
+
+def test_contracts_pass_on_good_shards(built):
+    cfg, inputs, out, stats = built
+    assert all(r.success for r in shards.validate(cfg.shards, inputs, out, stats))
+
+
+def test_token_id_out_of_range_is_stopped_with_the_record_named(built, tmp_path):
+    cfg, inputs, out, stats = built
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in out.glob("*.arrow"):
+        (bad / f.name).write_bytes(f.read_bytes())
+    rows = shards.load(bad, "sft", "train").to_pylist()
+    victim = rows[3]["id"]
+    rows[3]["input_ids"][1] = stats["vocab_size"] + 7
+    for f in bad.glob("sft-train-*.arrow"):
+        f.unlink()
+    table = pa.Table.from_pylist(rows, schema=SCHEMAS["sft"])
+    with (
+        pa.OSFile(str(bad / "sft-train-00000.arrow"), "wb") as sink,
+        pa.ipc.new_file(sink, table.schema) as w,
+    ):
+        w.write_table(table)
+    with pytest.raises(ContractError, match=rf"(?s)shards/sft failed.*max_id.*id={victim}"):
+        shards.validate(cfg.shards, inputs, bad, stats)
