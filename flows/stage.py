@@ -84,7 +84,7 @@ def run_stage(stage: str, config: str, overrides: list[str] | None, force: bool,
 
 def _task(fn, name: str):
     # Results stay in memory: no pickled result files, no cache keyed on path strings.
-    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False, log_prints=True)
+    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
 
 
 def _git_commit() -> str | None:

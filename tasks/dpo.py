@@ -5,8 +5,8 @@ text tokenization is skipped, and batches come from one length bucket each. The 
 saved on its own (adapter/) and merged into full safetensors weights for the next user.
 """
 
+import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -18,6 +18,8 @@ from tasks import packing, training
 from tasks import shards as shards_task
 from tasks.pretrain import check_checkpoint
 from tasks.sft import padding_of
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ["prompt_ids", "chosen_ids", "rejected_ids"]
 
@@ -55,10 +57,27 @@ def make_trainer_class():
     return ShardDPOTrainer
 
 
-def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path, log: Callable[[str], None] = print) -> dict:
+def progress_callback():
+    from transformers import TrainerCallback
+
+    class LogProgress(TrainerCallback):
+        """One log line per logging step, like the other training stages."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                log.info(
+                    f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
+                    f"reward accuracy {logs.get('rewards/accuracies', float('nan')):.3f}"
+                )
+
+    return LogProgress()
+
+
+def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig
 
     training.setup(cfg)
@@ -107,15 +126,12 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path, log: Callable[[str
             eval_dataset=Dataset.from_dict(val.select(COLUMNS).to_pydict()),
             processing_class=tokenizer,
             peft_config=lora,
+            callbacks=[progress_callback()],
         )
+        trainer.remove_callback(PrinterCallback)
         before = trainer.evaluate()
         result = trainer.train()
         after = trainer.evaluate()
-    for entry in trainer.state.log_history:
-        if "loss" in entry:
-            log(
-                f"step {entry['step']}/{cfg.max_steps} loss {entry['loss']:.4f} lr {entry.get('learning_rate', 0):.2e}"
-            )
     history = [
         {"step": e["step"], "loss": e["loss"], "lr": e.get("learning_rate")}
         for e in trainer.state.log_history

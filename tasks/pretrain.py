@@ -6,7 +6,7 @@ other (proved in tests/test_pretrain.py).
 """
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -41,9 +41,7 @@ def eval_batches(table: pa.Table, batch_size: int, limit: int) -> list[training.
     return [packed_batch(table, list(range(k, min(k + batch_size, n)))) for k in range(0, n, batch_size)]
 
 
-def build(
-    cfg: PretrainConfig, inputs: dict[str, Path], out: Path, log: Callable[[str], None] = print
-) -> dict:
+def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path) -> dict:
     device = training.setup(cfg)
     train = shards_task.load(inputs["shards"], "pretrain", "train")
     val = shards_task.load(inputs["shards"], "pretrain", "validation")
@@ -52,7 +50,7 @@ def build(
     model = training.new_decoder(cfg.model, vocab, seq_len)
     val_batches = eval_batches(val, cfg.batch_size, cfg.eval_batches)
     before = training.evaluate(model, val_batches, device)
-    history = training.train_loop(model, batches(train, cfg.batch_size, cfg.seed), cfg, device, log)
+    history = training.train_loop(model, batches(train, cfg.batch_size, cfg.seed), cfg, device)
     metrics = {
         "parameters": sum(p.numel() for p in model.parameters()),
         "val_loss_before": round(before, 4),

@@ -4,7 +4,7 @@ Batches come from one length bucket each (tasks.packing.bucket_batches) and are 
 their longest example; padding has label -100 and attention mask 0.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -50,7 +50,7 @@ def padding_of(table: pa.Table, batch_size: int, seed: int) -> float:
     return round(packing.padding_fraction(table["length"].to_pylist(), plan), 4)
 
 
-def build(cfg: SftConfig, inputs: dict[str, Path], out: Path, log: Callable[[str], None] = print) -> dict:
+def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
     device = training.setup(cfg)
@@ -60,7 +60,7 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path, log: Callable[[str
     val_plan = packing.bucket_batches(val["bucket"].to_pylist(), cfg.batch_size, cfg.seed)[: cfg.eval_batches]
     val_batches = [padded_batch(val, rows) for rows in val_plan]
     before = training.evaluate(model, val_batches, device)
-    history = training.train_loop(model, batches(train, cfg.batch_size, cfg.seed), cfg, device, log)
+    history = training.train_loop(model, batches(train, cfg.batch_size, cfg.seed), cfg, device)
     metrics = {
         "val_loss_before": round(before, 4),
         "val_loss": round(training.evaluate(model, val_batches, device), 4),

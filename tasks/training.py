@@ -6,17 +6,20 @@ Checkpoints are safetensors + config + tokenizer + loss curve + model card; neve
 """
 
 import json
+import logging
 import math
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
 from schemas.tokens import BOS, EOS, PAD, token_id
 from schemas.training import ModelConfig, TrainConfig
+
+log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
 
@@ -60,9 +63,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
 
 
-def train_loop(
-    model, batches: Iterator[Batch], cfg: TrainConfig, device, log: Callable[[str], None]
-) -> list[dict]:
+def train_loop(model, batches: Iterator[Batch], cfg: TrainConfig, device) -> list[dict]:
     """Run `cfg.max_steps` optimizer steps; returns the loss history."""
     model.to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -87,7 +88,7 @@ def train_loop(
         history.append({"step": step + 1, "loss": round(total, 5), "lr": scheduler.get_last_lr()[0]})
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
             rate = tokens / (time.perf_counter() - start)
-            log(
+            log.info(
                 f"step {step + 1}/{cfg.max_steps} loss {total:.4f} lr {history[-1]['lr']:.2e} {rate:,.0f} tok/s"
             )
     return history
