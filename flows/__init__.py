@@ -5,6 +5,7 @@ Importing this package sets the offline and no-telemetry defaults that every run
 the environment wins.
 """
 
+import logging
 import os
 
 for _key, _value in {
@@ -19,3 +20,7 @@ for _key, _value in {
     "TOKENIZERS_PARALLELISM": "false",
 }.items():
     os.environ.setdefault(_key, _value)
+
+# Stage progress (training steps, tokens/s) is logged by the tasks.* loggers; Prefect shows
+# them in the console and the UI through PREFECT_LOGGING_EXTRA_LOGGERS, at INFO.
+logging.getLogger("tasks").setLevel(logging.INFO)

@@ -19,7 +19,17 @@ from prefect.runtime import flow_run
 from schemas.base import fingerprint_view
 from schemas.config import PROJECT_ROOT, load_config
 from schemas.manifest import Manifest
-from tasks.artifacts import Home, artifact_dir, collect_garbage, file_entries, publish, read_manifest, staging
+from schemas.stages import STAGES
+from tasks.artifacts import (
+    Home,
+    artifact_dir,
+    collect_garbage,
+    file_entries,
+    find,
+    publish,
+    read_manifest,
+    staging,
+)
 from tasks.plan import code_version, plan_single, read_input
 from tasks.report import summary
 
@@ -53,7 +63,9 @@ def run_stage(stage: str, config: str, overrides: list[str] | None, force: bool,
     inputs = {ref.stage: read_input(ref) for ref in plan.inputs if ref.stage != "raw"}
     section = cfg.section(stage)
     started = time.perf_counter()
-    with staging(h, stage, cfg.name, plan.fingerprint) as tmp:
+    with staging(h, stage, cfg.name, plan.fingerprint, resume=STAGES[stage].resumable) as tmp:
+        if not force and find(h, stage, plan.fingerprint):  # another run built it while we waited
+            return summary(stage, "skipped", read_manifest(plan.path), 0.0, plan.path)
         stats = _task(module.build, f"{stage}-build")(section, inputs, tmp)
         built = time.perf_counter()
         contracts = _task(module.validate, f"{stage}-validate")(section, inputs, tmp, stats)

@@ -15,6 +15,7 @@ class StageDef:
     pool: str  # Prefect work pool
     version: int
     uses_registry: bool  # output depends on special tokens / templates
+    resumable: bool = False  # a killed build continues from what it left in its staging dir
 
 
 STAGES: dict[str, StageDef] = {
@@ -23,9 +24,9 @@ STAGES: dict[str, StageDef] = {
         StageDef("corpus", (), "artifacts", "cpu", 1, False),
         StageDef("tokenizer", ("corpus",), "artifacts", "cpu", 1, True),
         StageDef("shards", ("corpus", "tokenizer"), "artifacts", "cpu", 1, True),
-        StageDef("pretrain", ("shards", "tokenizer"), "checkpoints", "gpu", 1, False),
-        StageDef("sft", ("pretrain", "shards", "tokenizer"), "checkpoints", "gpu", 1, False),
-        StageDef("dpo", ("sft", "shards", "tokenizer"), "checkpoints", "gpu", 1, False),
+        StageDef("pretrain", ("shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),
+        StageDef("sft", ("pretrain", "shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),
+        StageDef("dpo", ("sft", "shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),
     )
 }
 ORDER: tuple[str, ...] = tuple(STAGES)

@@ -5,10 +5,11 @@ file with its sha256. It is built in a hidden staging directory next to its fina
 manifest is written into it last (fsync), and the whole directory is renamed into place, so a
 reader sees either nothing or a complete artifact:
 
-    data/artifacts/corpus/.tmp-tiny-3f2a9c01b7de-4711/   <- being built (pid 4711)
+    data/artifacts/corpus/.lock-tiny-3f2a9c01b7de        <- lease of the one writer
+    data/artifacts/corpus/.tmp-tiny-3f2a9c01b7de/        <- being built
     data/artifacts/corpus/tiny-3f2a9c01b7de/             <- published, manifest inside
 
-Leftover staging directories of dead processes are removed by `collect_garbage`.
+`collect_garbage` removes what no reader can see and no writer will resume.
 """
 
 import contextlib
@@ -16,6 +17,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,18 +105,95 @@ def latest(home: Home, stage: str, name: str) -> tuple[Path, Manifest] | None:
 
 
 @contextlib.contextmanager
-def staging(home: Home, stage: str, name: str, fingerprint: str) -> Iterator[Path]:
-    """A fresh hidden directory to build into; removed if the build raises."""
+def staging(home: Home, stage: str, name: str, fingerprint: str, resume: bool = False) -> Iterator[Path]:
+    """The hidden directory to build one fingerprint into, held under a lease.
+
+    One writer per fingerprint: a second process waits until the first one releases the lease
+    (then usually finds the artifact published). A lease whose holder died, or whose heartbeat
+    stopped for LEASE_S seconds, is taken over. With `resume`, what a killed holder left in the
+    directory is kept for the builder to continue from; otherwise it starts empty. The
+    directory is removed when the build raises an ordinary exception.
+    """
     parent = home.stage_dir(stage)
     parent.mkdir(parents=True, exist_ok=True)
-    tmp = parent / f".tmp-{name}-{fingerprint[:12]}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    tmp = parent / f".tmp-{name}-{fingerprint[:12]}"
+    with Lease(parent / f".lock-{name}-{fingerprint[:12]}"):
+        if not resume:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(exist_ok=True)
+        try:
+            yield tmp
+        except Exception:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+
+LEASE_S = 300.0  # a lease not refreshed for this long is considered abandoned
+HEARTBEAT_S = 30.0
+
+
+class Lease:
+    """An exclusive lock file with a heartbeat, taken over when its holder is gone.
+
+    The file holds `{"pid", "host"}`; its mtime is the heartbeat. Taking over a dead holder's
+    lease is a rename of our own fresh file over it, then a read-back to see who won.
+    """
+
+    def __init__(self, path: Path, poll_s: float = 1.0):
+        self.path, self.poll_s = path, poll_s
+        self.me = {"pid": os.getpid(), "host": socket.gethostname(), "token": os.urandom(8).hex()}
+        self._stop = threading.Event()
+
+    def __enter__(self) -> "Lease":
+        while not self._try_acquire():
+            time.sleep(self.poll_s)
+        self._beat = threading.Thread(target=self._heartbeat, daemon=True)
+        self._beat.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._holder() == self.me:
+            self.path.unlink(missing_ok=True)
+
+    def _try_acquire(self) -> bool:
+        text = json.dumps(self.me)
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not self._abandoned():
+                return False
+            mine = self.path.with_name(f"{self.path.name}.{self.me['token']}")
+            mine.write_text(text)
+            os.replace(mine, self.path)
+            time.sleep(0.05)  # let a concurrent taker's rename land, then see who won
+            return self._holder() == self.me
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return True
+
+    def _holder(self) -> dict | None:
+        try:
+            return json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _abandoned(self) -> bool:
+        holder = self._holder()
+        try:
+            age = time.time() - self.path.stat().st_mtime
+        except FileNotFoundError:
+            return True
+        if holder is None:
+            return age > 5  # a half-written lock file (the writer died between create and write)
+        if holder.get("host") == self.me["host"] and not _pid_alive(str(holder.get("pid"))):
+            return True
+        return age > LEASE_S
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            with contextlib.suppress(FileNotFoundError):
+                os.utime(self.path)
 
 
 def file_entries(directory: Path, rows: dict[str, int] | None = None) -> list[FileEntry]:
@@ -160,14 +241,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def collect_garbage(home: Home) -> list[Path]:
-    """Remove staging leftovers of dead processes and directories without a manifest."""
+def collect_garbage(home: Home, keep_s: float = 7 * 86400) -> list[Path]:
+    """Remove what no reader can see and no writer will resume.
+
+    Directories without a manifest under a published name, and replaced artifacts (`.old-*`)
+    go at once. Staging directories (`.tmp-*`) are kept while their lease is held, and for
+    `keep_s` after that, because the next run of the same fingerprint resumes from them.
+    """
     removed = []
+    now = time.time()
     for stage in STAGES:
         for d in home.stage_dir(stage).glob("*"):
-            if not d.is_dir() or (d / MANIFEST).is_file() and not d.name.startswith("."):
+            if not d.is_dir():
                 continue
-            if d.name.startswith((".tmp-", ".old-")) and _pid_alive(d.name.rsplit("-", 1)[-1]):
+            if d.name.startswith(".tmp-"):
+                lock = d.with_name(".lock-" + d.name.removeprefix(".tmp-"))
+                if lock.exists() or now - d.stat().st_mtime < keep_s:
+                    continue
+            elif d.name.startswith(".old-"):
+                if _pid_alive(d.name.rsplit("-", 1)[-1]):
+                    continue
+            elif (d / MANIFEST).is_file():
                 continue
             shutil.rmtree(d, ignore_errors=True)
             removed.append(d)

@@ -1,7 +1,13 @@
 """The artifact store: atomic publication, garbage collection, fingerprints, verify, lineage."""
 
+import json
 import os
 import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
 from datetime import UTC, datetime
 
 import pytest
@@ -40,18 +46,50 @@ def test_publish_is_all_or_nothing(tmp_path):
     assert artifacts.read_manifest(path).files[0].path == "data.txt"
 
 
-def test_garbage_collection_removes_dead_leftovers_only(tmp_path):
+def test_garbage_collection_keeps_what_can_be_resumed(tmp_path):
     home = artifacts.Home.resolve(tmp_path)
     published = publish_dummy(home)
     stage_dir = home.stage_dir("corpus")
-    dead = stage_dir / ".tmp-t-abc-999999999"
-    alive = stage_dir / f".tmp-t-abc-{os.getpid()}"
+    abandoned = stage_dir / ".tmp-t-aaaaaaaaaaaa"
+    held = stage_dir / ".tmp-t-bbbbbbbbbbbb"
+    (stage_dir / ".lock-t-bbbbbbbbbbbb").write_text("{}")
+    replaced = stage_dir / ".old-t-cccccccccccc-999999999"
     no_manifest = stage_dir / "t-0123456789ab"
-    for d in (dead, alive, no_manifest):
+    for d in (abandoned, held, replaced, no_manifest):
         d.mkdir()
-    removed = artifacts.collect_garbage(home)
-    assert sorted(removed) == sorted([dead, no_manifest])
-    assert published.exists() and alive.exists()
+    assert sorted(artifacts.collect_garbage(home)) == sorted([replaced, no_manifest])
+    assert sorted(artifacts.collect_garbage(home, keep_s=0)) == [abandoned]
+    assert published.exists() and held.exists()
+
+
+def test_lease_is_exclusive_and_taken_over_from_a_dead_holder(tmp_path):
+    lock = tmp_path / ".lock-x"
+    with artifacts.Lease(lock):
+        assert not artifacts.Lease(lock)._try_acquire()  # a live holder keeps it
+    assert not lock.exists()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    lock.write_text(json.dumps({"pid": int(dead.stdout), "host": socket.gethostname(), "token": "x"}))
+    taker = artifacts.Lease(lock)
+    assert taker._try_acquire() and json.loads(lock.read_text())["pid"] == os.getpid()
+
+
+def test_second_writer_waits_then_finds_the_artifact(tmp_path):
+    home = artifacts.Home.resolve(tmp_path)
+    order = []
+
+    def second():
+        with artifacts.staging(home, "corpus", "t", "f" * 64):
+            order.append(("second", artifacts.find(home, "corpus", "f" * 64) is not None))
+
+    with artifacts.staging(home, "corpus", "t", "f" * 64):
+        thread = threading.Thread(target=second)
+        thread.start()
+        time.sleep(0.3)
+        order.append(("first", None))
+    thread.join(5)
+    assert order == [("first", None), ("second", False)]
 
 
 def test_verify_and_lineage(tmp_path):
