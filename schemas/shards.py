@@ -4,6 +4,8 @@ pretrain rows are fixed-length packed sequences; sft and dpo rows are single exa
 split), sorted by length bucket so a batch sampler can draw each batch from one bucket.
 """
 
+from typing import Literal
+
 import pyarrow as pa
 from pydantic import Field, model_validator
 
@@ -52,7 +54,11 @@ SCHEMAS = {"pretrain": PRETRAIN_SCHEMA, "sft": SFT_SCHEMA, "dpo": DPO_SCHEMA}
 class ShardsConfig(StrictModel):
     seq_len: int = Field(512, ge=16)
     max_len: int = Field(512, ge=16)
-    bucket_boundaries: list[int] = Field(default_factory=lambda: [64, 128, 256, 512], min_length=1)
+    packing: Literal["bfd", "concat"] = "bfd"  # concat = the concatenate-and-chunk baseline
+    # Upper length bounds of the SFT/DPO buckets, or "auto": `auto_buckets` boundaries at
+    # length quantiles of the training split (recorded in the manifest stats).
+    bucket_boundaries: list[int] | Literal["auto"] = Field(default_factory=lambda: [64, 128, 256, 512])
+    auto_buckets: int = Field(16, ge=1, le=1024)
     # Batch size at which the stage reports the padding fraction of bucketed vs random batches;
     # training stages batch with their own batch_size and record their actual padding.
     stats_batch_size: int = runtime_field(16, ge=1)
@@ -63,8 +69,12 @@ class ShardsConfig(StrictModel):
     @model_validator(mode="after")
     def buckets_cover_max_len(self) -> "ShardsConfig":
         b = self.bucket_boundaries
-        if any(x <= 0 for x in b) or b != sorted(set(b)):
-            raise ValueError(f"bucket_boundaries must be positive and strictly increasing, got {b}")
+        if b == "auto":
+            return self
+        if not b or any(x <= 0 for x in b) or b != sorted(set(b)):
+            raise ValueError(
+                f"bucket_boundaries must be non-empty, positive and strictly increasing, got {b}"
+            )
         if b[-1] < self.max_len:
             raise ValueError(f"the last bucket boundary ({b[-1]}) must be >= max_len ({self.max_len})")
         return self

@@ -11,6 +11,7 @@ Files: `{pretrain,sft,dpo}-{train,validation}-NNNNN.arrow` (schemas in schemas.s
 `rejects.jsonl` for examples longer than `max_len` (never split, never silently cut).
 """
 
+import itertools
 import json
 from pathlib import Path
 
@@ -103,6 +104,49 @@ def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict
     return rows, stats
 
 
+def pack_concat(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
+    """The concatenate-and-chunk baseline: documents end to end, cut every seq_len tokens.
+
+    Positions still restart at each document piece, but a document may continue in the next
+    row (its second part starts without context), so it is kept for comparison only.
+    """
+    flat = [(d, k) for d, doc in enumerate(docs) for k in range(len(doc))]
+    pad = token_id("<pad>")
+    rows = []
+    for start in range(0, len(flat), seq_len):
+        piece = flat[start : start + seq_len]
+        ids = [docs[d][k] for d, k in piece]
+        labels = [IGNORE_INDEX if k == 0 or i == 0 else docs[d][k] for i, (d, k) in enumerate(piece)]
+        doc_lens = [sum(1 for _ in group) for _, group in itertools.groupby(piece, key=lambda x: x[0])]
+        positions = [p for n in doc_lens for p in range(n)]
+        fill = seq_len - len(ids)
+        if fill:
+            ids, labels, positions = (
+                ids + [pad] * fill,
+                labels + [IGNORE_INDEX] * fill,
+                positions + list(range(fill)),
+            )
+            doc_lens.append(fill)
+        rows.append(
+            {
+                "input_ids": ids,
+                "labels": labels,
+                "position_ids": positions,
+                "doc_lens": doc_lens,
+                "n_tokens": len(piece),
+            }
+        )
+    tokens = sum(len(d) for d in docs)
+    fill_rate = round(tokens / (len(rows) * seq_len), 5) if rows else 0.0
+    return rows, {
+        "documents": len(docs),
+        "pieces": len(docs),
+        "rows": len(rows),
+        "tokens": tokens,
+        "fill_rate": fill_rate,
+    }
+
+
 def sft_examples(tok: Tokenizer, corpus: Path, tasks: list[str], split: str) -> list[dict]:
     examples = []
     for task in tasks:
@@ -128,7 +172,25 @@ def dpo_examples(tok: Tokenizer, corpus: Path, split: str) -> list[dict]:
     ]
 
 
-def bucketed(examples: list[dict], lengths: list[int], cfg: ShardsConfig, rejects) -> tuple[list[dict], dict]:
+def auto_boundaries(lengths: list[int], count: int, max_len: int) -> list[int]:
+    """Bucket bounds at length quantiles, rounded up to a multiple of 8, ending at max_len.
+
+    >>> auto_boundaries([5, 9, 30, 31, 200], 2, 512)
+    [32, 512]
+    """
+    ordered = sorted(n for n in lengths if n <= max_len)
+    if not ordered:
+        return [max_len]
+    picks = {
+        min(max_len, -(-ordered[min(len(ordered) - 1, len(ordered) * k // count)] // 8) * 8)
+        for k in range(1, count)
+    }
+    return sorted(picks | {max_len})
+
+
+def bucketed(
+    examples: list[dict], lengths: list[int], cfg: ShardsConfig, bounds: list[int], rejects
+) -> tuple[list[dict], dict]:
     """Drop examples over max_len (logged to rejects), add length/bucket, sort by bucket."""
     kept = []
     for ex, n in zip(examples, lengths, strict=True):
@@ -137,7 +199,7 @@ def bucketed(examples: list[dict], lengths: list[int], cfg: ShardsConfig, reject
                 json.dumps({"id": ex["id"], "reason": f"too long: {n} tokens > max_len {cfg.max_len}"}) + "\n"
             )
             continue
-        kept.append({**ex, "length": n, "bucket": packing.bucket_of(n, cfg.bucket_boundaries)})
+        kept.append({**ex, "length": n, "bucket": packing.bucket_of(n, bounds)})
     kept.sort(key=lambda ex: ex["bucket"])  # stable: keeps corpus order inside a bucket
     lens = [ex["length"] for ex in kept]
     buckets = [ex["bucket"] for ex in kept]
@@ -146,7 +208,8 @@ def bucketed(examples: list[dict], lengths: list[int], cfg: ShardsConfig, reject
         "examples": len(kept),
         "rejected_too_long": len(examples) - len(kept),
         "tokens": sum(lens),
-        "bucket_counts": {str(cfg.bucket_boundaries[b]): buckets.count(b) for b in sorted(set(buckets))},
+        "bucket_boundaries": bounds,
+        "bucket_counts": {str(bounds[b]): buckets.count(b) for b in sorted(set(buckets))},
         f"padding_bucketed@{bs}": round(
             packing.padding_fraction(lens, packing.bucket_batches(buckets, bs, cfg.seed)), 5
         ),
@@ -157,17 +220,29 @@ def bucketed(examples: list[dict], lengths: list[int], cfg: ShardsConfig, reject
     return kept, stats
 
 
-def write_shards(rows: list[dict], kind: str, split: str, out: Path, rows_per_shard: int) -> dict[str, int]:
-    """Arrow IPC files of at most rows_per_shard rows; returns {file name: rows}."""
+def write_shards(
+    rows: list[dict], kind: str, split: str, out: Path, rows_per_shard: int
+) -> dict[str, tuple[int, int]]:
+    """Arrow IPC files of at most rows_per_shard rows; returns {file name: (rows, tokens)}."""
     schema = SCHEMAS[kind]
     written = {}
     for n, start in enumerate(range(0, max(len(rows), 1), rows_per_shard)):
         name = f"{kind}-{split}-{n:05d}.arrow"
-        table = pa.Table.from_pylist(rows[start : start + rows_per_shard], schema=schema)
+        chunk = rows[start : start + rows_per_shard]
         with pa.OSFile(str(out / name), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            writer.write_table(table)
-        written[name] = table.num_rows
+            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+        written[name] = (len(chunk), sum(_tokens(kind, r) for r in chunk))
     return written
+
+
+def _tokens(kind: str, row: dict) -> int:
+    if kind == "pretrain":
+        return row["n_tokens"]
+    return (
+        row["length"]
+        if kind == "sft"
+        else len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"])
+    )
 
 
 def load(directory: Path, kind: str, split: str) -> pa.Table:
@@ -180,26 +255,37 @@ def load(directory: Path, kind: str, split: str) -> pa.Table:
 def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
     tok = tokenizer_task.load(inputs["tokenizer"])
     corpus = inputs["corpus"]
-    stats: dict = {"rows": {}}
+    stats: dict = {"rows": {}, "tokens": {}}
+
+    def write(rows: list[dict], kind: str, split: str) -> None:
+        for name, (n_rows, n_tokens) in write_shards(rows, kind, split, out, cfg.rows_per_shard).items():
+            stats["rows"][name], stats["tokens"][name] = n_rows, n_tokens
+
+    for split in SPLITS:
+        docs = encode_template(tok, PRETRAIN.prompt + PRETRAIN.answer, read_split(corpus, "pretrain", split))
+        pack = pack_pretrain if cfg.packing == "bfd" else pack_concat
+        rows, stats[f"pretrain_{split}"] = pack(docs, cfg.seq_len)
+        write(rows, "pretrain", split)
+
+    sft = {split: sft_examples(tok, corpus, cfg.sft_tasks, split) for split in SPLITS}
+    dpo = {split: dpo_examples(tok, corpus, split) for split in SPLITS}
+    lengths = {
+        "sft": {s: [len(ex["input_ids"]) for ex in sft[s]] for s in SPLITS},
+        "dpo": {
+            s: [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in dpo[s]]
+            for s in SPLITS
+        },
+    }
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
-        for split in SPLITS:
-            docs = encode_template(
-                tok, PRETRAIN.prompt + PRETRAIN.answer, read_split(corpus, "pretrain", split)
-            )
-            rows, stats[f"pretrain_{split}"] = pack_pretrain(docs, cfg.seq_len)
-            stats["rows"].update(write_shards(rows, "pretrain", split, out, cfg.rows_per_shard))
-
-            sft = sft_examples(tok, corpus, cfg.sft_tasks, split)
-            sft = [{**ex, "n_loss": sum(x != IGNORE_INDEX for x in ex["labels"])} for ex in sft]
-            rows, stats[f"sft_{split}"] = bucketed(sft, [len(ex["input_ids"]) for ex in sft], cfg, rejects)
-            stats["rows"].update(write_shards(rows, "sft", split, out, cfg.rows_per_shard))
-
-            dpo = dpo_examples(tok, corpus, split)
-            lengths = [
-                len(ex["prompt_ids"]) + max(len(ex["chosen_ids"]), len(ex["rejected_ids"])) for ex in dpo
-            ]
-            rows, stats[f"dpo_{split}"] = bucketed(dpo, lengths, cfg, rejects)
-            stats["rows"].update(write_shards(rows, "dpo", split, out, cfg.rows_per_shard))
+        for kind, examples in (("sft", sft), ("dpo", dpo)):
+            bounds = cfg.bucket_boundaries
+            if bounds == "auto":
+                bounds = auto_boundaries(lengths[kind]["train"], cfg.auto_buckets, cfg.max_len)
+            for split in SPLITS:
+                rows, stats[f"{kind}_{split}"] = bucketed(
+                    examples[split], lengths[kind][split], cfg, bounds, rejects
+                )
+                write(rows, kind, split)
     stats["vocab_size"] = tok.get_vocab_size()
     return stats
 

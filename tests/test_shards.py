@@ -98,3 +98,27 @@ def test_token_id_out_of_range_is_stopped_with_the_record_named(built, tmp_path)
         w.write_table(table)
     with pytest.raises(ContractError, match=rf"(?s)shards/sft failed.*max_id.*id={victim}"):
         shards.validate(cfg.shards, inputs, bad, stats)
+
+
+def test_concat_baseline_keeps_every_token_but_splits_documents():
+    docs = [[1] + [7] * n + [2] for n in (10, 3, 25, 6)]
+    rows, stats = shards.pack_concat(docs, 16)
+    assert stats["tokens"] == sum(map(len, docs)) == sum(r["n_tokens"] for r in rows)
+    assert all(len(r["input_ids"]) == 16 == sum(r["doc_lens"]) for r in rows)
+    bfd_rows, bfd = shards.pack_pretrain(docs, 16)
+    assert bfd["tokens"] == stats["tokens"] and bfd["rows"] >= stats["rows"]
+
+
+def test_auto_bucket_boundaries_follow_length_quantiles():
+    assert shards.auto_boundaries([5, 9, 30, 31, 200], 2, 512) == [32, 512]
+    bounds = shards.auto_boundaries(list(range(1, 1001)), 4, 1024)
+    assert bounds == [256, 504, 752, 1024]
+
+
+def test_shard_index_counts_rows_and_tokens(built):
+    _, _, out, stats = built
+    assert sorted(stats["rows"]) == sorted(p.name for p in out.glob("*.arrow"))
+    for name, rows in stats["rows"].items():
+        assert pa.ipc.open_file(pa.memory_map(str(out / name))).read_all().num_rows == rows
+    total = sum(t for n, t in stats["tokens"].items() if n.startswith("sft-train"))
+    assert total == stats["sft_train"]["tokens"]

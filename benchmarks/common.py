@@ -1,0 +1,56 @@
+"""Helpers shared by the benchmarks: timing, the embedded texts, writing results."""
+
+import json
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import flows  # noqa: F401  (offline defaults)
+from schemas.config import PROJECT_ROOT
+
+RESULTS = PROJECT_ROOT / "benchmarks" / "results"
+
+
+def timed(fn: Callable[[], object], repeats: int) -> tuple[list[float], object]:
+    """Wall times of `repeats` calls and the last result."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return times, result
+
+
+def summary(times: list[float]) -> dict:
+    return {
+        "median_s": round(statistics.median(times), 4),
+        "min_s": round(min(times), 4),
+        "max_s": round(max(times), 4),
+    }
+
+
+def raw_texts(task: str, fields: tuple[str, ...], limit: int | None = None) -> list[str]:
+    path = (
+        PROJECT_ROOT / "data" / "raw" / {"pretrain": "pretrain.jsonl", "sft": "translation_en_fr.jsonl"}[task]
+    )
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            record = json.loads(line)
+            out.extend(record[k] for k in fields)
+            if limit and len(out) >= limit:
+                break
+    return out
+
+
+def write_results(name: str, data: dict, table: list[dict]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    cols = list(table[0])
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for row in table]
+    md = RESULTS / f"{name}.md"
+    md.write_text(f"# {name}\n\n" + "\n".join(lines) + "\n")
+    print(md.read_text())
+    return md
