@@ -1,19 +1,17 @@
-"""Corpus stage: raw JSONL sources -> clean, deduplicated, split Parquet tables + rejects.
+"""Corpus stage: raw sources -> clean, deduplicated, decontaminated, split Parquet tables + rejects.
 
-Every input line ends up in exactly one place: a row of `<task>.parquet`, or a line of
-`rejects.jsonl` with the file, line, id and reason. Example reject:
+Every input record ends up in exactly one place: a row of `<task>.parquet`, or a line of
+`rejects.jsonl` with a reason code (schemas.corpus.REASONS), its file, line and id:
 
-    {"file": "data/raw/qa.jsonl", "line": 17, "id": "qa-42", "reason": "empty field 'answer'",
-     "excerpt": "{\"id\": \"qa-42\", \"context\": ..."}
+    {"file": "data/raw/qa.jsonl", "line": 17, "id": "qa-42", "task": "qa", "reason": "empty_field",
+     "detail": "field 'answer' has 0 chars after normalisation (min_chars 1)", "excerpt": "{\"id\": ..."}
+
+The manifest's stats count records per file and per reason; validation fails the stage when
+the share of bad records (reasons outside POLICY_REASONS) exceeds `max_reject_rate`.
 """
 
-import gzip
-import hashlib
 import json
-import re
-import unicodedata
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -21,152 +19,234 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.contracts import corpus_suite, preference_suite
-from schemas.corpus import TASK_FIELDS, CorpusConfig, Source, table_schema
+from schemas.corpus import POLICY_REASONS, TASK_FIELDS, CorpusConfig, Source, table_schema
 from schemas.manifest import ContractResult
-from tasks.contracts import require, run_suite
-from tasks.plan import raw_path
+from tasks.contracts import ContractError, require, run_suite
+from tasks.corpus_clean import Dedup, Reject, fields, group_key, ngrams, record_id, split_of
+from tasks.corpus_read import Raw, read_source
 
 REJECTS = "rejects.jsonl"
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b\ufeff]")
-_SPACES = re.compile(r"[\u00a0\u202f\u2007]")
-
-
-def normalize(text: str) -> str:
-    """NFC, LF line ends, no control characters, no trailing spaces.
-
-    >>> normalize("Cafe\\u0301\\u00a0 ok  \\r\\n\\x07end ")
-    'Café  ok\\nend'
-    """
-    text = unicodedata.normalize("NFC", text.replace("\r\n", "\n").replace("\r", "\n"))
-    text = _SPACES.sub(" ", _CONTROL.sub("", text))
-    return "\n".join(line.rstrip() for line in text.split("\n")).strip()
-
-
-def read_lines(path: Path) -> Iterator[tuple[int, str | None, str]]:
-    """(line number, decoded text or None, error) for every non-blank line of a JSONL file."""
-    opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        for number, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield number, raw.decode("utf-8"), ""
-            except UnicodeDecodeError as e:
-                yield number, None, f"invalid UTF-8 at byte {e.start}"
-
-
-def get_path(record: dict, dotted: str) -> object:
-    """`get_path({"translation": {"en": "hi"}}, "translation.en") == "hi"` (None if absent)."""
-    node: object = record
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def parse_record(src: Source, line: str, cfg: CorpusConfig) -> tuple[dict | None, str, str]:
-    """(fields, id, reject reason): fields is None when the record is rejected."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as e:
-        return None, "", f"invalid JSON: {e.msg} at column {e.colno}"
-    if not isinstance(record, dict):
-        return None, "", f"expected a JSON object, got {type(record).__name__}"
-    rid = record.get(src.id_field)
-    if not isinstance(rid, str | int) or isinstance(rid, bool) or str(rid).strip() == "":
-        return None, "", f"missing or invalid id field {src.id_field!r}"
-    rid = str(rid)
-    fields = {}
-    for name in TASK_FIELDS[src.task]:
-        value = get_path(record, src.field_path(name))
-        if not isinstance(value, str):
-            if value is None:
-                return None, rid, f"missing field {name!r}: no {src.field_path(name)!r} in the record"
-            return None, rid, f"wrong type: field {name!r} is {type(value).__name__}, expected a string"
-        value = normalize(value)
-        if len(value) < cfg.min_chars:
-            return None, rid, f"empty field {name!r}"
-        if len(value) > cfg.max_chars:
-            return None, rid, f"too long: field {name!r} has {len(value)} chars (max_chars {cfg.max_chars})"
-        fields[name] = value
-    if src.task == "preference" and fields["chosen"] == fields["rejected"]:
-        return None, rid, "chosen equals rejected"
-    source = record.get(src.source_field)
-    fields["source"] = source if isinstance(source, str) and source else src.path
-    return fields, rid, ""
-
-
-def split_of(record_id: str, cfg: CorpusConfig) -> str:
-    """Deterministic split from the id alone: adding records never moves existing ones."""
-    h = int.from_bytes(hashlib.sha256(f"{cfg.split_salt}:{record_id}".encode()).digest()[:8], "big")
-    return "validation" if h / 2**64 < cfg.validation_fraction else "train"
+HISTOGRAM = "lengths.png"
 
 
 def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
     rows: dict[str, list[dict]] = defaultdict(list)
-    seen_ids: dict[str, dict[str, str]] = defaultdict(dict)
-    seen_content: dict[str, dict[str, str]] = defaultdict(dict)
-    per_file: dict[str, Counter] = {}
+    dedup = {task: Dedup(cfg) for task in {s.task for s in cfg.sources}}
+    files: dict[str, Counter] = {}
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
         for src in cfg.sources:
-            counts = per_file.setdefault(src.path, Counter())
-            for number, line, error in read_lines(raw_path(src.path)):
+            for raw in read_source(src):
+                counts = files.setdefault(raw.file, Counter())
                 counts["in"] += 1
-                fields, rid = None, ""
-                if line is not None:
-                    fields, rid, error = parse_record(src, line, cfg)
-                if fields is not None:
-                    key = _content_key(src.task, fields)
-                    if rid in seen_ids[src.task]:
-                        error = f"duplicate id: first seen at {seen_ids[src.task][rid]}"
-                    elif key in seen_content[src.task]:
-                        error = f"exact duplicate: same content as id {seen_content[src.task][key]}"
-                if error:
-                    counts[error.split(":")[0]] += 1
-                    rejects.write(_reject_line(src.path, number, rid, error, line))
-                    continue
-                seen_ids[src.task][rid] = f"{src.path}:{number}"
-                seen_content[src.task][key] = rid
-                counts["kept"] += 1
-                rows[src.task].append(
-                    {"id": rid, "file": src.path, "line": number, "split": split_of(rid, cfg), **fields}
-                )
+                rid, row, reason, detail = admit(src, raw, cfg, dedup[src.task])
+                if reason:
+                    counts[reason] += 1
+                    rejects.write(reject_line(raw, src.task, rid, reason, detail))
+                else:
+                    counts["kept"] += 1
+                    rows[src.task].append(row)
+        contaminated = decontaminate(rows, cfg, rejects, files)
     for task, task_rows in rows.items():
-        table = pa.Table.from_pylist(task_rows, schema=table_schema(task))
-        pq.write_table(table, out / f"{task}.parquet")
-    splits = {t: dict(Counter(r["split"] for r in rs)) for t, rs in rows.items()}
-    return {"files": {k: dict(v) for k, v in per_file.items()}, "records": splits}
+        pq.write_table(pa.Table.from_pylist(task_rows, schema=table_schema(task)), out / f"{task}.parquet")
+    lengths_png(cfg, rows, out / HISTOGRAM)
+    return stats(cfg, rows, files, contaminated)
+
+
+def admit(src: Source, raw: Raw, cfg: CorpusConfig, dedup: Dedup) -> tuple[str, dict | None, str, str]:
+    """(id, table row, reason, detail): the row is None and the reason set for a reject."""
+    if raw.record is None:
+        return "", None, raw.reason, raw.detail
+    rid = ""
+    try:
+        rid = record_id(src, raw.record, raw.file, raw.line)
+        values = fields(raw.record, src, cfg)
+        group = group_key(raw.record, src, rid)
+        dedup.admit(rid, f"{raw.file}:{raw.line}", list(values.values()))
+    except Reject as r:
+        return rid, None, r.reason, r.detail
+    source = raw.record.get(src.source_field)
+    row = {
+        "id": rid,
+        "source": source if isinstance(source, str) and source.strip() else src.path,
+        "file": raw.file,
+        "line": raw.line,
+        "split": split_of(group, cfg),
+        "group": group,
+        "weight": src.weight,
+        **values,
+    }
+    return rid, row, "", ""
+
+
+def decontaminate(rows: dict[str, list[dict]], cfg: CorpusConfig, rejects, files: dict[str, Counter]) -> int:
+    """Reject training records sharing a `decontam_ngram`-word sequence with any validation text.
+
+    Validation text of every task counts: a translation validation sentence quoted in a
+    pretraining document is contamination too. Returns the number of records rejected.
+    """
+    if cfg.decontam_ngram is None:
+        return 0
+    seen: dict[int, str] = {}
+    for task, task_rows in rows.items():
+        for r in task_rows:
+            if r["split"] == "validation":
+                for f in TASK_FIELDS[task]:
+                    for g in ngrams(r[f], cfg.decontam_ngram):
+                        seen.setdefault(g, r["id"])
+    removed = 0
+    for task, task_rows in rows.items():
+        kept = []
+        for r in task_rows:
+            hit = (
+                _first_hit(r, TASK_FIELDS[task], seen, cfg.decontam_ngram) if r["split"] == "train" else None
+            )
+            if hit is None:
+                kept.append(r)
+                continue
+            removed += 1
+            files[r["file"]].update({"kept": -1, "contaminated": 1})
+            detail = f"shares a {cfg.decontam_ngram}-word sequence with validation record {hit!r}"
+            raw = Raw(r["file"], r["line"], None, excerpt=r[TASK_FIELDS[task][0]][:200])
+            rejects.write(reject_line(raw, task, r["id"], "contaminated", detail))
+        rows[task] = kept
+    return removed
+
+
+def _first_hit(row: dict, names: tuple[str, ...], seen: dict[int, str], n: int) -> str | None:
+    for f in names:
+        for g in ngrams(row[f], n):
+            if g in seen:
+                return seen[g]
+    return None
+
+
+def stats(
+    cfg: CorpusConfig, rows: dict[str, list[dict]], files: dict[str, Counter], contaminated: int
+) -> dict:
+    reasons: Counter = Counter()
+    for counts in files.values():
+        reasons.update({k: v for k, v in counts.items() if k not in ("in", "kept")})
+    read = sum(c["in"] for c in files.values())
+    kept = sum(c["kept"] for c in files.values())
+    bad = sum(v for k, v in reasons.items() if k not in POLICY_REASONS)
+    return {
+        "files": {k: {n: v for n, v in c.items() if v} for k, c in files.items()},
+        "reasons": dict(sorted(reasons.items())),
+        "records": {
+            t: dict(sorted(Counter(r["split"] for r in rs).items())) for t, rs in sorted(rows.items())
+        },
+        "read": read,
+        "kept": kept,
+        "rejected": read - kept,
+        "bad_rate": round(bad / read, 6) if read else 0.0,
+        "near_duplicates": reasons.get("near_duplicate", 0),
+        "contaminated": contaminated,
+        "mix": mix(cfg, rows),
+    }
+
+
+def mix(cfg: CorpusConfig, rows: dict[str, list[dict]]) -> dict:
+    """Per task, each source's share of the weighted training records.
+
+    >>> mix(cfg, rows)  # 300 records at weight 1.0 and 100 at weight 2.0
+    {'pretrain': {'a.jsonl': 0.6, 'b.txt': 0.4}}
+    """
+    out = {}
+    for task, task_rows in sorted(rows.items()):
+        mass: Counter = Counter()
+        paths = {s.path for s in cfg.sources if s.task == task}
+        for r in task_rows:
+            if r["split"] == "train":
+                mass[_source_path(r["file"], paths)] += r["weight"]
+        total = sum(mass.values()) or 1.0
+        out[task] = {k: round(v / total, 4) for k, v in sorted(mass.items())}
+    return out
+
+
+def _source_path(file: str, paths: set[str]) -> str:
+    return file if file in paths else next((p for p in paths if file.startswith(p.rstrip("/") + "/")), file)
 
 
 def validate(cfg: CorpusConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
-    results = []
-    n_in = sum(c["in"] for c in stats["files"].values())
-    n_kept = sum(c.get("kept", 0) for c in stats["files"].values())
-    n_rejected = sum(1 for _ in open(out / REJECTS, encoding="utf-8"))
-    lost = [] if n_in == n_kept + n_rejected else [f"{n_in} read, {n_kept} kept, {n_rejected} rejected"]
-    results.append(require("corpus/accounting", lost, n_in, "every input record is kept or rejected"))
+    results = [accounting(out, stats), reject_rate(cfg, stats)]
     for task in sorted({s.task for s in cfg.sources}):
         path = out / f"{task}.parquet"
         df = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=table_schema(task).names)
-        df = df[["id", "split", *TASK_FIELDS[task]]]
+        df = df[["id", "source", "file", "split", "group", *TASK_FIELDS[task]]]
         results.append(run_suite(f"corpus/{task}", df, corpus_suite(task, cfg.max_chars)))
+        straddling = df.groupby("group")["split"].nunique()
+        bad = [f"group={g!r} is in train and validation" for g in straddling[straddling > 1].index]
+        results.append(
+            require(f"corpus/{task}-groups", bad, len(straddling), "each group lives in one split")
+        )
         if task == "preference":
             pairs = pd.DataFrame({"id": df["id"], "chosen_equals_rejected": df["chosen"] == df["rejected"]})
             results.append(run_suite("corpus/preference-pairs", pairs, preference_suite()))
     return results
 
 
-def _content_key(task: str, fields: dict) -> str:
-    text = "\x1f".join(fields[f] for f in TASK_FIELDS[task])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def _reject_line(file: str, line: int, rid: str, reason: str, text: str | None) -> str:
-    excerpt = (text or "")[:200]
-    return (
-        json.dumps(
-            {"file": file, "line": line, "id": rid, "reason": reason, "excerpt": excerpt}, ensure_ascii=False
-        )
-        + "\n"
+def accounting(out: Path, stats: dict) -> ContractResult:
+    """Read = kept + rejected, and the rejects file holds exactly the counted reasons."""
+    with open(out / REJECTS, encoding="utf-8") as f:
+        in_file = Counter(json.loads(line)["reason"] for line in f)
+    bad = (
+        []
+        if stats["read"] == stats["kept"] + in_file.total()
+        else [f"{stats['read']} read, {stats['kept']} kept, {in_file.total()} in {REJECTS}"]
     )
+    if dict(in_file) != stats["reasons"]:
+        bad.append(f"{REJECTS} counts {dict(in_file)}, stats count {stats['reasons']}")
+    return require("corpus/accounting", bad, stats["read"], "every input record is kept or rejected")
+
+
+def reject_rate(cfg: CorpusConfig, stats: dict) -> ContractResult:
+    """Fail when too much of the input is bad data, naming the reasons and the worst file."""
+    rate, name = stats["bad_rate"], "corpus/reject-rate"
+    if stats["read"] == 0:
+        raise ContractError(f"contract {name} failed: the sources hold no records")
+    if rate > cfg.max_reject_rate:
+        top = ", ".join(f"{k} {v}" for k, v in stats["reasons"].items() if k not in POLICY_REASONS)
+        worst = max(stats["files"].items(), key=lambda kv: kv[1]["in"] - kv[1].get("kept", 0))[0]
+        raise ContractError(
+            f"contract {name} failed: {rate:.1%} of {stats['read']} records are bad "
+            f"(max_reject_rate {cfg.max_reject_rate:.1%}): {top}; most rejects in {worst}; see {REJECTS}"
+        )
+    return ContractResult(
+        name=name, success=True, checked=stats["read"], details=f"bad-record rate {rate:.2%}"
+    )
+
+
+def reject_line(raw: Raw, task: str, rid: str, reason: str, detail: str) -> str:
+    record = {
+        "file": raw.file,
+        "line": raw.line,
+        "id": rid,
+        "task": task,
+        "reason": reason,
+        "detail": detail,
+        "excerpt": raw.excerpt[:200],
+    }
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def lengths_png(cfg: CorpusConfig, rows: dict[str, list[dict]], path: Path) -> None:
+    """One histogram of record length (characters, log counts) per configured source."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    lengths: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for task, task_rows in rows.items():
+        paths = {s.path for s in cfg.sources if s.task == task}
+        for r in task_rows:
+            lengths[task, _source_path(r["file"], paths)].append(sum(len(r[f]) for f in TASK_FIELDS[task]))
+    if not lengths:
+        return
+    fig, axes = plt.subplots(len(lengths), 1, figsize=(7, 1.6 * len(lengths)), squeeze=False)
+    for ax, ((task, source), n) in zip(axes[:, 0], sorted(lengths.items()), strict=True):
+        ax.hist(n, bins=40, log=True)
+        ax.set_title(f"{task} / {source}: {len(n)} records, chars per record", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

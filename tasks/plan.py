@@ -69,12 +69,26 @@ def raw_path(path: str) -> Path:
 
 
 def raw_refs(cfg: PipelineConfig) -> list[Ref]:
+    """One ref per corpus source, fingerprinted by content.
+
+    A file by its sha256; a folder by its sorted relative paths and each file's sha256; a hub
+    dataset by name, subset, split and pinned revision.
+    """
     refs = []
     for src in cfg.corpus.sources:
+        if src.format == "hub":
+            pin = {"hub": src.path, "subset": src.subset, "split": src.split, "revision": src.revision}
+            refs.append(Ref(stage="raw", name=src.path, fingerprint=sha256_json(pin), path=f"hub:{src.path}"))
+            continue
         p = raw_path(src.path)
-        if not p.is_file():
-            raise FileNotFoundError(f"corpus source {src.path!r} ({src.task}): file not found at {p}")
-        refs.append(Ref(stage="raw", name=src.path, fingerprint=sha256_file(p), path=str(p)))
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file())
+            listing = [(f.relative_to(p).as_posix(), sha256_file(f)) for f in files]
+            refs.append(Ref(stage="raw", name=src.path, fingerprint=sha256_json(listing), path=str(p)))
+        elif p.is_file():
+            refs.append(Ref(stage="raw", name=src.path, fingerprint=sha256_file(p), path=str(p)))
+        else:
+            raise FileNotFoundError(f"corpus source {src.path!r} ({src.task}): not found at {p}")
     return refs
 
 

@@ -17,11 +17,17 @@ def summary(stage: str, status: str, manifest: Manifest, seconds: float, path) -
 def key_figures(stage: str, s: dict) -> str:
     """The few numbers a person looks at first, per stage."""
     if stage == "corpus":
-        files = s["files"].values()
-        kept = sum(f.get("kept", 0) for f in files)
-        return f"{kept} records kept, {sum(f['in'] for f in files) - kept} rejected"
+        rejected = s["rejected"]
+        dup, contaminated = s["reasons"].get("exact_duplicate", 0), s["contaminated"]
+        bad = rejected - dup - s["near_duplicates"] - contaminated
+        return (
+            f"{s['kept']} records kept, {rejected} rejected ({bad} bad, {dup} duplicates, "
+            f"{s['near_duplicates']} near-duplicates, {contaminated} contaminated)"
+        )
     if stage == "tokenizer":
-        return f"vocab {s['vocab_size']}"
+        fertility = s.get("fertility", {})
+        spread = f", fertility {min(fertility.values())}-{max(fertility.values())}" if fertility else ""
+        return f"vocab {s['vocab_size']}" + (f" ({s['adopted']})" if s.get("adopted") else "") + spread
     if stage == "shards":
         p, sft, dpo = s["pretrain_train"], s["sft_train"], s["dpo_train"]
         pad = next(k for k in sft if k.startswith("padding_bucketed"))

@@ -1,11 +1,15 @@
-"""Tokenizer stage: a byte-level BPE trained on the corpus, special tokens from the registry.
+"""Tokenizer stage: a byte-level BPE trained on a corpus sample, or an adopted tokenizer.json.
 
-The saved directory loads with `transformers.AutoTokenizer.from_pretrained(dir)`. Special
-tokens take ids 0..N-1 in registry order. Text is always encoded with special-token
-recognition off (`encode_special_tokens=True`), so user text that looks like `<to-fr>` stays
-ordinary bytes; control tokens enter sequences only by id (see tasks.shards).
+Either way the registry's special tokens take ids 0..N-1 in registry order (an adopted vocab
+is shifted up by N), and the saved directory loads with `transformers.AutoTokenizer`. Text is
+always encoded with special-token recognition off (`encode_special_tokens=True`; saved as
+`split_special_tokens=True`), so user text like `<to-fr>` or `<|endoftext|>` stays ordinary
+bytes; control tokens enter sequences only by id (see tasks.shards).
 """
 
+import hashlib
+import json
+from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,27 +20,50 @@ from schemas.corpus import TASK_FIELDS
 from schemas.manifest import ContractResult
 from schemas.tokenizer import TokenizerConfig
 from schemas.tokens import BOS, EOS, MASK, PAD, SPECIAL_TOKENS, TASK_TOKENS, UNK, token_id
+from tasks.artifacts import sha256_file
 from tasks.contracts import require
+from tasks.plan import raw_path
 
 TOKENIZER_FILE = "tokenizer.json"
+# Control-token look-alikes of other tokenizers: they must stay text in ours too.
+FOREIGN_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", "</s>", "[PAD]", "[CLS]")
 
 
-def training_texts(corpus_dir: Path, max_chars: int) -> Iterator[str]:
-    """Train-split texts of every task, in a fixed order, up to `max_chars` characters."""
-    budget = max_chars
+def corpus_rows(corpus_dir: Path, split: str | None = "train") -> Iterator[tuple[str, str, dict]]:
+    """(task, record key, row) for every row of a split, in a fixed order."""
     for task, fields in TASK_FIELDS.items():
         path = corpus_dir / f"{task}.parquet"
         if not path.exists():
             continue
-        table = pq.read_table(path, columns=["split", *fields]).to_pylist()
-        for row in table:
-            if row["split"] != "train":
-                continue
-            for f in fields:
-                budget -= len(row[f])
-                if budget < 0:
-                    return
-                yield row[f]
+        for row in pq.read_table(path, columns=["id", "source", "split", *fields]).to_pylist():
+            if split is None or row["split"] == split:
+                yield task, hashlib.sha256(f"{task}:{row['id']}".encode()).hexdigest(), row
+
+
+def training_texts(corpus_dir: Path, max_chars: int) -> Iterator[str]:
+    """A uniform sample of train-split texts of every task, up to `max_chars` characters.
+
+    Records are taken in the order of their hashed ids, so each source contributes in
+    proportion to its size, and the same corpus always gives the same sample.
+    """
+    rows = sorted(corpus_rows(corpus_dir), key=lambda r: r[1])
+    budget = max_chars
+    for task, _, row in rows:
+        for f in TASK_FIELDS[task]:
+            budget -= len(row[f])
+            if budget < 0:
+                return
+            yield row[f]
+
+
+def samples_per_source(corpus_dir: Path, n: int) -> dict[str, list[str]]:
+    """Up to `n` records' texts per `task:source`, chosen by hashed id (both splits)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for task, _, row in sorted(corpus_rows(corpus_dir, None), key=lambda r: r[1]):
+        key = f"{task}:{row['source']}"
+        if len(out[key]) < n:
+            out[key].append("\n".join(row[f] for f in TASK_FIELDS[task]))
+    return dict(sorted(out.items()))
 
 
 def train(texts: Iterator[str], cfg: TokenizerConfig) -> Tokenizer:
@@ -53,6 +80,50 @@ def train(texts: Iterator[str], cfg: TokenizerConfig) -> Tokenizer:
     tok.train_from_iterator(texts, trainer=trainer)
     tok.encode_special_tokens = True
     return tok
+
+
+def adopt(path: str, sha256: str) -> Tokenizer:
+    """An existing BPE `tokenizer.json`, its ids shifted so the registry's tokens come first.
+
+    >>> adopt("gpt2/tokenizer.json", "<its sha256>").token_to_id("<|endoftext|>")  # was 50256
+    50267
+    """
+    file = raw_path(path)
+    file = file / TOKENIZER_FILE if file.is_dir() else file
+    if not file.is_file():
+        raise FileNotFoundError(f"tokenizer.adopt: no {TOKENIZER_FILE} at {file}")
+    actual = sha256_file(file)
+    if actual != sha256:
+        raise ValueError(f"tokenizer.adopt: {file} has sha256 {actual}, the config pins {sha256}")
+    data = json.loads(file.read_text(encoding="utf-8"))
+    if data["model"]["type"] != "BPE":
+        raise ValueError(
+            f"tokenizer.adopt: {file} is a {data['model']['type']} model; only BPE can be adopted"
+        )
+    shift = len(SPECIAL_TOKENS)
+    vocab = data["model"]["vocab"]
+    # Added tokens only keep their ids when the model vocab holds them (as the trainer does).
+    data["model"]["vocab"] = {t: token_id(t) for t in SPECIAL_TOKENS} | {
+        t: i + shift for t, i in vocab.items() if t not in SPECIAL_TOKENS
+    }
+    own = [
+        {**a, "id": a["id"] + shift}
+        for a in data.get("added_tokens", [])
+        if a["content"] not in SPECIAL_TOKENS
+    ]
+    data["added_tokens"] = _registry_added_tokens() + own
+    processor = data.get("post_processor")
+    if processor and processor.get("type") != "ByteLevel":  # templates add control tokens by id
+        data["post_processor"] = None
+    data["truncation"] = data["padding"] = None
+    tok = Tokenizer.from_str(json.dumps(data))
+    tok.encode_special_tokens = True
+    return tok
+
+
+def _registry_added_tokens() -> list[dict]:
+    flags = {"single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+    return [{"id": token_id(t), "content": t, **flags} for t in SPECIAL_TOKENS]
 
 
 def load(directory: Path) -> Tokenizer:
@@ -79,41 +150,109 @@ def save(tok: Tokenizer, out: Path) -> None:
     fast.save_pretrained(out)
 
 
+def fertility(tok: Tokenizer, samples: dict[str, list[str]]) -> dict[str, float]:
+    """Tokens per whitespace-separated word, per source: `{"pretrain:austen": 1.31, ...}`."""
+    out = {}
+    for source, texts in samples.items():
+        words = sum(len(t.split()) for t in texts)
+        tokens = sum(len(e.ids) for e in tok.encode_batch(texts))
+        out[source] = round(tokens / max(words, 1), 3)
+    return out
+
+
 def build(cfg: TokenizerConfig, inputs: dict[str, Path], out: Path) -> dict:
-    tok = train(training_texts(inputs["corpus"], cfg.max_train_chars), cfg)
+    if cfg.adopt:
+        tok = adopt(cfg.adopt, cfg.adopt_sha256)
+        adopted = f"adopted {Path(cfg.adopt).name} sha256 {cfg.adopt_sha256[:12]}"
+        train_chars = 0
+    else:
+        texts = list(training_texts(inputs["corpus"], cfg.max_train_chars))
+        tok, adopted, train_chars = train(iter(texts), cfg), "", sum(len(t) for t in texts)
     save(tok, out)
-    return {"vocab_size": tok.get_vocab_size(), "special_tokens": len(SPECIAL_TOKENS)}
+    return {
+        "vocab_size": tok.get_vocab_size(),
+        "special_tokens": {t: tok.token_to_id(t) for t in SPECIAL_TOKENS},
+        "adopted": adopted,
+        "train_chars": train_chars,
+        "fertility": fertility(tok, samples_per_source(inputs["corpus"], cfg.sample_per_source)),
+    }
+
+
+def injection_texts() -> list[str]:
+    """User text that looks like control tokens: every registry token, foreign ones, near misses."""
+    out = []
+    for t in (*SPECIAL_TOKENS, *FOREIGN_TOKENS):
+        out += [t, f"a{t}b", f"x {t} y{t}{t}", t.upper(), t.replace("<", "< ").replace(">", " >")]
+    return out
 
 
 def validate(cfg: TokenizerConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
+    tok = load(out)
+    results = [special_ids(tok, out)]
+    samples = samples_per_source(inputs["corpus"], cfg.sample_per_source)
+    texts = [t for ts in samples.values() for t in ts]
+    results.append(round_trip(tok, texts, "tokenizer/round-trip", f"{len(samples)} sources"))
+    results.append(round_trip(tok, injection_texts(), "tokenizer/injection", "special-token look-alikes"))
+    results.append(auto_tokenizer(out))
+    return results
+
+
+def special_ids(tok: Tokenizer, out: Path) -> ContractResult:
+    """Each registry token is exactly its reserved id, and no learned token spells one."""
+    raw = Tokenizer.from_file(str(out / TOKENIZER_FILE))  # recognition on: how templates see them
+    bad = [
+        f"{t}: encodes to {raw.encode(t).ids}, expected [{token_id(t)}]"
+        for t in SPECIAL_TOKENS
+        if raw.encode(t).ids != [token_id(t)]
+    ]
+    learned = tok.get_vocab(with_added_tokens=False)
+    bad += [
+        f"{t}: also a learned token (id {learned[t]})"
+        for t in SPECIAL_TOKENS
+        if learned.get(t, token_id(t)) != token_id(t)
+    ]
+    return require("tokenizer/special-ids", bad, len(SPECIAL_TOKENS), "each special token is one reserved id")
+
+
+def round_trip(tok: Tokenizer, texts: list[str], name: str, what: str) -> ContractResult:
+    """decode(encode(x)) == x, and text never yields a control id or `<unk>` (byte fallback).
+
+    Control ids are the registry's and any special token an adopted tokenizer brings along.
+    """
+    controls = control_ids(tok)
+    unk = getattr(tok.model, "unk_token", None)
+    bad = []
+    for i, (text, enc) in enumerate(zip(texts, tok.encode_batch(texts), strict=True)):
+        control = [x for x in enc.ids if x in controls]
+        if unk is not None and unk in enc.tokens:
+            bad.append(f"text {i} {text[:40]!r}: unknown token {unk} (no byte fallback)")
+        elif control:
+            bad.append(f"text {i} {text[:40]!r}: control ids {control}")
+        elif tok.decode(enc.ids, skip_special_tokens=False) != text:
+            bad.append(f"text {i} {text[:40]!r}: decode(encode(x)) != x")
+    return require(name, bad, len(texts), f"round trip, no control or unknown ids ({what})")
+
+
+def control_ids(tok: Tokenizer) -> set[int]:
+    """Ids of every special added token: `{0, 1, ..., 10}` for a trained tokenizer."""
+    return {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+
+
+def auto_tokenizer(out: Path) -> ContractResult:
+    """What downstream users get: AutoTokenizer keeps look-alikes as text and pad != eos."""
     from transformers import AutoTokenizer
 
-    tok = load(out)
-    bad = [
-        f"{t}: id {tok.token_to_id(t)}, expected {token_id(t)}"
-        for t in SPECIAL_TOKENS
-        if tok.token_to_id(t) != token_id(t)
-    ]
-    results = [
-        require("tokenizer/special-ids", bad, len(SPECIAL_TOKENS), "each special token has its reserved id")
-    ]
-    samples = list(training_texts(inputs["corpus"], 200_000))[:200] + [f"a{t}b {t}" for t in SPECIAL_TOKENS]
-    n_special = len(SPECIAL_TOKENS)
-    bad = []
-    for i, text in enumerate(samples):
-        ids = tok.encode(text).ids
-        if any(x < n_special for x in ids):
-            bad.append(f"sample {i} {text[:40]!r}: control id in {ids[:12]}")
-        elif tok.decode(ids, skip_special_tokens=False) != text:
-            bad.append(f"sample {i} {text[:40]!r}: decode(encode(x)) != x")
-    results.append(
-        require("tokenizer/round-trip", bad, len(samples), "decode(encode(x)) == x, no control ids from text")
-    )
     hf = AutoTokenizer.from_pretrained(out)
+    controls = control_ids(load(out))
     bad = (
         []
         if hf.pad_token_id == token_id(PAD) != hf.eos_token_id
         else [f"pad {hf.pad_token_id}, eos {hf.eos_token_id}"]
     )
-    results.append(require("tokenizer/auto-load", bad, 1, "AutoTokenizer loads it; pad is its own token"))
-    return results
+    for text in injection_texts():
+        ids = hf(text, add_special_tokens=False)["input_ids"]
+        if controls & set(ids) or hf.decode(ids) != text:
+            bad.append(f"{text!r}: AutoTokenizer gives {ids[:8]} -> {hf.decode(ids)!r}")
+    return require(
+        "tokenizer/auto-load", bad, 1 + len(injection_texts()), "AutoTokenizer: safe, pad is its own token"
+    )

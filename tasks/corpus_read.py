@@ -1,0 +1,284 @@
+"""Corpus readers: every source format -> one stream of `Raw` records, errors included.
+
+A reader never raises on bad data: a line that does not decode or parse comes out as a `Raw`
+with a reason code, so the corpus stage can reject it with its file and line. Only a source
+that cannot be reached at all (a hub dataset while offline) raises `SourceError`.
+
+    >>> next(read_source(Source(task="qa", path="qa.jsonl")))
+    Raw(file='qa.jsonl', line=1, record={'id': 'q1', ...}, reason='', detail='')
+"""
+
+import codecs
+import csv
+import gzip
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.corpus import Source
+from tasks.plan import raw_path
+
+SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "text",
+    ".md": "text",
+}
+BATCH = 1024
+
+
+class SourceError(RuntimeError):
+    """A whole source cannot be read (not found, offline hub, unknown format)."""
+
+
+@dataclass
+class Raw:
+    file: str  # the file as the user names it: the source path, plus the file inside a folder
+    line: int  # 1-based line (JSONL, CSV, text paragraph start) or row (Parquet, datasets)
+    record: dict | None  # None when the record could not be read
+    reason: str = ""  # a code of schemas.corpus.REASONS when record is None
+    detail: str = ""
+    excerpt: str = ""
+
+
+def read_source(src: Source) -> Iterator[Raw]:
+    """All records of a source, in a fixed order (folders: files sorted by relative path)."""
+    if resolve_format(src) == "hub":
+        yield from _read_dataset(_load_hub(src), src.path)
+        return
+    files = source_files(src)
+    fmt = resolve_format(src)
+    columns: tuple[str, set[str]] | None = None
+    for path, label in files:
+        reader = {"jsonl": read_jsonl, "parquet": read_parquet, "csv": read_csv, "tsv": read_csv}.get(fmt)
+        if fmt == "text":
+            yield from read_text(path, label, src.text_unit)
+        elif fmt == "disk":
+            yield from _read_disk(path, label, src.split)
+        else:
+            for raw in reader(path, label):
+                if raw.line == 0 and raw.reason == "" and raw.record is not None:  # column header
+                    columns = columns or (label, set(raw.record))
+                    mismatch = _column_mismatch(columns, set(raw.record))
+                    if mismatch:
+                        yield from _reject_file(reader(path, label), "schema_mismatch", mismatch)
+                        break
+                    continue
+                yield raw
+
+
+def resolve_format(src: Source) -> str:
+    """The configured format, or the one the path implies: `qa.jsonl.gz` -> "jsonl"."""
+    if src.format != "auto":
+        return src.format
+    p = raw_path(src.path)
+    if p.is_dir():
+        if (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
+            return "disk"
+        found = {_suffix_format(f) for f in p.rglob("*") if f.is_file()} - {None}
+        if len(found) != 1:
+            raise SourceError(f"corpus source {src.path!r}: set `format`; the folder holds {sorted(found)}")
+        return found.pop()
+    fmt = _suffix_format(p)
+    if fmt is None:
+        raise SourceError(
+            f"corpus source {src.path!r}: unknown format; set `format` to one of {sorted(set(SUFFIXES.values()))}"
+        )
+    return fmt
+
+
+def source_files(src: Source) -> list[tuple[Path, str]]:
+    """(path, label) of every file of a file or folder source, sorted by label."""
+    p = raw_path(src.path)
+    if not p.exists():
+        raise SourceError(f"corpus source {src.path!r} ({src.task}): not found at {p}")
+    if p.is_file() or resolve_format(src) == "disk":
+        return [(p, src.path)]
+    fmt = resolve_format(src)
+    files = [f for f in p.rglob("*") if f.is_file() and _suffix_format(f) == fmt]
+    return sorted(
+        ((f, f"{src.path.rstrip('/')}/{f.relative_to(p).as_posix()}") for f in files), key=lambda x: x[1]
+    )
+
+
+def read_jsonl(path: Path, label: str) -> Iterator[Raw]:
+    """One `Raw` per non-blank line; bad bytes or JSON become reasons, never exceptions."""
+    with _open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            excerpt = line[:200].decode("utf-8", "replace")
+            try:
+                text = line.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                yield Raw(label, number, None, "invalid_utf8", f"invalid UTF-8 at byte {e.start}", excerpt)
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield Raw(label, number, None, "invalid_json", f"{e.msg} at column {e.colno}", excerpt)
+                continue
+            if not isinstance(record, dict):
+                yield Raw(label, number, None, "not_an_object", f"a JSON {type(record).__name__}", excerpt)
+                continue
+            yield Raw(label, number, record, excerpt=excerpt)
+
+
+def read_csv(path: Path, label: str) -> Iterator[Raw]:
+    """Header row first (as line 0, the column names), then one `Raw` per row.
+
+    Bad bytes are kept as surrogate escapes and rejected as invalid UTF-8 by the field check.
+    """
+    delimiter = "\t" if ".tsv" in path.name else ","
+    csv.field_size_limit(2**31 - 1)  # long cells are rejected by max_chars, with their line
+    with _open(path) as f:
+        lines = codecs.iterdecode(f, "utf-8", errors="surrogateescape")
+        reader = csv.reader(lines, delimiter=delimiter, strict=True)
+        header = _next_row(reader)
+        if not isinstance(header, list):
+            yield Raw(label, 1, None, "unreadable_file", f"no header row ({header or 'empty file'})")
+            return
+        header = [h.lstrip("\ufeff") for h in header]
+        yield Raw(label, 0, dict.fromkeys(header, ""))
+        yield from _csv_rows(reader, header, label)
+
+
+def _csv_rows(reader, header: list[str], label: str) -> Iterator[Raw]:
+    start = reader.line_num + 1
+    while True:
+        row = _next_row(reader)
+        if row is None:
+            return
+        if isinstance(row, str):
+            yield Raw(label, start, None, "invalid_csv", row)
+        elif len(row) != len(header):
+            yield Raw(
+                label,
+                start,
+                None,
+                "invalid_csv",
+                f"{len(row)} cells, header has {len(header)}",
+                str(row)[:200],
+            )
+        elif any(cell.strip() for cell in row):
+            yield Raw(label, start, dict(zip(header, row, strict=True)), excerpt=str(row)[:200])
+        start = reader.line_num + 1
+
+
+def _next_row(reader) -> list[str] | str | None:
+    try:
+        return next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as e:
+        return f"CSV error: {e}"
+
+
+def read_parquet(path: Path, label: str) -> Iterator[Raw]:
+    """Header (line 0) then one `Raw` per row; a corrupt file is one `unreadable_file` reject."""
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except Exception as e:  # pyarrow raises several types for a bad footer
+        yield Raw(label, 0, None, "unreadable_file", f"not a readable Parquet file: {e}")
+        return
+    yield Raw(label, 0, dict.fromkeys(pf.schema_arrow.names, ""))
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=BATCH):
+            for record in batch.to_pylist():
+                row += 1
+                yield Raw(label, row, record)
+    except Exception as e:
+        yield Raw(label, row + 1, None, "unreadable_file", f"rows after {row} unreadable: {e}")
+
+
+def read_text(path: Path, label: str, unit: str) -> Iterator[Raw]:
+    """A text file as one document, or one per paragraph (blank-line separated).
+
+    >>> [r.record for r in read_text(Path("a.txt"), "a.txt", "paragraph")]  # "One.\\n\\nTwo.\\n"
+    [{'id': 'a.txt#1', 'text': 'One.'}, {'id': 'a.txt#3', 'text': 'Two.'}]
+    """
+    with _open(path) as f:
+        text = f.read().decode("utf-8", errors="surrogateescape")
+    if unit == "file":
+        yield Raw(label, 1, {"id": label, "text": text}, excerpt=text[:200])
+        return
+    start, lines = 0, []
+    for number, line in enumerate([*text.split("\n"), ""], start=1):
+        if line.strip():
+            start, lines = start or number, [*lines, line]
+        elif lines:
+            para = "\n".join(lines)
+            yield Raw(label, start, {"id": f"{label}#{start}", "text": para}, excerpt=para[:200])
+            start, lines = 0, []
+
+
+def _read_disk(path: Path, label: str, split: str | None) -> Iterator[Raw]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:
+        yield Raw(label, 0, None, "unreadable_file", f"not a `save_to_disk` dataset: {e}")
+        return
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise SourceError(f"corpus source {label!r}: set `split` to one of {sorted(ds)} (got {split!r})")
+        ds = ds[split]
+    yield from _read_dataset(ds, label)
+
+
+def _read_dataset(ds, label: str) -> Iterator[Raw]:
+    row = 0
+    for batch in ds.with_format("arrow").iter(batch_size=BATCH):
+        for record in batch.to_pylist():
+            row += 1
+            yield Raw(label, row, record)
+
+
+def _load_hub(src: Source):
+    """`datasets.load_dataset(name)`; offline it fails at once, naming the way out."""
+    import datasets
+    import huggingface_hub.constants as hub
+
+    offline = hub.HF_HUB_OFFLINE or os.environ.get("HF_DATASETS_OFFLINE", "0") not in ("0", "", "false")
+    if offline:
+        raise SourceError(
+            f"corpus source {src.path!r}: hub datasets cannot be loaded offline (HF_HUB_OFFLINE=1); "
+            "download it where the hub is reachable, `save_to_disk` it and use that folder as the path"
+        )
+    try:
+        return datasets.load_dataset(src.path, src.subset, split=src.split, revision=src.revision)
+    except Exception as e:
+        raise SourceError(f"corpus source {src.path!r}@{src.revision}: cannot load from the hub: {e}") from e
+
+
+def _suffix_format(p: Path) -> str | None:
+    name = p.name[:-3] if p.name.endswith(".gz") else p.name
+    return SUFFIXES.get(Path(name).suffix)
+
+
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
+
+
+def _column_mismatch(first: tuple[str, set[str]], columns: set[str]) -> str:
+    label, expected = first
+    if columns == expected:
+        return ""
+    missing, extra = sorted(expected - columns), sorted(columns - expected)
+    return f"columns differ from {label}: missing {missing}, extra {extra}"
+
+
+def _reject_file(raws: Iterator[Raw], reason: str, detail: str) -> Iterator[Raw]:
+    """Every record of a file, rejected for one file-level reason (nothing of it is kept)."""
+    for raw in raws:
+        if raw.line > 0:
+            yield Raw(raw.file, raw.line, None, reason, detail, raw.excerpt)

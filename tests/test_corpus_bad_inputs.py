@@ -1,0 +1,104 @@
+"""Bad input never crashes the corpus stage and is never dropped silently.
+
+For every class: read = accepted + rejected, each reject names its reason, file and line.
+"""
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from schemas.corpus import CorpusConfig
+from tasks import corpus
+from tasks.contracts import ContractError
+
+DIRTY = Path(__file__).parent / "data" / "dirty_translation.jsonl"
+
+
+def build(tmp_path, path: Path, task="translation", fmt="auto", **kw):
+    cfg = CorpusConfig(sources=[{"task": task, "path": str(path), "format": fmt}], **kw)
+    out = tmp_path / "out"
+    out.mkdir()
+    stats = corpus.build(cfg, {}, out)
+    rejects = [json.loads(x) for x in (out / "rejects.jsonl").read_text().splitlines()]
+    assert stats["read"] == stats["kept"] + len(rejects)  # nothing lost
+    assert all(r["file"] == str(path) and r["reason"] and r["detail"] for r in rejects)
+    return cfg, out, stats, rejects
+
+
+def test_deliberately_dirty_file(tmp_path):
+    cfg, out, stats, rejects = build(tmp_path, DIRTY)
+    by_id = {r["id"] or r["line"]: r["reason"] for r in rejects}
+    assert stats["read"] == 24 and stats["kept"] == 5
+    assert stats["reasons"] == {
+        "invalid_utf8": 3,  # latin-1 byte, overlong encoding, lone surrogate escape
+        "invalid_json": 3,  # truncated line, two objects on one line, trailing comma
+        "not_an_object": 1,
+        "missing_field": 3,  # NaN literal, null, absent
+        "empty_field": 2,  # "" and whitespace only
+        "wrong_type": 3,  # number, list, dict
+        "missing_id": 2,  # absent, boolean
+        "duplicate_id": 1,
+        "exact_duplicate": 1,  # same text under another id
+    }
+    assert by_id["surrogate"] == "invalid_utf8" and by_id[4] == "invalid_utf8"
+    kept = pd.read_parquet(out / "translation.parquet")
+    assert list(kept["id"]) == ["ok-1", "ok-2", "ok-3", "ctrl", "ok-4"]
+    assert kept.loc[3, "source_text"] == "Bell and zero-width."
+    with pytest.raises(ContractError, match=r"75.0% of 24 records are bad.*see rejects.jsonl"):
+        corpus.validate(cfg, {}, out, stats)
+
+
+def test_ten_megabyte_document_is_rejected_with_its_line(tmp_path):
+    path = tmp_path / "big.jsonl"
+    with open(path, "w") as f:
+        f.write(json.dumps({"id": "small", "text": "A small document."}) + "\n")
+        f.write(json.dumps({"id": "huge", "text": "word " * 2_000_000}) + "\n")
+    _, _, stats, rejects = build(tmp_path, path, task="pretrain")
+    assert (rejects[0]["id"], rejects[0]["line"], rejects[0]["reason"]) == ("huge", 2, "too_long")
+    assert len(rejects[0]["excerpt"]) <= 200 and stats["kept"] == 1
+
+
+def test_corrupt_parquet_is_one_named_reject(tmp_path):
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.Table.from_pylist([{"id": "a", "text": "Hello."}]), good)
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(good.read_bytes()[:-20])  # footer cut off
+    _, _, stats, rejects = build(tmp_path, bad, task="pretrain", max_reject_rate=1.0)
+    assert [r["reason"] for r in rejects] == ["unreadable_file"] and "Parquet" in rejects[0]["detail"]
+    assert stats["kept"] == 0
+
+
+def test_parquet_nulls_nan_and_wrong_types(tmp_path):
+    rows = [
+        {"id": "a", "text": "Fine.", "score": 1.0},
+        {"id": "b", "text": None, "score": float("nan")},
+        {"id": None, "text": "No id.", "score": 0.0},
+    ]
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    _, _, _, rejects = build(tmp_path, path, task="pretrain", max_reject_rate=1.0)
+    assert [(r["line"], r["reason"]) for r in rejects] == [(2, "missing_field"), (3, "missing_id")]
+
+
+def test_csv_with_bad_bytes_and_ragged_rows(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_bytes(b'id,text\nr1,Fine text\nr2,bad \xff byte\nr3,too,many\nr4,"unclosed\n')
+    _, _, stats, rejects = build(tmp_path, path, task="pretrain", max_reject_rate=1.0)
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        (3, "invalid_utf8"),
+        (4, "invalid_csv"),
+        (5, "invalid_csv"),
+    ]
+    assert stats["kept"] == 1
+
+
+def test_empty_sources_fail_the_stage(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n\n")
+    cfg, out, stats, _ = build(tmp_path, path, task="pretrain")
+    with pytest.raises(ContractError, match="the sources hold no records"):
+        corpus.validate(cfg, {}, out, stats)
