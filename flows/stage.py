@@ -30,6 +30,7 @@ from tasks.artifacts import (
     read_manifest,
     staging,
 )
+from tasks.faults import crash_point
 from tasks.plan import code_version, plan_single, read_input
 from tasks.report import summary
 
@@ -68,7 +69,9 @@ def run_stage(stage: str, config: str, overrides: list[str] | None, force: bool,
             return summary(stage, "skipped", read_manifest(plan.path), 0.0, plan.path)
         stats = _task(module.build, f"{stage}-build")(section, inputs, tmp)
         built = time.perf_counter()
+        crash_point(stage, "after_build")
         contracts = _task(module.validate, f"{stage}-validate")(section, inputs, tmp, stats)
+        crash_point(stage, "after_validate")
         manifest = Manifest(
             stage=stage,
             name=cfg.name,

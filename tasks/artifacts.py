@@ -27,6 +27,7 @@ from pathlib import Path
 from schemas.config import PROJECT_ROOT
 from schemas.manifest import MANIFEST, FileEntry, Manifest
 from schemas.stages import STAGES
+from tasks.faults import crash_point
 
 
 class ArtifactError(RuntimeError):
@@ -211,6 +212,7 @@ def publish(tmp: Path, final: Path, manifest: Manifest) -> Path:
     """Write the manifest last, fsync, and rename the staging directory into place."""
     _write_synced(tmp / MANIFEST, manifest.model_dump_json(indent=2))
     _fsync_dir(tmp)
+    crash_point(manifest.stage, "before_rename")
     if final.exists():  # a forced rebuild replaces the old artifact
         old = final.with_name(f".old-{final.name}-{os.getpid()}")
         os.replace(final, old)
@@ -219,6 +221,7 @@ def publish(tmp: Path, final: Path, manifest: Manifest) -> Path:
     else:
         os.replace(tmp, final)
     _fsync_dir(final.parent)
+    crash_point(manifest.stage, "after_rename")
     return final
 
 

@@ -29,6 +29,7 @@ from schemas.tokens import BOS, EOS, token_id
 from tasks import packing
 from tasks import tokenizer as tokenizer_task
 from tasks.contracts import require, run_suite
+from tasks.faults import crash_point
 
 SPLITS = ("train", "validation")
 REJECTS = "rejects.jsonl"
@@ -232,6 +233,7 @@ def write_shards(
         with pa.OSFile(str(out / name), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
         written[name] = (len(chunk), sum(_tokens(kind, r) for r in chunk))
+        crash_point("shards", f"after_{name}")
     return written
 
 
