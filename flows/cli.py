@@ -8,6 +8,7 @@ lmpipe verify  checkpoints/dpo/tiny-0123456789ab
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,8 @@ from pathlib import Path
 import flows  # noqa: F401  (sets offline/telemetry defaults before anything heavy loads)
 from schemas.config import ConfigError, load_config
 from schemas.stages import ORDER
-from tasks.artifacts import ArtifactError, Home, lineage, published, read_manifest, verify
+from tasks import lineage
+from tasks.artifacts import ArtifactError, Home, published, read_manifest, verify
 from tasks.contracts import ContractError
 from tasks.plan import plan_pipeline
 from tasks.report import summary
@@ -59,13 +61,15 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--home")
     ls.set_defaults(func=cmd_list)
 
-    for name, func, text in (
-        ("lineage", cmd_lineage, "print the chain back to the raw files"),
-        ("verify", cmd_verify, "recheck every file hash of an artifact and its ancestors"),
-    ):
-        sp = sub.add_parser(name, help=text)
-        sp.add_argument("artifact", type=Path)
-        sp.set_defaults(func=func)
+    lin = sub.add_parser("lineage", help="what made an artifact (down to raw files) and what it was used for")
+    lin.add_argument("target", type=Path, help="an artifact directory, or a raw file to see what used it")
+    lin.add_argument("--json", action="store_true", help="machine-readable output")
+    lin.add_argument("--home")
+    lin.set_defaults(func=cmd_lineage)
+
+    ver = sub.add_parser("verify", help="recheck every file hash of an artifact and its ancestors")
+    ver.add_argument("artifact", type=Path)
+    ver.set_defaults(func=cmd_verify)
     return p
 
 
@@ -113,7 +117,17 @@ def cmd_list(args) -> int:
 
 
 def cmd_lineage(args) -> int:
-    print("\n".join(lineage(args.artifact.resolve())))
+    target = args.target.resolve()
+    up = None if target.is_file() else lineage.upstream(target)
+    down = lineage.downstream(Home.resolve(args.home), target)
+    if args.json:
+        print(json.dumps({"upstream": up, "downstream": down}, indent=2))
+        return 0
+    if up:
+        print("\n".join(lineage.render(up)))
+    print(f"\nused by ({len(down)}):" if down else "\nused by: nothing published in this home")
+    for d in down:
+        print(f"  {d['stage']} {d['name']} fp={d['fingerprint'][:12]} {d['path']}")
     return 0
 
 

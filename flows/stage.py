@@ -118,11 +118,15 @@ def _ui_artifacts(stage: str, name: str, manifest: Manifest, result: dict) -> No
     contracts = "\n".join(
         f"- {'✅' if c.success else '❌'} {c.name} ({c.checked} checked)" for c in manifest.contracts
     )
+    plots = "\n".join(
+        f"- [{f.path}](file://{result['path']}/{f.path})" for f in manifest.files if f.path.endswith(".png")
+    )
     create_markdown_artifact(
         key=key,
         markdown=(
             f"# {stage} `{manifest.fingerprint[:12]}`\n\n{result['figures']}\n\n"
             f"Path: `{result['path']}`\n\nManifest: `{result['path']}/manifest.json`\n\n## Contracts\n{contracts}\n"
+            + (f"\n## Plots\n{plots}\n" if plots else "")
         ),
         description=f"{stage} artifact summary",
     )

@@ -63,6 +63,14 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
+def content_hash(path: Path) -> str:
+    """A file's sha256, or for a folder the hash of its sorted relative paths and file hashes."""
+    if path.is_file():
+        return sha256_file(path)
+    files = sorted(f for f in path.rglob("*") if f.is_file())
+    return sha256_json([(f.relative_to(path).as_posix(), sha256_file(f)) for f in files])
+
+
 def sha256_json(data: object) -> str:
     """Hash of canonical JSON: key order and whitespace never change it."""
     text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
@@ -317,30 +325,15 @@ def verify(path: Path) -> list[str]:
         problems.extend(check_files(p, manifest))
         for ref in manifest.inputs:
             if ref.stage == "raw":
+                if ref.path.startswith("hub:"):
+                    continue  # pinned by name and revision; nothing local to rehash
                 raw = Path(ref.path)
-                if not raw.is_file():
+                if not raw.exists():
                     problems.append(f"{raw}: raw input missing")
-                elif sha256_file(raw) != ref.fingerprint:
+                elif content_hash(raw) != ref.fingerprint:
                     problems.append(f"{raw}: raw input changed since {manifest.stage} was built")
             else:
                 walk(Path(ref.path))
 
     walk(Path(path))
     return problems
-
-
-def lineage(path: Path, depth: int = 0, seen: set | None = None) -> list[str]:
-    """The chain from an artifact back to its raw files, one line per node, indented by depth."""
-    seen = set() if seen is None else seen
-    m = read_manifest(path)
-    pad = "  " * depth
-    lines = [f"{pad}{m.stage} {m.name} fp={m.fingerprint[:12]} run={m.flow_run_id or '-'} {path}"]
-    if path in seen:
-        return [lines[0] + " (see above)"]
-    seen.add(path)
-    for ref in m.inputs:
-        if ref.stage == "raw":
-            lines.append(f"{pad}  raw {ref.name} sha256={ref.fingerprint}")
-        else:
-            lines.extend(lineage(Path(ref.path), depth + 1, seen))
-    return lines

@@ -19,10 +19,10 @@ from tasks.artifacts import (
     Home,
     artifact_dir,
     check_files,
+    content_hash,
     find,
     latest,
     read_manifest,
-    sha256_file,
     sha256_json,
 )
 
@@ -81,14 +81,9 @@ def raw_refs(cfg: PipelineConfig) -> list[Ref]:
             refs.append(Ref(stage="raw", name=src.path, fingerprint=sha256_json(pin), path=f"hub:{src.path}"))
             continue
         p = raw_path(src.path)
-        if p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file())
-            listing = [(f.relative_to(p).as_posix(), sha256_file(f)) for f in files]
-            refs.append(Ref(stage="raw", name=src.path, fingerprint=sha256_json(listing), path=str(p)))
-        elif p.is_file():
-            refs.append(Ref(stage="raw", name=src.path, fingerprint=sha256_file(p), path=str(p)))
-        else:
+        if not p.exists():
             raise FileNotFoundError(f"corpus source {src.path!r} ({src.task}): not found at {p}")
+        refs.append(Ref(stage="raw", name=src.path, fingerprint=content_hash(p), path=str(p)))
     return refs
 
 

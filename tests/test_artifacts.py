@@ -14,7 +14,7 @@ import pytest
 
 from schemas.config import load_config
 from schemas.manifest import Manifest, Ref
-from tasks import artifacts
+from tasks import artifacts, lineage
 from tasks.plan import plan_pipeline
 
 
@@ -101,11 +101,13 @@ def test_verify_and_lineage(tmp_path):
     ref = Ref(stage="corpus", name="t", fingerprint="f" * 64, path=str(first))
     second = publish_dummy(home, stage="tokenizer", fp="e" * 64, inputs=[ref])
     assert artifacts.verify(second) == []
-    lines = artifacts.lineage(second)
+    lines = lineage.render(lineage.upstream(second))
     assert (
         lines[0].startswith("tokenizer t fp=eeeeeeeeeeee")
         and f"raw raw.jsonl sha256={raw_ref.fingerprint}" in lines[-1]
     )
+    assert [d["stage"] for d in lineage.downstream(home, raw)] == ["corpus", "tokenizer"]
+    assert [d["path"] for d in lineage.downstream(home, first)] == [str(second)]
     (first / "data.txt").write_text("hellO")
     raw.write_text("[]\n")
     problems = artifacts.verify(second)

@@ -9,7 +9,8 @@ from flows.pipeline import pipeline
 from flows.pretrain import pretrain_flow
 from schemas.config import load_config
 from schemas.stages import ORDER
-from tasks.artifacts import ArtifactError, Home, lineage, read_manifest, verify
+from tasks import lineage
+from tasks.artifacts import ArtifactError, Home, read_manifest, verify
 from tasks.plan import plan_pipeline
 
 pytestmark = pytest.mark.e2e
@@ -37,11 +38,13 @@ def test_pipeline_end_to_end(prefect_harness, tiny_config, tmp_path):
     metrics = json.loads((dpo_dir / "metrics.json").read_text())
     assert metrics["val_loss"] < metrics["val_loss_before"]
 
-    chain = "\n".join(lineage(dpo_dir))
+    chain = "\n".join(lineage.render(lineage.upstream(dpo_dir)))
     for stage in ORDER:
         assert f"{stage} t fp=" in chain
     assert "raw " + str(tiny_config.parent / "raw" / "qa.jsonl") in chain
     assert verify(dpo_dir) == []
+    used = lineage.downstream(Home.resolve(home), tiny_config.parent / "raw" / "qa.jsonl")
+    assert [d["stage"] for d in used] == list(ORDER)
 
     assert statuses(pipeline(config=config, home=home)) == dict.fromkeys(ORDER, "skipped")
 

@@ -1,0 +1,69 @@
+"""Lineage: what made an artifact (upstream, down to raw files) and what it made (downstream).
+
+    upstream(dpo_dir) ->
+    {"stage": "dpo", "name": "tiny", "fingerprint": "...", "path": "...", "flow_run_id": "...",
+     "inputs": [{"stage": "sft", ... "inputs": [...]}, ..., {"stage": "raw", "name": "data/raw/qa.jsonl",
+                "sha256": "...", "path": "..."}]}
+
+Both directions read only manifests, so they work on any home, local or copied.
+"""
+
+from pathlib import Path
+
+from schemas.stages import ORDER
+from tasks.artifacts import Home, published, read_manifest, sha256_file
+
+
+def upstream(path: Path) -> dict:
+    """The tree of inputs of an artifact, recursively, raw files as leaves."""
+    m = read_manifest(path)
+    node = {
+        "stage": m.stage,
+        "name": m.name,
+        "fingerprint": m.fingerprint,
+        "path": str(path),
+        "flow_run_id": m.flow_run_id,
+        "created_at": m.created_at,
+        "inputs": [],
+    }
+    for ref in m.inputs:
+        if ref.stage == "raw":
+            node["inputs"].append(
+                {"stage": "raw", "name": ref.name, "sha256": ref.fingerprint, "path": ref.path}
+            )
+        else:
+            node["inputs"].append(upstream(Path(ref.path)))
+    return node
+
+
+def downstream(home: Home, target: Path) -> list[dict]:
+    """Every published artifact in `home` that was built, directly or not, from `target`.
+
+    `target` is an artifact directory or a raw file (matched by content hash).
+    """
+    if target.is_file():
+        wanted = {sha256_file(target)}
+    else:
+        wanted = {read_manifest(target).fingerprint}
+    found = []
+    for stage in ORDER:  # stages in order, so parents are seen before children
+        for path, m in published(home, stage):
+            if any(ref.fingerprint in wanted for ref in m.inputs):
+                wanted.add(m.fingerprint)
+                found.append(
+                    {"stage": stage, "name": m.name, "fingerprint": m.fingerprint, "path": str(path)}
+                )
+    return found
+
+
+def render(node: dict, depth: int = 0, seen: set[str] | None = None) -> list[str]:
+    """Indented text of an upstream tree; an artifact met twice is expanded once."""
+    seen = set() if seen is None else seen
+    pad = "  " * depth
+    if node["stage"] == "raw":
+        return [f"{pad}raw {node['name']} sha256={node['sha256']}"]
+    head = f"{pad}{node['stage']} {node['name']} fp={node['fingerprint'][:12]} run={node['flow_run_id'] or '-'} {node['path']}"
+    if node["fingerprint"] in seen:
+        return [head + " (see above)"]
+    seen.add(node["fingerprint"])
+    return [head] + [line for child in node["inputs"] for line in render(child, depth + 1, seen)]
