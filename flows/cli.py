@@ -5,6 +5,8 @@ lmpipe run sft --set sft.lr=1e-4 --force
 lmpipe plan --config my.yaml
 lmpipe lineage checkpoints/dpo/tiny-0123456789ab
 lmpipe verify  checkpoints/dpo/tiny-0123456789ab
+lmpipe server --port 4200       # the Prefect server + UI (docs/operations.md)
+lmpipe setup-server             # work pools cpu/gpu + the crash-detection automation
 """
 
 import argparse
@@ -27,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ArtifactError, ContractError, FileNotFoundError) as e:
+    except (ConfigError, ArtifactError, ContractError, FileNotFoundError, PermissionError) as e:
         print(f"lmpipe: error: {e}", file=sys.stderr)
         return 2
 
@@ -70,6 +72,19 @@ def parser() -> argparse.ArgumentParser:
     ver = sub.add_parser("verify", help="recheck every file hash of an artifact and its ancestors")
     ver.add_argument("artifact", type=Path)
     ver.set_defaults(func=cmd_verify)
+
+    srv = sub.add_parser("server", help="start the Prefect server and UI (SQLite unless configured)")
+    srv.add_argument("--host", default="127.0.0.1")
+    srv.add_argument("--port", type=int, default=4200)
+    srv.set_defaults(func=cmd_server)
+
+    setup = sub.add_parser(
+        "setup-server", help="create the cpu/gpu work pools and the automation that crashes dead runs"
+    )
+    setup.add_argument(
+        "--within", type=int, help="seconds without a heartbeat before Crashed (default: 3 heartbeats)"
+    )
+    setup.set_defaults(func=cmd_setup_server)
     return p
 
 
@@ -137,6 +152,22 @@ def cmd_verify(args) -> int:
         print(f"FAILED {p}")
     print("ok: every file matches its manifest" if not problems else f"{len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def cmd_server(args) -> int:
+    from flows.server import run_server
+
+    return run_server(args.host, args.port)
+
+
+def cmd_setup_server(args) -> int:
+    import asyncio
+
+    from flows.server import default_within_s, setup_server
+
+    for line in asyncio.run(setup_server(args.within or default_within_s())):
+        print(line)
+    return 0
 
 
 if __name__ == "__main__":

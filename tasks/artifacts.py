@@ -292,9 +292,18 @@ def _pid_alive(pid: str) -> bool:
 
 
 def check_files(path: Path, manifest: Manifest | None = None) -> list[str]:
-    """Problems with the files of one artifact (empty when every hash and size matches)."""
+    """Problems with the files of one artifact (empty when every hash and size matches).
+
+    A file the manifest does not list is a problem too: nothing planted next to an artifact
+    (a pickle, say) is ever read, because readers check their inputs before opening them.
+    """
     manifest = manifest or read_manifest(path)
-    problems = []
+    listed = {entry.path for entry in manifest.files} | {MANIFEST}
+    problems = [
+        f"{f}: not listed in the manifest (planted or left over); refusing to use this artifact"
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and f.relative_to(path).as_posix() not in listed
+    ]
     for entry in manifest.files:
         f = path / entry.path
         if not f.is_file():

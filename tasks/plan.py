@@ -6,6 +6,7 @@ and the fingerprints of its inputs. Raw files enter by content hash, so editing 
 everything downstream, while moving it (or changing LMPIPE_HOME) changes nothing.
 """
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -63,9 +64,31 @@ def fingerprint(stage: str, config_view: dict, inputs: list[Ref]) -> str:
     )
 
 
+def data_roots() -> list[Path]:
+    """Where raw sources may live: the project, plus folders listed in LMPIPE_DATA_ROOTS."""
+    extra = [
+        Path(p).expanduser().resolve() for p in os.environ.get("LMPIPE_DATA_ROOTS", "").split(os.pathsep) if p
+    ]
+    return [PROJECT_ROOT.resolve(), *extra]
+
+
 def raw_path(path: str) -> Path:
+    """A source path, relative to the project root, confined to the data roots.
+
+    `..`, absolute paths and symlinks are resolved first, so none of them can reach outside
+    (`/etc/passwd`, `data/raw/../../x`, a symlink to /proc) unless that folder is listed in
+    LMPIPE_DATA_ROOTS.
+    """
     p = Path(path).expanduser()
-    return p if p.is_absolute() else PROJECT_ROOT / p
+    p = p if p.is_absolute() else PROJECT_ROOT / p
+    real = p.resolve()
+    roots = data_roots()
+    if not any(real.is_relative_to(root) for root in roots):
+        raise PermissionError(
+            f"corpus source {path!r} resolves to {real}, outside the allowed data roots "
+            f"{[str(r) for r in roots]}; add its folder to LMPIPE_DATA_ROOTS to allow it"
+        )
+    return p
 
 
 def raw_refs(cfg: PipelineConfig) -> list[Ref]:

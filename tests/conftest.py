@@ -1,6 +1,8 @@
 """Shared fixtures: a tiny slice of the real corpus, a tiny config, one Prefect test harness."""
 
 import json
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,8 @@ import flows  # noqa: F401  (offline + no-telemetry environment, before heavy im
 from schemas.config import PROJECT_ROOT
 
 RAW = PROJECT_ROOT / "data" / "raw"
+# Tests write their raw data under the temp dir: allow it as a data root (tasks.plan.raw_path).
+os.environ["LMPIPE_DATA_ROOTS"] = tempfile.gettempdir()
 FILES = {
     "pretrain": "pretrain.jsonl",
     "translation": "translation_en_fr.jsonl",

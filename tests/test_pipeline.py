@@ -30,6 +30,10 @@ def test_pipeline_end_to_end(prefect_harness, tiny_config, tmp_path):
         m = read_manifest(Path(r["path"]))
         assert m.stage == r["stage"] and m.flow_run_id and m.files and all(c.success for c in m.contracts)
         assert Path(r["path"]).is_relative_to(tmp_path / "home")
+    allowed = {".safetensors", ".json", ".arrow", ".parquet", ".jsonl", ".md", ".png", ".txt"}
+    for f in (tmp_path / "home").rglob("*"):
+        if f.is_file() and not f.name.startswith(".lock-"):  # no pickle anywhere in any artifact
+            assert f.suffix in allowed, f
     dpo_dir = Path(first[-1]["path"])
     assert (dpo_dir / "model.safetensors").is_file() and (
         dpo_dir / "adapter" / "adapter_model.safetensors"
