@@ -1,4 +1,8 @@
-"""Configs of the three training stages (pretrain, sft, dpo), which share one outline."""
+"""Configs of the three training stages (pretrain, sft, dpo), which share one outline.
+
+Runtime-only fields (`log_every`, `checkpoint_every`) do not change the trained weights (a
+resumed run equals an uninterrupted one), so they are left out of the fingerprint.
+"""
 
 from typing import Literal
 
@@ -8,7 +12,8 @@ from schemas.base import StrictModel, runtime_field
 
 
 class ModelConfig(StrictModel):
-    """A small Llama-style decoder built from scratch (random init)."""
+    """A small transformer built from scratch (random init): Llama-style decoder, or a
+    ModernBERT-style encoder when pretraining with the masked objective."""
 
     hidden_size: int = Field(128, ge=8)
     num_layers: int = Field(2, ge=1)
@@ -22,25 +27,37 @@ class TrainConfig(StrictModel):
     warmup_steps: int = Field(10, ge=0)
     max_steps: int = Field(100, ge=1)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    batch_size: int = Field(8, ge=1)
+    batch_size: int = Field(8, ge=1)  # per process
     grad_accum: int = Field(1, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
     eval_batches: int = Field(8, ge=1)
     seed: int = 0
     log_every: int = runtime_field(10, ge=1)
+    # Resume state (weights, optimizer, scheduler, RNG, data position) every N optimizer steps.
+    checkpoint_every: int = runtime_field(50, ge=1)
+
+
+class LoraFields(StrictModel):
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class PretrainConfig(TrainConfig):
     model: ModelConfig = Field(default_factory=ModelConfig)
+    # causal: next-token prediction (decoder); masked: BERT-style masked LM (encoder).
+    objective: Literal["causal", "masked"] = "causal"
+    mask_prob: float = Field(0.15, gt=0, lt=1)
 
 
-class SftConfig(TrainConfig):
+class SftConfig(TrainConfig, LoraFields):
     lr: float = Field(5e-4, gt=0)
+    # full: every weight trains; lora: adapters on attention + the task tokens' embeddings.
+    method: Literal["full", "lora"] = "full"
+    eval_examples: int = Field(48, ge=1)  # per task, for generation metrics (before vs after)
+    eval_max_new_tokens: int = Field(64, ge=1)
 
 
-class DpoConfig(TrainConfig):
+class DpoConfig(TrainConfig, LoraFields):
     lr: float = Field(5e-4, gt=0)
     beta: float = Field(0.1, gt=0)
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)

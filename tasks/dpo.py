@@ -3,6 +3,9 @@
 Our preference shards are already tokenized (control tokens inserted by id), so TRL's own
 text tokenization is skipped, and batches come from one length bucket each. The adapter is
 saved on its own (adapter/) and merged into full safetensors weights for the next user.
+Besides TRL's reward accuracy (implicit reward vs the reference), the stage measures the
+preference accuracy of the SFT model and of the merged result: the share of validation pairs
+where log p(chosen) > log p(rejected) (tasks.evaluation).
 """
 
 import logging
@@ -14,7 +17,7 @@ from torch.utils.data import DataLoader
 
 from schemas.manifest import ContractResult
 from schemas.training import DpoConfig
-from tasks import packing, training
+from tasks import evaluation, packing, training
 from tasks import shards as shards_task
 from tasks.pretrain import check_checkpoint
 from tasks.sft import padding_of
@@ -85,6 +88,10 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
     val = shards_task.load(inputs["shards"], "dpo", "validation")
     model = AutoModelForCausalLM.from_pretrained(inputs["sft"], use_safetensors=True)
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    preference_before = training.cached_json(
+        out / training.RESUME / "before.json", lambda: evaluation.preference_accuracy(model, val, device)
+    )
     with tempfile.TemporaryDirectory() as scratch:
         args = DPOConfig(
             output_dir=scratch,
@@ -139,17 +146,22 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
     ]
     trainer.model.save_pretrained(out / "adapter")
     merged = trainer.model.merge_and_unload()
+    preference_after = evaluation.preference_accuracy(merged, val, device)
     metrics = {
         "val_loss_before": round(before["eval_loss"], 4),
         "val_loss": round(after["eval_loss"], 4),
         "val_reward_accuracy": round(after.get("eval_rewards/accuracies", float("nan")), 4),
         "val_reward_margin": round(after.get("eval_rewards/margins", float("nan")), 4),
         "train_loss": round(result.training_loss, 4),
+        "val_preference_accuracy_before": preference_before["preference_accuracy"],
+        "val_preference_accuracy": preference_after["preference_accuracy"],
+        "val_logprob_margin_before": preference_before["logprob_margin"],
+        "val_logprob_margin": preference_after["logprob_margin"],
         "steps": cfg.max_steps,
         "padding_fraction": padding_of(train, cfg.batch_size, cfg.seed),
     }
     card = training.model_card("dpo", metrics, cfg, inputs)
-    training.save_checkpoint(merged, inputs["tokenizer"], out, history, metrics, card)
+    training.finish(out, merged, inputs["tokenizer"], history, metrics, card)
     return metrics
 
 

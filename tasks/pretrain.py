@@ -2,20 +2,24 @@
 
 Teacher forcing on packed rows; position ids restart at each document, and with no attention
 mask and the cache off the model attends block-diagonally, so packed documents never see each
-other (proved in tests/test_pretrain.py).
+other (proved in tests/test_pretrain.py). Learning is measured against the unigram baseline:
+the cross-entropy of the validation tokens under the training split's token frequencies, the
+best a model that ignores context can do.
 """
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from schemas.manifest import ContractResult
+from schemas.shards import IGNORE_INDEX
 from schemas.training import PretrainConfig
+from tasks import mlm, training
 from tasks import shards as shards_task
-from tasks import training
 from tasks.contracts import require
 from tasks.tokenizer import load as load_tokenizer
 
@@ -25,15 +29,15 @@ def packed_batch(table: pa.Table, rows: list[int]) -> training.Batch:
     return {k: torch.tensor(cols[k], dtype=torch.long) for k in ("input_ids", "labels", "position_ids")}
 
 
-def batches(table: pa.Table, batch_size: int, seed: int) -> Iterator[training.Batch]:
-    """Endless seeded shuffles of the rows, one epoch after another."""
-    epoch = 0
-    while True:
-        order = list(range(table.num_rows))
+def epoch_plan(n_rows: int, batch_size: int, seed: int):
+    """Seeded shuffle of the rows per epoch, cut into full batches."""
+
+    def plan(epoch: int) -> list[list[int]]:
+        order = list(range(n_rows))
         random.Random(f"{seed}:{epoch}").shuffle(order)
-        for k in range(0, len(order) - batch_size + 1, batch_size):
-            yield packed_batch(table, order[k : k + batch_size])
-        epoch += 1
+        return [order[k : k + batch_size] for k in range(0, n_rows - batch_size + 1, batch_size)]
+
+    return plan
 
 
 def eval_batches(table: pa.Table, batch_size: int, limit: int) -> list[training.Batch]:
@@ -41,25 +45,79 @@ def eval_batches(table: pa.Table, batch_size: int, limit: int) -> list[training.
     return [packed_batch(table, list(range(k, min(k + batch_size, n)))) for k in range(0, n, batch_size)]
 
 
+def scored_tokens(table: pa.Table) -> np.ndarray:
+    labels = pc.list_flatten(table["labels"]).to_numpy()
+    return labels[labels != IGNORE_INDEX]
+
+
+def unigram_baseline(train: pa.Table, val: pa.Table, vocab: int) -> float:
+    """Cross-entropy (nats/token) of validation targets under add-one-smoothed train unigrams.
+
+    >>> unigram_baseline(train, val, 4096)  # tiny preset
+    6.37...
+    """
+    counts = np.bincount(scored_tokens(train), minlength=vocab) + 1.0
+    logp = np.log(counts / counts.sum())
+    return float(-logp[scored_tokens(val)].mean())
+
+
+def objective(cfg: PretrainConfig, train: pa.Table, val: pa.Table, vocab: int):
+    """(model, make(rows, k) -> batch, validation batches) for the causal or masked objective."""
+    seq_len = len(train["input_ids"][0])
+    if cfg.objective == "masked":
+        model = mlm.new_encoder(cfg.model, vocab, seq_len)
+        n = min(val.num_rows, cfg.batch_size * cfg.eval_batches)
+        val_batches = [
+            mlm.masked_batch(val, list(range(k, min(k + cfg.batch_size, n))), cfg.mask_prob, vocab, -1 - k)
+            for k in range(0, n, cfg.batch_size)
+        ]
+        return (
+            model,
+            lambda rows, k: mlm.masked_batch(train, rows, cfg.mask_prob, vocab, cfg.seed * 1_000_003 + k),
+            val_batches,
+        )
+    model = training.new_decoder(cfg.model, vocab, seq_len)
+    return (
+        model,
+        lambda rows, k: packed_batch(train, rows),
+        eval_batches(val, cfg.batch_size, cfg.eval_batches),
+    )
+
+
 def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path) -> dict:
+    # set up
     device = training.setup(cfg)
     train = shards_task.load(inputs["shards"], "pretrain", "train")
     val = shards_task.load(inputs["shards"], "pretrain", "validation")
     vocab = load_tokenizer(inputs["tokenizer"]).get_vocab_size()
-    seq_len = len(train["input_ids"][0])
-    model = training.new_decoder(cfg.model, vocab, seq_len)
-    val_batches = eval_batches(val, cfg.batch_size, cfg.eval_batches)
-    before = training.evaluate(model, val_batches, device)
-    history = training.train_loop(model, batches(train, cfg.batch_size, cfg.seed), cfg, device)
+    model, make, val_batches = objective(cfg, train, val, vocab)
+    before = training.cached_json(
+        out / training.RESUME / "before.json",
+        lambda: {"val_loss_before": round(training.evaluate(model, val_batches, device), 4)},
+    )
+    # train
+    stream = training.Stream(epoch_plan(train.num_rows, cfg.batch_size, cfg.seed), make)
+    history = training.fit(model, stream, cfg, device, out, inputs, "pretrain")
+    # evaluate
+    val_loss = training.evaluate(model, val_batches, device)
     metrics = {
+        "objective": cfg.objective,
         "parameters": sum(p.numel() for p in model.parameters()),
-        "val_loss_before": round(before, 4),
-        "val_loss": round(training.evaluate(model, val_batches, device), 4),
+        **before,
+        "val_loss": round(val_loss, 4),
         "train_loss": round(sum(h["loss"] for h in history[-10:]) / len(history[-10:]), 4),
         "steps": cfg.max_steps,
+        "tokens_seen": sum(h["tokens"] for h in history),
     }
-    card = training.model_card("pretrain", metrics, cfg, inputs)
-    training.save_checkpoint(model, inputs["tokenizer"], out, history, metrics, card)
+    if cfg.objective == "masked":
+        metrics["val_masked_accuracy"] = round(mlm.masked_accuracy(model, val_batches, device), 4)
+    else:
+        metrics["val_perplexity"] = round(float(np.exp(val_loss)), 2)
+        metrics["unigram_baseline"] = round(unigram_baseline(train, val, vocab), 4)
+    # save
+    auto = "AutoModelForMaskedLM" if cfg.objective == "masked" else "AutoModelForCausalLM"
+    card = training.model_card("pretrain", metrics, cfg, inputs, auto)
+    training.finish(out, model, inputs["tokenizer"], history, metrics, card)
     return metrics
 
 
@@ -68,15 +126,18 @@ def validate(cfg: PretrainConfig, inputs: dict[str, Path], out: Path, stats: dic
 
 
 def check_checkpoint(out: Path, stats: dict) -> list[ContractResult]:
-    """A checkpoint is safetensors only, reloads, and learned something (val loss went down)."""
-    from transformers import AutoModelForCausalLM
+    """A checkpoint is safetensors only, has no resume leftovers, reloads, and learned something."""
+    import transformers
 
-    pickles = [p.name for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
-    results = [require("checkpoint/no-pickle", pickles, 1, "weights in safetensors only")]
-    model = AutoModelForCausalLM.from_pretrained(out, use_safetensors=True)
+    stray = [p.name for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
+    stray += [str(p.relative_to(out)) for p in out.glob(f"{training.RESUME}*")]
+    results = [require("checkpoint/no-pickle", stray, 1, "weights in safetensors only; no resume state left")]
+    masked = stats.get("objective") == "masked"
+    auto = transformers.AutoModelForMaskedLM if masked else transformers.AutoModelForCausalLM
+    model = auto.from_pretrained(out, use_safetensors=True)
     ids = torch.tensor([[1, 20, 30, 40]])
     with torch.no_grad():
-        finite = torch.isfinite(model(ids, use_cache=False).logits).all().item()
+        finite = torch.isfinite(model(ids).logits).all().item()
     results.append(
         require("checkpoint/loads", [] if finite else ["non-finite logits"], 1, "reloads with finite logits")
     )

@@ -35,7 +35,25 @@ def key_figures(stage: str, s: dict) -> str:
             f"pretrain {p['rows']} rows, {p['tokens']} tokens, fill {p['fill_rate']:.2%}; "
             f"sft {sft['examples']} ex, padding {sft[pad]:.1%}; dpo {dpo['examples']} pairs, padding {dpo[pad]:.1%}"
         )
+    return training_figures(stage, s)
+
+
+def training_figures(stage: str, s: dict) -> str:
+    """Losses, and what shows the model learned: the unigram baseline, generation metrics,
+    preference accuracy (each "before -> after"). Older manifests lack some; they are skipped."""
     figures = f"train loss {s['train_loss']}, val loss {s['val_loss_before']} -> {s['val_loss']}"
+    if "unigram_baseline" in s:
+        figures += f" (unigram baseline {s['unigram_baseline']})"
+    if "val_masked_accuracy" in s:
+        figures += f", masked accuracy {s['val_masked_accuracy']}"
+    before, after = s.get("generation_before", {}), s.get("generation", {})
+    for task, metric in (("translation", "chrf"), ("summarization", "rougeL"), ("qa", "f1")):
+        if metric in after.get(task, {}):
+            figures += f", {metric} {before[task][metric]:.1f} -> {after[task][metric]:.1f}"
+    if "val_preference_accuracy" in s:
+        figures += (
+            f", preference accuracy {s['val_preference_accuracy_before']} -> {s['val_preference_accuracy']}"
+        )
     if stage == "dpo":
         figures += f", val reward accuracy {s['val_reward_accuracy']}"
     return figures

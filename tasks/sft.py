@@ -1,10 +1,12 @@
 """SFT stage: continue from the pretrained checkpoint on the task shards, loss on answers only.
 
 Batches come from one length bucket each (tasks.packing.bucket_batches) and are padded to
-their longest example; padding has label -100 and attention mask 0.
+their longest example; padding has label -100 and attention mask 0. `method: lora` trains
+adapters on the attention projections plus the task tokens' embedding rows (peft's
+`trainable_token_indices`), then merges them, so the published checkpoint is full weights.
+The model is judged by generation on the validation split, before and after (tasks.evaluation).
 """
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -12,9 +14,9 @@ import torch
 
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
-from schemas.tokens import PAD, token_id
+from schemas.tokens import BOS, EOS, PAD, TASK_TOKENS, token_id
 from schemas.training import SftConfig
-from tasks import packing, training
+from tasks import evaluation, packing, training
 from tasks import shards as shards_task
 from tasks.pretrain import check_checkpoint
 
@@ -36,13 +38,12 @@ def padded_batch(table: pa.Table, rows: list[int]) -> training.Batch:
     }
 
 
-def batches(table: pa.Table, batch_size: int, seed: int) -> Iterator[training.Batch]:
+def stream(table: pa.Table, batch_size: int, seed: int) -> training.Stream:
     buckets = table["bucket"].to_pylist()
-    epoch = 0
-    while True:
-        for rows in packing.bucket_batches(buckets, batch_size, seed, epoch):
-            yield padded_batch(table, rows)
-        epoch += 1
+    return training.Stream(
+        lambda epoch: packing.bucket_batches(buckets, batch_size, seed, epoch),
+        lambda rows, k: padded_batch(table, rows),
+    )
 
 
 def padding_of(table: pa.Table, batch_size: int, seed: int) -> float:
@@ -50,26 +51,66 @@ def padding_of(table: pa.Table, batch_size: int, seed: int) -> float:
     return round(packing.padding_fraction(table["length"].to_pylist(), plan), 4)
 
 
+def with_lora(model, cfg: SftConfig):
+    """Adapters on attention; the control tokens' embedding rows train too (tied to the head)."""
+    from peft import LoraConfig, get_peft_model
+
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        trainable_token_indices={"embed_tokens": [token_id(t) for t in (BOS, EOS, *TASK_TOKENS)]},
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora)
+
+
+def measure(model, cfg: SftConfig, inputs: dict[str, Path], val: pa.Table, val_batches, device) -> dict:
+    """Validation loss and generation metrics of the model as it is now."""
+    gen = evaluation.generation_metrics(
+        model, inputs["tokenizer"], val, cfg.eval_examples, cfg.eval_max_new_tokens, device
+    )
+    return {"val_loss": round(training.evaluate(model, val_batches, device), 4), "generation": gen}
+
+
 def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
+    # set up
     device = training.setup(cfg)
     train = shards_task.load(inputs["shards"], "sft", "train")
     val = shards_task.load(inputs["shards"], "sft", "validation")
     model = AutoModelForCausalLM.from_pretrained(inputs["pretrain"], use_safetensors=True)
     val_plan = packing.bucket_batches(val["bucket"].to_pylist(), cfg.batch_size, cfg.seed)[: cfg.eval_batches]
     val_batches = [padded_batch(val, rows) for rows in val_plan]
-    before = training.evaluate(model, val_batches, device)
-    history = training.train_loop(model, batches(train, cfg.batch_size, cfg.seed), cfg, device)
+    before = training.cached_json(
+        out / training.RESUME / "before.json", lambda: measure(model, cfg, inputs, val, val_batches, device)
+    )
+    if cfg.method == "lora":
+        model = with_lora(model, cfg)
+    # train
+    history = training.fit(model, stream(train, cfg.batch_size, cfg.seed), cfg, device, out, inputs, "sft")
+    # evaluate
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if cfg.method == "lora":
+        model.save_pretrained(out / "adapter")
+        model = model.merge_and_unload()
+    after = measure(model, cfg, inputs, val, val_batches, device)
     metrics = {
-        "val_loss_before": round(before, 4),
-        "val_loss": round(training.evaluate(model, val_batches, device), 4),
+        "val_loss_before": before["val_loss"],
+        "val_loss": after["val_loss"],
         "train_loss": round(sum(h["loss"] for h in history[-10:]) / len(history[-10:]), 4),
+        "generation_before": before["generation"],
+        "generation": after["generation"],
+        "trainable_parameters": trainable,
         "steps": cfg.max_steps,
         "padding_fraction": padding_of(train, cfg.batch_size, cfg.seed),
     }
-    card = training.model_card("sft", metrics, cfg, inputs)
-    training.save_checkpoint(model, inputs["tokenizer"], out, history, metrics, card)
+    # save
+    training.finish(
+        out, model, inputs["tokenizer"], history, metrics, training.model_card("sft", metrics, cfg, inputs)
+    )
     return metrics
 
 

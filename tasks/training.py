@@ -1,27 +1,50 @@
 """The outline every training stage shares: set up -> train -> evaluate -> save.
 
-Pretrain and SFT run `train_loop` (a plain PyTorch loop: AdamW, warmup + cosine/linear decay,
-gradient accumulation, clipping, fixed seeds); DPO runs TRL's trainer inside the same outline.
-Checkpoints are safetensors + config + tokenizer + loss curve + model card; never a pickle.
+Pretrain and SFT run `fit` (a plain PyTorch loop: AdamW, warmup + cosine/linear decay,
+gradient accumulation, clipping, fixed seeds; CUDA with bf16 autocast when present, else CPU
+float32); DPO runs TRL's trainer inside the same outline.
+
+Resume. The data is a `Stream`: micro-batch k of a seeded sequence of epochs, so the data
+position is one integer. Every `checkpoint_every` steps `fit` writes, atomically (temp dir +
+rename), into the stage's staging directory, which survives a killed run:
+
+    out/resume/step-000050/model.safetensors       weights
+                           optimizer.safetensors   AdamW moments + RNG states
+                           state.json              step, history, scheduler, param groups,
+                                                   input fingerprints (the resume guard)
+
+A rerun continues from the newest one; on CPU its final weights equal an uninterrupted run's
+bit for bit (tests/test_training.py kills a run with SIGKILL to prove it). It refuses to resume
+when an input artifact (shards, tokenizer, parent checkpoint) has another fingerprint. Nothing
+is pickled; `finish` removes the resume state before the directory is published.
 """
 
+import contextlib
 import json
 import logging
 import math
 import os
 import shutil
+import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from schemas.tokens import BOS, EOS, PAD, token_id
 from schemas.training import ModelConfig, TrainConfig
+from tasks.artifacts import read_manifest, write_json
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
+RESUME = "resume"
+
+
+class ResumeError(RuntimeError):
+    """Resume state that does not belong to this run's inputs."""
 
 
 def setup(cfg: TrainConfig) -> torch.device:
@@ -30,6 +53,13 @@ def setup(cfg: TrainConfig) -> torch.device:
     if not torch.cuda.is_available():
         torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; plain float32 on CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
 
 
 def new_decoder(mcfg: ModelConfig, vocab_size: int, max_positions: int):
@@ -63,35 +93,204 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return 0.5 * (1 + math.cos(math.pi * progress)) if cfg.schedule == "cosine" else 1 - progress
 
 
-def train_loop(model, batches: Iterator[Batch], cfg: TrainConfig, device) -> list[dict]:
-    """Run `cfg.max_steps` optimizer steps; returns the loss history."""
+class Stream:
+    """Micro-batch k of an endless sequence of seeded epochs; k is the whole data position.
+
+    `plan(epoch)` lists the row indices of each batch of that epoch (same count every epoch);
+    `make(rows, k)` turns them into tensors (k seeds anything random, such as MLM masking). With plan = lambda e: [[0, 1], [2, 3]]:
+    stream.rows(3) == [2, 3] (epoch 1, second batch).
+    """
+
+    def __init__(self, plan: Callable[[int], list[list[int]]], make: Callable[[list[int], int], Batch]):
+        self.plan, self.make = plan, make
+        self._epoch, self._batches = 0, plan(0)
+        if not self._batches:
+            raise ValueError("the training split has fewer rows than one batch")
+
+    def rows(self, k: int) -> list[int]:
+        epoch, i = divmod(k, len(self._batches))
+        if epoch != self._epoch:
+            self._epoch, self._batches = epoch, self.plan(epoch)
+        return self._batches[i]
+
+    def __call__(self, k: int) -> Batch:
+        return self.make(self.rows(k), k)
+
+
+def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict[str, Path], stage: str):
+    """Train to `cfg.max_steps` optimizer steps, resuming from `out/resume/` if a run left one.
+
+    Returns the loss history, one entry per step: {"step", "loss", "lr", "tokens"}.
+    """
     model.to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
-    history, tokens, start = [], 0, time.perf_counter()
-    for step in range(cfg.max_steps):
-        total = 0.0
-        for _ in range(cfg.grad_accum):
-            batch = {k: v.to(device) for k, v in next(batches).items()}
-            loss = model(**batch, use_cache=False).loss / cfg.grad_accum
-            loss.backward()
-            total += loss.item()
-            tokens += int((batch["labels"] != -100).sum())
-        if not math.isfinite(total):
-            raise FloatingPointError(
-                f"loss is {total} at step {step}; stopping before the weights are ruined"
-            )
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        history.append({"step": step + 1, "loss": round(total, 5), "lr": scheduler.get_last_lr()[0]})
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.max_steps:
-            rate = tokens / (time.perf_counter() - start)
-            log.info(
-                f"step {step + 1}/{cfg.max_steps} loss {total:.4f} lr {history[-1]['lr']:.2e} {rate:,.0f} tok/s"
-            )
+    guard = input_fingerprints(inputs)
+    history = resume(out, model, optimizer, scheduler, guard)
+    meter = Meter(cfg.max_steps, cfg.log_every)
+    for step in range(len(history), cfg.max_steps):
+        loss, tokens = train_step(model, stream, step, cfg, device, params, optimizer, scheduler)
+        history.append({"step": step + 1, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0]})
+        history[-1]["tokens"] = tokens
+        meter.update(history[-1])
+        crash_point(stage, f"step-{step + 1}")
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.max_steps:
+            save_resume(out, step + 1, model, optimizer, scheduler, history, guard)
     return history
+
+
+def train_step(model, stream, step, cfg, device, params, optimizer, scheduler) -> tuple[float, int]:
+    """One optimizer step over `grad_accum` micro-batches; returns (loss, scored tokens)."""
+    total, tokens = 0.0, 0
+    for micro in range(cfg.grad_accum):
+        batch = {k: v.to(device) for k, v in stream(step * cfg.grad_accum + micro).items()}
+        with autocast(device):
+            loss = model(**batch, use_cache=False).loss / cfg.grad_accum
+        loss.backward()
+        total += loss.item()
+        tokens += int((batch["labels"] != -100).sum())
+    if not math.isfinite(total):
+        raise FloatingPointError(
+            f"loss is {total} at step {step + 1}; stopping before the weights are ruined"
+        )
+    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return total, tokens
+
+
+class Meter:
+    """Progress lines: step, loss, learning rate, scored tokens/s, time left."""
+
+    def __init__(self, max_steps: int, every: int):
+        self.max_steps, self.every, self.tokens, self.start = max_steps, every, 0, time.perf_counter()
+
+    def update(self, h: dict) -> None:
+        self.tokens += h["tokens"]
+        if h["step"] % self.every and h["step"] != self.max_steps:
+            return
+        elapsed = time.perf_counter() - self.start
+        left = elapsed / max(self.tokens, 1) * h["tokens"] * (self.max_steps - h["step"])
+        log.info(
+            f"step {h['step']}/{self.max_steps} [{h['step'] / self.max_steps:4.0%}] loss {h['loss']:.4f} "
+            f"lr {h['lr']:.2e} {self.tokens / elapsed:,.0f} tok/s, ~{left:.0f}s left"
+        )
+
+
+def crash_point(stage: str, point: str) -> None:
+    """Fault injection for tests: PIPELINE_CRASH_AT="pretrain:step-6:SIGKILL" kills us there
+    (any signal name, or `raise` for an exception)."""
+    where, _, how = os.environ.get("PIPELINE_CRASH_AT", "").rpartition(":")
+    if where != f"{stage}:{point}":
+        return
+    if how == "raise":
+        raise RuntimeError(f"crash point {where} (PIPELINE_CRASH_AT)")
+    os.kill(os.getpid(), getattr(signal, how))
+
+
+def input_fingerprints(inputs: dict[str, Path]) -> dict[str, str]:
+    """{input stage: fingerprint}, read from each input artifact's manifest."""
+    return {stage: read_manifest(path).fingerprint for stage, path in sorted(inputs.items())}
+
+
+def latest_resume(out: Path) -> Path | None:
+    done = sorted((out / RESUME).glob("step-*"))
+    return done[-1] if done else None
+
+
+def save_resume(out: Path, step: int, model, optimizer, scheduler, history: list[dict], guard: dict) -> Path:
+    """Write resume state for `step` atomically (temp dir, fsync, rename); keep only the newest."""
+    root = out / RESUME
+    final, tmp = root / f"step-{step:06d}", root / f".tmp-step-{step:06d}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    opt = optimizer.state_dict()
+    tensors = {f"state.{i}.{k}": v.contiguous() for i, s in opt["state"].items() for k, v in s.items()}
+    save_file({**tensors, **rng_tensors()}, str(tmp / "optimizer.safetensors"))
+    state = {
+        "step": step,
+        "history": history,
+        "inputs": guard,
+        "param_groups": opt["param_groups"],
+        "scheduler": scheduler.state_dict(),
+    }
+    write_json(tmp / "state.json", state)
+    for f in tmp.iterdir():
+        _fsync(f)
+    os.rename(tmp, final)
+    _fsync(root)
+    for old in root.glob("step-*"):
+        if old != final:
+            shutil.rmtree(old)
+    log.info(f"resume state saved at step {step}")
+    return final
+
+
+def resume(out: Path, model, optimizer, scheduler, guard: dict) -> list[dict]:
+    """Load the newest resume state into model/optimizer/scheduler/RNG; its history, or []."""
+    ckpt = latest_resume(out)
+    if ckpt is None:
+        return []
+    state = json.loads((ckpt / "state.json").read_text())
+    check_inputs(state["inputs"], guard, ckpt)
+    load_model(model, str(ckpt / "model.safetensors"))
+    tensors = load_file(str(ckpt / "optimizer.safetensors"))
+    restore_rng(tensors)
+    per_param: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, i, name = key.split(".", 2)
+            per_param.setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    scheduler.load_state_dict(state["scheduler"])
+    log.info(f"resuming from {ckpt} (step {state['step']})")
+    return state["history"]
+
+
+def check_inputs(saved: dict, now: dict, ckpt: Path) -> None:
+    changed = [
+        f"{s} {saved.get(s, 'none')[:12]} -> {now.get(s, 'none')[:12]}" for s in now if saved.get(s) != now[s]
+    ]
+    if changed:
+        raise ResumeError(
+            f"refusing to resume from {ckpt}: input changed since it was written: {', '.join(changed)}. "
+            "The resume state was made from other data; the next run starts from step 0."
+        )
+
+
+def rng_tensors() -> dict[str, torch.Tensor]:
+    rng = {"rng.cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng |= {f"rng.cuda.{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    return rng
+
+
+def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
+    torch.set_rng_state(tensors.pop("rng.cpu"))
+    cuda = [tensors.pop(k) for k in sorted(k for k in list(tensors) if k.startswith("rng.cuda."))]
+    if cuda:
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def cached_json(path: Path, compute: Callable[[], dict]) -> dict:
+    """`compute()` once per staging dir: a resumed run reuses the figures measured before training."""
+    if path.is_file():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, value)
+    return value
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @torch.no_grad()
@@ -101,11 +300,18 @@ def evaluate(model, batches: list[Batch], device) -> float:
     total, count = 0.0, 0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
-        n = int((batch["labels"][:, 1:] != -100).sum())
-        total += model(**batch, use_cache=False).loss.item() * n
+        n = int((batch["labels"] != -100).sum())  # causal labels start with -100: same count
+        with autocast(device):
+            total += model(**batch, use_cache=False).loss.item() * n
         count += n
     model.train()
     return total / max(count, 1)
+
+
+def finish(out: Path, model, tokenizer_dir: Path, history: list[dict], metrics: dict, card: str) -> None:
+    """Drop the resume state, then save the checkpoint that gets published."""
+    shutil.rmtree(out / RESUME, ignore_errors=True)
+    save_checkpoint(model, tokenizer_dir, out, history, metrics, card)
 
 
 def save_checkpoint(
@@ -136,15 +342,18 @@ def plot_losses(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def model_card(stage: str, metrics: dict, cfg: TrainConfig, inputs: dict[str, Path]) -> str:
+def model_card(
+    stage: str, metrics: dict, cfg: TrainConfig, inputs: dict[str, Path], auto: str = "AutoModelForCausalLM"
+) -> str:
+    fingerprints = input_fingerprints(inputs)
     lines = [
         f"# lmpipe {stage} checkpoint",
         "",
         "Load (no remote code, safetensors only):",
         "",
         "```python",
-        "from transformers import AutoModelForCausalLM, AutoTokenizer",
-        "model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=True)",
+        f"from transformers import {auto}, AutoTokenizer",
+        f"model = {auto}.from_pretrained(path, use_safetensors=True)",
         "tokenizer = AutoTokenizer.from_pretrained(path)",
         "```",
         "",
@@ -152,13 +361,13 @@ def model_card(stage: str, metrics: dict, cfg: TrainConfig, inputs: dict[str, Pa
         *[f"- {k}: {v}" for k, v in metrics.items()],
         "",
         "## Inputs",
-        *[f"- {k}: {p}" for k, p in inputs.items()],
+        *[f"- {k}: {p} (fingerprint {fingerprints[k][:12]})" for k, p in inputs.items()],
         "",
         "## Config",
         "```json",
         json.dumps(cfg.model_dump(), indent=2),
         "```",
         "",
-        "Data fingerprints, file hashes and lineage: see manifest.json.",
+        "File hashes and the full lineage: see manifest.json.",
     ]
     return "\n".join(lines) + "\n"

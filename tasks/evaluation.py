@@ -1,0 +1,166 @@
+"""Evaluation of trained models beyond the loss: generation metrics and preference accuracy.
+
+SFT: greedy generation on validation prompts, stopping at `<eos>`, scored per task with
+chrF and BLEU (translation, sacrebleu), ROUGE-L (summarization, rouge-score), exact match and
+token F1 (QA, SQuAD normalization). Example, translation: prompt `<bos> Hello <to-fr>`,
+reference "Bonjour", hypothesis "Bonjour" -> chrF 100.
+
+DPO: preference accuracy, the share of validation pairs where the model gives the chosen
+completion a higher log-probability than the rejected one, and the mean margin.
+"""
+
+import collections
+import re
+import string
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+
+from schemas.shards import IGNORE_INDEX
+from schemas.tokens import EOS, PAD, token_id
+from tasks.tokenizer import load as load_tokenizer
+
+
+def generation_set(table: pa.Table, per_task: int) -> dict[str, list[tuple[list[int], list[int]]]]:
+    """Per task, up to `per_task` (prompt ids, reference ids) spread evenly over the split."""
+    cols = table.select(["task", "input_ids", "labels"]).to_pydict()
+    by_task: dict[str, list[int]] = collections.defaultdict(list)
+    for i, task in enumerate(cols["task"]):
+        by_task[task].append(i)
+    out = {}
+    for task, rows in sorted(by_task.items()):
+        stride = max(1, len(rows) // per_task)
+        chosen = rows[::stride][:per_task]
+        out[task] = [_split_prompt(cols["input_ids"][i], cols["labels"][i]) for i in chosen]
+    return out
+
+
+def _split_prompt(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
+    first = next(i for i, x in enumerate(labels) if x != IGNORE_INDEX)
+    return ids[:first], [x for x in ids[first:] if x != token_id(EOS)]
+
+
+@torch.no_grad()
+def generate(model, prompts: list[list[int]], max_new: int, device, batch_size: int = 16) -> list[list[int]]:
+    """Greedy continuations (left-padded batches of similar length), cut at `<eos>` inclusive."""
+    model.to(device).eval()
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[list[int]] = [[] for _ in prompts]
+    pad, eos = token_id(PAD), token_id(EOS)
+    for k in range(0, len(order), batch_size):
+        idx = order[k : k + batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in idx], device=device)
+        mask = torch.tensor(
+            [[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in idx], device=device
+        )
+        gen = model.generate(
+            input_ids=ids,
+            attention_mask=mask,
+            max_new_tokens=max_new,
+            do_sample=False,
+            eos_token_id=eos,
+            pad_token_id=pad,
+            use_cache=True,
+        )
+        for i, row in zip(idx, gen[:, width:].tolist(), strict=True):
+            out[i] = row[: row.index(eos) + 1] if eos in row else row
+    model.train()
+    return out
+
+
+def generation_metrics(
+    model, tokenizer_dir: Path, table: pa.Table, per_task: int, max_new: int, device
+) -> dict:
+    """{task: {metric: value}} plus the share of generations that stopped at <eos>."""
+    tok = load_tokenizer(tokenizer_dir)
+    results = {}
+    for task, pairs in generation_set(table, per_task).items():
+        gens = generate(model, [p for p, _ in pairs], max_new, device)
+        hyps = [tok.decode(g, skip_special_tokens=True).strip() for g in gens]
+        refs = [tok.decode(r, skip_special_tokens=True).strip() for _, r in pairs]
+        scores = SCORERS[task](hyps, refs)
+        scores["eos_rate"] = sum(bool(g) and g[-1] == token_id(EOS) for g in gens) / len(gens)
+        results[task] = {k: round(v, 4) for k, v in scores.items()}
+    return results
+
+
+def translation_scores(hyps: list[str], refs: list[str]) -> dict:
+    import sacrebleu
+
+    return {
+        "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+    }
+
+
+def summarization_scores(hyps: list[str], refs: list[str]) -> dict:
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    return {
+        "rougeL": 100
+        * sum(scorer.score(r, h)["rougeL"].fmeasure for h, r in zip(hyps, refs, strict=True))
+        / len(refs)
+    }
+
+
+def _normalize(text: str) -> list[str]:
+    """SQuAD normalization: lower case, no punctuation or articles: "The Cat." -> ["cat"]."""
+    text = "".join(c for c in text.lower() if c not in string.punctuation)
+    return re.sub(r"\b(a|an|the)\b", " ", text).split()
+
+
+def _f1(hyp: list[str], ref: list[str]) -> float:
+    common = sum((collections.Counter(hyp) & collections.Counter(ref)).values())
+    if not common:
+        return float(hyp == ref)
+    precision, recall = common / len(hyp), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def qa_scores(hyps: list[str], refs: list[str]) -> dict:
+    pairs = [(_normalize(h), _normalize(r)) for h, r in zip(hyps, refs, strict=True)]
+    return {
+        "exact_match": 100 * sum(h == r for h, r in pairs) / len(pairs),
+        "f1": 100 * sum(_f1(h, r) for h, r in pairs) / len(pairs),
+    }
+
+
+SCORERS = {"translation": translation_scores, "summarization": summarization_scores, "qa": qa_scores}
+
+
+@torch.no_grad()
+def completion_logprobs(
+    model, prompts: list[list[int]], completions: list[list[int]], device
+) -> torch.Tensor:
+    """Summed log-probability of each completion given its prompt (right-padded batch)."""
+    seqs = [p + c for p, c in zip(prompts, completions, strict=True)]
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [token_id(PAD)] * (width - len(s)) for s in seqs], device=device)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], device=device)
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, :-1].float()
+    logp = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:, None])[..., 0]
+    scored = torch.zeros_like(logp)
+    for row, (p, c) in enumerate(zip(prompts, completions, strict=True)):
+        scored[row, len(p) - 1 : len(p) - 1 + len(c)] = 1
+    return (logp * scored).sum(-1)
+
+
+def preference_accuracy(model, table: pa.Table, device, batch_size: int = 16, limit: int = 512) -> dict:
+    """Share of pairs with log p(chosen) > log p(rejected), and the mean log-prob margin."""
+    model.to(device).eval()
+    cols = table.slice(0, limit).select(["prompt_ids", "chosen_ids", "rejected_ids"]).to_pydict()
+    margins = []
+    for k in range(0, len(cols["prompt_ids"]), batch_size):
+        p = cols["prompt_ids"][k : k + batch_size]
+        chosen = completion_logprobs(model, p, cols["chosen_ids"][k : k + batch_size], device)
+        rejected = completion_logprobs(model, p, cols["rejected_ids"][k : k + batch_size], device)
+        margins += (chosen - rejected).tolist()
+    model.train()
+    return {
+        "preference_accuracy": round(sum(m > 0 for m in margins) / len(margins), 4),
+        "logprob_margin": round(sum(margins) / len(margins), 4),
+        "pairs": len(margins),
+    }

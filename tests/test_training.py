@@ -1,0 +1,179 @@
+"""Training outline: exact resume after SIGKILL, the input-fingerprint guard, the unigram baseline.
+
+The data stages are built once for the module from the tiny slice of the real corpus (no
+Prefect); each input dir gets a manifest so the resume guard can read its fingerprint.
+"""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import tiny_config_data
+from safetensors.torch import load_file
+
+from schemas.config import PROJECT_ROOT, PipelineConfig
+from schemas.manifest import Manifest
+from schemas.tokens import MASK, token_id
+from schemas.training import ModelConfig
+from tasks import corpus, mlm, pretrain, shards, tokenizer, training
+from tasks.artifacts import write_json
+from tasks.contracts import ContractError
+
+
+def with_manifest(stage: str, out: Path) -> Path:
+    """A minimal manifest, so readers (the resume guard) see `out` as a published artifact."""
+    manifest = Manifest(
+        stage=stage,
+        name="t",
+        fingerprint=f"{stage}-fp".ljust(64, "0"),
+        inputs=[],
+        config={},
+        fingerprint_config={},
+        code={},
+        files=[],
+        created_at=datetime.now(UTC).isoformat(),
+    )
+    write_json(out / "manifest.json", manifest.model_dump(mode="json"))
+    return out
+
+
+def publish_for_test(stage: str, cfg: PipelineConfig, inputs: dict, out: Path) -> Path:
+    out.mkdir(parents=True)
+    {"corpus": corpus, "tokenizer": tokenizer, "shards": shards}[stage].build(cfg.section(stage), inputs, out)
+    return with_manifest(stage, out)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> tuple[PipelineConfig, dict[str, Path]]:
+    root = tmp_path_factory.mktemp("data")
+    cfg = PipelineConfig.model_validate(tiny_config_data(root / "raw"))
+    c = publish_for_test("corpus", cfg, {}, root / "corpus")
+    t = publish_for_test("tokenizer", cfg, {"corpus": c}, root / "tokenizer")
+    s = publish_for_test("shards", cfg, {"corpus": c, "tokenizer": t}, root / "shards")
+    return cfg, {"shards": s, "tokenizer": t}
+
+
+RUNNER = """
+import json, logging, sys
+from pathlib import Path
+from schemas.training import PretrainConfig
+from tasks import pretrain
+logging.basicConfig(level=logging.INFO)
+cfg, inputs, out = sys.argv[1:]
+stats = pretrain.build(PretrainConfig.model_validate_json(cfg), {k: Path(v) for k, v in json.loads(inputs).items()}, Path(out))
+print(json.dumps(stats))
+"""
+
+
+def run_build(cfg, inputs: dict[str, Path], out: Path, crash: str = "") -> subprocess.CompletedProcess:
+    env = {**os.environ, "PIPELINE_CRASH_AT": crash, "OMP_NUM_THREADS": "1"}
+    args = [cfg.model_dump_json(), json.dumps({k: str(v) for k, v in inputs.items()}), str(out)]
+    return subprocess.run(
+        [sys.executable, "-c", RUNNER, *args],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def resume_cfg(cfg: PipelineConfig):
+    return cfg.pretrain.model_copy(update={"max_steps": 12, "checkpoint_every": 4, "log_every": 4})
+
+
+def test_killed_run_resumes_to_identical_weights(data, tmp_path, caplog):
+    cfg, inputs = data
+    pcfg = resume_cfg(cfg)
+    whole = pretrain.build(pcfg, inputs, tmp_path / "whole")
+
+    out = tmp_path / "killed"
+    killed = run_build(pcfg, inputs, out, crash="pretrain:step-7:SIGKILL")
+    assert killed.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in (out / "resume").iterdir()) == ["before.json", "step-000004"]
+    assert not (out / "model.safetensors").exists()
+
+    with caplog.at_level(logging.INFO, logger="tasks.training"):
+        resumed = pretrain.build(pcfg, inputs, out)
+    assert "(step 4)" in caplog.text and "step 1/" not in caplog.text and "step 8/12" in caplog.text
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    history = [json.loads((d / "history.json").read_text()) for d in (tmp_path / "whole", out)]
+    assert history[0] == history[1] and len(history[0]) == 12
+    assert not (out / "resume").exists()
+    assert resumed == whole
+
+
+def test_resume_refuses_changed_input(data, tmp_path, monkeypatch):
+    cfg, inputs = data
+    out = tmp_path / "run"
+    monkeypatch.setenv("PIPELINE_CRASH_AT", "pretrain:step-5:raise")
+    with pytest.raises(RuntimeError, match="crash point"):
+        pretrain.build(resume_cfg(cfg), inputs, out)
+    monkeypatch.delenv("PIPELINE_CRASH_AT")
+    state = out / "resume" / "step-000004" / "state.json"
+    saved = json.loads(state.read_text())
+    saved["inputs"]["tokenizer"] = "0" * 64  # as if the checkpoint came from another tokenizer
+    state.write_text(json.dumps(saved))
+    with pytest.raises(training.ResumeError, match=r"input changed.*tokenizer 000000000000 -> tokenizer-fp"):
+        pretrain.build(resume_cfg(cfg), inputs, out)
+
+
+def test_unigram_baseline_and_learning(data, tmp_path):
+    cfg, inputs = data
+    stats = pretrain.build(cfg.pretrain.model_copy(update={"max_steps": 30}), inputs, tmp_path)
+    assert 3.0 < stats["unigram_baseline"] < 6.0  # ln(400) = 5.99 is the uniform bound
+    assert stats["val_loss"] < stats["val_loss_before"]
+    assert [c.name for c in pretrain.validate(cfg.pretrain, inputs, tmp_path, stats)][
+        -1
+    ] == "checkpoint/learned"
+    (tmp_path / "resume").mkdir()
+    with pytest.raises(ContractError, match="resume"):
+        pretrain.validate(cfg.pretrain, inputs, tmp_path, stats)
+
+
+def test_masking_chooses_15_percent_of_ordinary_tokens_80_10_10():
+    ids = torch.randint(11, 400, (64, 512))
+    ids[:, 0], ids[:, -40:] = 1, 0  # <bos> and padding are never chosen
+    corrupted, labels = mlm.mask_tokens(ids, 0.15, 400, torch.Generator().manual_seed(0))
+    chosen = labels != -100
+    assert not chosen[:, 0].any() and not chosen[:, -40:].any()
+    assert abs(chosen.float().mean().item() / (471 / 512) - 0.15) < 0.01
+    masked = (corrupted == token_id(MASK))[chosen].float().mean().item()
+    kept = (corrupted == ids)[chosen].float().mean().item()
+    assert abs(masked - 0.8) < 0.02 and abs(kept - 0.1) < 0.02  # the rest became random tokens
+    assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(corrupted[~chosen], ids[~chosen])
+
+
+def test_encoder_documents_attend_only_within_themselves():
+    torch.manual_seed(0)
+    model = mlm.new_encoder(
+        ModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64), 100, 64
+    )
+    docs = [[1, 20, 21, 22, 2], [1, 30, 31, 2]]
+    ids = torch.tensor([docs[0] + docs[1] + [0, 0]])
+    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1]])
+    with torch.no_grad():
+        packed = model.eval()(
+            ids, position_ids=positions, attention_mask=mlm.document_mask([[5, 4, 2]])
+        ).logits[0]
+        alone = model(torch.tensor([docs[1]])).logits[0]
+        leaky = model(ids, position_ids=positions).logits[0]
+    assert (packed[5:9] - alone).abs().max() < 1e-6
+    assert (leaky[5:9] - alone).abs().max() > 1e-4  # without the mask the check fails
+
+
+def test_masked_objective_learns(data, tmp_path):
+    cfg, inputs = data
+    pcfg = cfg.pretrain.model_copy(update={"objective": "masked", "max_steps": 20, "lr": 3e-3})
+    stats = pretrain.build(pcfg, inputs, tmp_path)
+    assert stats["val_loss"] < stats["val_loss_before"] and 0 <= stats["val_masked_accuracy"] <= 1
+    assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["ModernBertForMaskedLM"]
+    assert all(c.success for c in pretrain.validate(pcfg, inputs, tmp_path, stats))
