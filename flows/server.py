@@ -1,0 +1,123 @@
+"""Run lmpipe against a self-hosted Prefect server: start it, prepare it, wait for it.
+
+    lmpipe server --port 4200            # prefect server start on 127.0.0.1 (SQLite by default)
+    lmpipe setup-server                  # work pools cpu + gpu, and the crash-detection automation
+
+A worker that is killed (OOM, SIGKILL, lost machine) leaves its flow run "Running" forever on a
+self-hosted server: nothing reports the death. Flow runs started from deployments emit a
+heartbeat event every `PREFECT_FLOWS_HEARTBEAT_FREQUENCY` seconds (default 180, minimum 30);
+the automation made here marks a run Crashed when no heartbeat (and no terminal state) follows
+the last one within `within_s` seconds. Keep `within_s` above the heartbeat frequency.
+"""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+
+import flows  # noqa: F401  (offline + no-telemetry environment)
+
+ZOMBIE_AUTOMATION = "lmpipe: crash zombie flow runs"
+POOLS = {"cpu": "process", "gpu": "process"}
+PREFECT = Path(sys.executable).with_name("prefect")
+
+
+def server_command(host: str = "127.0.0.1", port: int = 4200) -> list[str]:
+    return [str(PREFECT), "server", "start", "--host", host, "--port", str(port)]
+
+
+def wait_healthy(api_url: str, timeout_s: float = 120.0, proc: subprocess.Popen | None = None) -> float:
+    """Seconds until `GET {api_url}/health` answers 200; raises with a clear message otherwise."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"prefect server exited with code {proc.returncode} before it was healthy")
+        try:
+            with urllib.request.urlopen(f"{api_url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - started
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"prefect server at {api_url} not healthy after {timeout_s:.0f}s")
+
+
+def default_within_s() -> int:
+    """Three heartbeats: a run is declared dead only after it missed three in a row."""
+    from prefect.settings import get_current_settings
+
+    return 3 * (get_current_settings().flows.heartbeat_frequency or 180)
+
+
+def zombie_automation(within_s: int):
+    """Crashed, for a flow run whose heartbeats stop without a terminal state (Prefect's recipe)."""
+    from prefect.automations import AutomationCore
+    from prefect.client.schemas.objects import StateType
+    from prefect.events.actions import ChangeFlowRunState
+    from prefect.events.schemas.automations import EventTrigger, Posture
+    from prefect.events.schemas.events import ResourceSpecification
+
+    return AutomationCore(
+        name=ZOMBIE_AUTOMATION,
+        description="Marks a flow run Crashed when its heartbeats stop (a killed worker or machine).",
+        trigger=EventTrigger(
+            after={"prefect.flow-run.heartbeat"},
+            expect={
+                "prefect.flow-run.heartbeat",
+                "prefect.flow-run.Completed",
+                "prefect.flow-run.Failed",
+                "prefect.flow-run.Cancelled",
+                "prefect.flow-run.Crashed",
+            },
+            match=ResourceSpecification({"prefect.resource.id": ["prefect.flow-run.*"]}),
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=within_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=f"No heartbeat for {within_s}s: the worker or its machine died.",
+            )
+        ],
+    )
+
+
+async def setup_server(within_s: int) -> list[str]:
+    """Create the work pools and (re)create the zombie automation; returns what was done."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+    from prefect.workers.process import ProcessWorker
+
+    done = []
+    async with get_client() as client:
+        for name, kind in POOLS.items():
+            try:
+                await client.read_work_pool(name)
+                done.append(f"work pool {name}: exists")
+            except ObjectNotFound:
+                template = ProcessWorker.get_default_base_job_template()
+                await client.create_work_pool(
+                    WorkPoolCreate(name=name, type=kind, base_job_template=template)
+                )
+                done.append(f"work pool {name}: created ({kind})")
+        for old in await client.read_automations_by_name(ZOMBIE_AUTOMATION):
+            await client.delete_automation(old.id)
+        await client.create_automation(zombie_automation(within_s))
+        done.append(f"automation {ZOMBIE_AUTOMATION!r}: Crashed after {within_s}s without a heartbeat")
+    return done
+
+
+def run_server(host: str, port: int) -> int:
+    """`prefect server start` in the foreground, telemetry off; Ctrl-C stops it."""
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
+    print(f"UI: http://{host}:{port}   API: export PREFECT_API_URL=http://{host}:{port}/api", flush=True)
+    try:
+        return subprocess.call(server_command(host, port), env=env)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,321 @@
+"""Operate lmpipe through a real Prefect server, as a person would from the UI.
+
+One `prefect server start` (SQLite, 127.0.0.1, a free port, its own PREFECT_HOME) serves the
+module. `lmpipe setup-server` creates the pools and the crash automation, `prefect deploy --all`
+runs from the project root, and `prefect worker start --pool cpu --run-once`, started in an
+unrelated directory, executes each queued run. Headless Chromium then finds the run and its
+artifacts in the UI. Everything happens in tmp dirs with the tiny test config.
+"""
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from flows.server import PREFECT, wait_healthy
+from schemas.config import PROJECT_ROOT, load_config
+from tasks.artifacts import Home, published, read_manifest
+from tasks.plan import plan_pipeline
+from tests.conftest import tiny_config_data
+
+pytestmark = pytest.mark.e2e
+SPEC = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A `prefect server start` child process and the environment its clients need."""
+
+    def __init__(self, root: Path, extra_env: dict[str, str] | None = None):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = f"{self.url}/api"
+        self.env = {
+            **os.environ,
+            "PREFECT_HOME": str(root / "prefect-home"),
+            "PREFECT_API_URL": self.api,
+            "PREFECT_UI_API_URL": self.api,  # else the UI calls :4200 whatever --port says
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "LMPIPE_DATA_ROOTS": str(root),
+            "PWD": "/",  # a stale PWD must not decide where workers look for the code
+            **(extra_env or {}),
+        }
+        self.env.pop("PREFECT_API_KEY", None)
+        self.log = open(root / "server.log", "w")  # noqa: SIM115 (closed in stop)
+        started = time.monotonic()
+        self.proc = subprocess.Popen(
+            [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            wait_healthy(self.api, timeout_s=180, proc=self.proc)
+        except Exception:
+            self.stop()
+            raise
+        self.startup_s = time.monotonic() - started
+        self.http = httpx.Client(base_url=self.api, timeout=30)
+
+    def run(self, *args: str, cwd: Path = PROJECT_ROOT, timeout: float = 300, env=None) -> str:
+        """A command against this server; returns its output, fails the test on a non-zero exit."""
+        done = subprocess.run(
+            args, cwd=cwd, env=env or self.env, capture_output=True, text=True, timeout=timeout
+        )
+        assert done.returncode == 0, f"{args} exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        return done.stdout + done.stderr
+
+    def deployment(self, name: str) -> dict:
+        flow = next(d["entrypoint"].rsplit(":", 1)[1] for d in SPEC["deployments"] if d["name"] == name)
+        flow_name = flow.removesuffix("_flow")  # corpus_flow is the flow named "corpus"
+        r = self.http.get(f"/deployments/name/{flow_name}/{name}")
+        r.raise_for_status()
+        return r.json()
+
+    def create_run(self, deployment: str, **parameters) -> httpx.Response:
+        dep = self.deployment(deployment)
+        return self.http.post(f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters})
+
+    def work(self, pool: str = "cpu", cwd: Path | None = None) -> float:
+        """One `prefect worker start --run-once`, from a directory unrelated to the checkout."""
+        started = time.monotonic()
+        self.run(str(PREFECT), "worker", "start", "--pool", pool, "--run-once", cwd=cwd or self.root)
+        return time.monotonic() - started
+
+    def flow_run(self, run_id: str) -> dict:
+        return self.http.get(f"/flow_runs/{run_id}").raise_for_status().json()
+
+    def artifact_keys(self, run_id: str) -> set[str]:
+        body = {"artifacts": {"flow_run_id": {"any_": [run_id]}}}
+        return {a["key"] for a in self.http.post("/artifacts/filter", json=body).raise_for_status().json()}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("server")
+    config = root / "tiny-test.yaml"
+    config.write_text(yaml.safe_dump(tiny_config_data(root / "raw")))
+    srv = Server(root)
+    srv.config, srv.home = str(config), str(root / "home")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LMPIPE_DATA_ROOTS", str(root))  # the in-process plan checks read the same files
+        srv.setup = srv.run(sys.executable, "-m", "flows.cli", "setup-server", "--within", "45")
+        started = time.monotonic()
+        srv.deploy = srv.run(str(PREFECT), "--no-prompt", "deploy", "--all")
+        srv.deploy_s = time.monotonic() - started
+        yield srv
+    srv.stop()
+    print(f"\nserver start {srv.startup_s:.1f}s, deploy --all {srv.deploy_s:.1f}s")
+
+
+def wait_state(srv: Server, run_id: str, types: set[str], timeout_s: float = 60) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = srv.flow_run(run_id)
+        if run["state"]["type"] in types or time.monotonic() > deadline:
+            return run
+        time.sleep(1)
+
+
+def test_setup_creates_pools_and_the_crash_automation(server):
+    pools = {p["name"]: p["type"] for p in server.http.post("/work_pools/filter", json={}).json()}
+    assert pools["cpu"] == pools["gpu"] == "process"
+    automations = server.http.post("/automations/filter", json={}).json()
+    (zombie,) = [a for a in automations if a["name"] == "lmpipe: crash zombie flow runs"]
+    assert zombie["trigger"]["posture"] == "Proactive"
+    assert zombie["trigger"]["after"] == ["prefect.flow-run.heartbeat"]
+    assert zombie["actions"][0]["state"] == "CRASHED" and zombie["enabled"]
+
+
+def test_deploy_all_creates_every_deployment_pointing_at_this_checkout(server):
+    for spec in SPEC["deployments"]:
+        dep = server.deployment(spec["name"])
+        assert dep["work_pool_name"] == spec["work_pool"]["name"]
+        assert dep["enforce_parameter_schema"] is True
+        (step,) = dep["pull_steps"]  # recorded at deploy time from the cwd, not from $PWD
+        assert step["prefect.deployments.steps.set_working_directory"]["directory"] == str(PROJECT_ROOT)
+        for schedule in dep["schedules"]:
+            assert schedule["active"] is False  # corpus-refresh ships inactive
+    assert server.deployment("corpus-refresh")["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+
+
+@pytest.mark.parametrize(
+    "parameters",
+    [{"force": "maybe"}, {"overrides": "corpus.min_chars=1"}, {"config": 3}],
+    ids=["force-not-bool", "overrides-not-list", "config-not-str"],
+)
+def test_invalid_parameters_are_refused_before_any_run_exists(server, parameters):
+    r = server.create_run("corpus", **parameters)
+    assert r.status_code == 409, r.text
+    assert "Validation failed" in r.text
+
+
+def test_stage_from_deployment_then_forced_rerun_then_override_makes_downstream_stale(server):
+    params = {"config": server.config, "home": server.home}
+    first = server.create_run("corpus", **params).raise_for_status().json()["id"]
+    run_s = server.work()
+    assert server.flow_run(first)["state"]["type"] == "COMPLETED"
+    ((corpus_dir, m1),) = published(Home.resolve(server.home), "corpus")
+    assert m1.flow_run_id == first
+    assert {"corpus-t", "corpus-t-stats"} <= server.artifact_keys(first)
+
+    tok = server.create_run("tokenizer", **params).raise_for_status().json()["id"]
+    server.work()
+    assert server.flow_run(tok)["state"]["type"] == "COMPLETED"
+
+    forced = server.create_run("corpus", **params, force=True).raise_for_status().json()["id"]
+    server.work()
+    assert server.flow_run(forced)["state"]["type"] == "COMPLETED"
+    m2 = read_manifest(corpus_dir)
+    assert m2.flow_run_id == forced and m2.fingerprint == m1.fingerprint
+    # A forced rebuild reproduces the same bytes, so what was built from it stays valid.
+    assert [(f.path, f.sha256) for f in m2.files] == [(f.path, f.sha256) for f in m1.files]
+    plan = {p.stage: p for p in plan_pipeline(load_config(server.config), Home.resolve(server.home))}
+    assert plan["corpus"].up_to_date and plan["tokenizer"].up_to_date
+
+    # Rerun the stage with an override, as from the UI's "Custom run": the tokenizer is now stale.
+    override = ["corpus.validation_fraction=0.3"]
+    third = server.create_run("corpus", **params, overrides=override).raise_for_status().json()["id"]
+    server.work()
+    assert server.flow_run(third)["state"]["type"] == "COMPLETED"
+    plan = {
+        p.stage: p for p in plan_pipeline(load_config(server.config, override), Home.resolve(server.home))
+    }
+    assert plan["corpus"].up_to_date and not plan["tokenizer"].up_to_date
+    (reason,) = plan["tokenizer"].reasons
+    assert reason == f"input corpus: {m1.fingerprint[:12]} -> {plan['corpus'].fingerprint[:12]}"
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "plan", "--config", server.config, "--home", server.home]
+        + [f"--set={o}" for o in override],
+        cwd=PROJECT_ROOT,
+        env=server.env,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "tokenizer  run" in out and "input corpus:" in out
+    print(f"\ncorpus through a worker: {run_s:.1f}s")
+    server.corpus_run = first
+
+
+def chrome():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(flag)
+    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+
+
+def open_artifacts_tab(server: Server, run_id: str, keys: set[str], screenshot: Path) -> str:
+    """The run's page in the UI, Artifacts tab; returns the page text once every key shows."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver = chrome()
+    try:
+        driver.get(f"{server.url}/runs/flow-run/{run_id}")
+        wait = WebDriverWait(driver, 90)
+        wait.until(lambda d: d.find_element("css selector", "li.p-tab#artifacts")).click()
+        wait.until(lambda d: all(k in d.find_element("tag name", "body").text for k in keys))
+        text = driver.find_element("tag name", "body").text
+        driver.save_screenshot(str(screenshot))
+        return text
+    finally:
+        driver.quit()
+
+
+needs_chromium = pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER),
+    reason="headless browser test needs Debian's chromium + chromium-driver (apt-get install chromium chromium-driver)",
+)
+
+
+@needs_chromium
+def test_ui_shows_the_stage_run_and_its_artifacts(server, tmp_path):
+    run_id = getattr(server, "corpus_run", None)
+    if run_id is None:
+        pytest.skip("the deployment test did not leave a corpus run to look at")
+    run = server.flow_run(run_id)
+    shot = tmp_path / "corpus-run.png"
+    text = open_artifacts_tab(server, run_id, {"corpus-t", "corpus-t-stats"}, shot)
+    assert run["name"] in text and "Completed" in text
+    assert shot.stat().st_size > 10_000
+    print(f"\nscreenshot: {shot}")
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_pipeline_deployment_in_the_browser(server, tmp_path):
+    params = {"config": server.config, "home": server.home}
+    run_id = server.create_run("pipeline", **params).raise_for_status().json()["id"]
+    server.work()
+    run = server.flow_run(run_id)
+    assert run["state"]["type"] == "COMPLETED"
+    shot = tmp_path / "pipeline-run.png"
+    text = open_artifacts_tab(server, run_id, {"pipeline-plan", "pipeline-summary"}, shot)
+    assert run["name"] in text
+    print(f"\nscreenshot: {shot}")
+
+
+@pytest.mark.slow
+def test_killed_worker_leaves_a_crashed_run_and_no_partial_artifact(server, tmp_path):
+    """The heartbeat automation (set up with --within 45) crashes a run whose worker died."""
+    override = ["corpus.validation_fraction=0.25"]
+    params = {"config": server.config, "home": server.home, "overrides": override}
+    run_id = server.create_run("corpus", **params).raise_for_status().json()["id"]
+    env = {**server.env, "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30"}
+    worker = subprocess.Popen(
+        [str(PREFECT), "worker", "start", "--pool", "cpu", "--run-once"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert wait_state(server, run_id, {"RUNNING"}, 120)["state"]["type"] == "RUNNING"
+    time.sleep(3)  # the first heartbeat goes out as the run starts
+    os.killpg(worker.pid, signal.SIGKILL)  # worker and flow process: no one reports anything
+    worker.wait()
+    killed = time.monotonic()
+    run = wait_state(server, run_id, {"CRASHED", "COMPLETED", "FAILED"}, 150)
+    assert run["state"]["type"] == "CRASHED", json.dumps(run["state"])
+    print(f"\nCrashed {time.monotonic() - killed:.0f}s after the kill")
+    plan = plan_pipeline(load_config(server.config, override), Home.resolve(server.home), ("corpus",))
+    assert not plan[0].up_to_date  # nothing half-built was published
