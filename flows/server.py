@@ -115,8 +115,10 @@ async def setup_server(within_s: int) -> list[str]:
 
 def run_server(host: str, port: int) -> int:
     """`prefect server start` in the foreground, telemetry off; Ctrl-C stops it."""
-    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
-    print(f"UI: http://{host}:{port}   API: export PREFECT_API_URL=http://{host}:{port}/api", flush=True)
+    api = f"http://{host}:{port}/api"
+    # The UI calls PREFECT_UI_API_URL, which defaults to :4200 whatever --port says.
+    env = {"PREFECT_UI_API_URL": api, **os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    print(f"UI: http://{host}:{port}   clients: export PREFECT_API_URL={api}", flush=True)
     try:
         return subprocess.call(server_command(host, port), env=env)
     except KeyboardInterrupt:
