@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 import yaml
 
@@ -311,11 +312,17 @@ def test_killed_worker_leaves_a_crashed_run_and_no_partial_artifact(server, tmp_
     )
     assert wait_state(server, run_id, {"RUNNING"}, 120)["state"]["type"] == "RUNNING"
     time.sleep(3)  # the first heartbeat goes out as the run starts
-    os.killpg(worker.pid, signal.SIGKILL)  # worker and flow process: no one reports anything
+    # As if the machine died: SIGKILL the worker and every process under it at once, so no
+    # one is left to report (the flow process runs in a session of its own).
+    procs = [psutil.Process(worker.pid), *psutil.Process(worker.pid).children(recursive=True)]
+    assert len(procs) > 1, "the flow run process was not found under the worker"
+    for p in procs:
+        p.kill()
     worker.wait()
     killed = time.monotonic()
     run = wait_state(server, run_id, {"CRASHED", "COMPLETED", "FAILED"}, 150)
     assert run["state"]["type"] == "CRASHED", json.dumps(run["state"])
-    print(f"\nCrashed {time.monotonic() - killed:.0f}s after the kill")
+    print(f"\nCrashed {time.monotonic() - killed:.0f}s after the kill: {run['state']['message']}")
+    assert run["state"]["message"].startswith("No heartbeat for 45s")  # the automation, not a worker
     plan = plan_pipeline(load_config(server.config, override), Home.resolve(server.home), ("corpus",))
     assert not plan[0].up_to_date  # nothing half-built was published
