@@ -67,42 +67,12 @@ def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict
     """Pack documents into rows (see tasks.packing for the layout); returns rows and stats."""
     pieces = packing.split_long([len(d) for d in docs], seq_len)
     bins = packing.best_fit_decreasing([n for _, _, n in pieces], seq_len)
-    pad = token_id("<pad>")
     rows = []
     for members in bins:
-        ids, labels, positions, doc_lens = [], [], [], []
-        for k in members:
-            doc, start, n = pieces[k]
-            chunk = docs[doc][start : start + n]
-            ids += chunk
-            labels += [IGNORE_INDEX] + chunk[1:]
-            positions += list(range(n))
-            doc_lens.append(n)
-        real = len(ids)
-        if real < seq_len:
-            fill = seq_len - real
-            ids += [pad] * fill
-            labels += [IGNORE_INDEX] * fill
-            positions += list(range(fill))
-            doc_lens.append(fill)
-        rows.append(
-            {
-                "input_ids": ids,
-                "labels": labels,
-                "position_ids": positions,
-                "doc_lens": doc_lens,
-                "n_tokens": real,
-            }
-        )
-    tokens = sum(len(d) for d in docs)
-    stats = {
-        "documents": len(docs),
-        "pieces": len(pieces),
-        "rows": len(rows),
-        "tokens": tokens,
-        "fill_rate": round(tokens / (len(rows) * seq_len), 5) if rows else 0.0,
-    }
-    return rows, stats
+        chunks = [docs[doc][start : start + n] for doc, start, n in (pieces[k] for k in members)]
+        labels = [[IGNORE_INDEX] + chunk[1:] for chunk in chunks]
+        rows.append(_packed_row(chunks, labels, seq_len))
+    return rows, _pack_stats(docs, len(pieces), rows, seq_len)
 
 
 def pack_concat(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
@@ -112,36 +82,40 @@ def pack_concat(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
     row (its second part starts without context), so it is kept for comparison only.
     """
     flat = [(d, k) for d, doc in enumerate(docs) for k in range(len(doc))]
-    pad = token_id("<pad>")
     rows = []
     for start in range(0, len(flat), seq_len):
-        piece = flat[start : start + seq_len]
-        ids = [docs[d][k] for d, k in piece]
-        labels = [IGNORE_INDEX if k == 0 or i == 0 else docs[d][k] for i, (d, k) in enumerate(piece)]
-        doc_lens = [sum(1 for _ in group) for _, group in itertools.groupby(piece, key=lambda x: x[0])]
-        positions = [p for n in doc_lens for p in range(n)]
-        fill = seq_len - len(ids)
-        if fill:
-            ids, labels, positions = (
-                ids + [pad] * fill,
-                labels + [IGNORE_INDEX] * fill,
-                positions + list(range(fill)),
-            )
-            doc_lens.append(fill)
-        rows.append(
-            {
-                "input_ids": ids,
-                "labels": labels,
-                "position_ids": positions,
-                "doc_lens": doc_lens,
-                "n_tokens": len(piece),
-            }
-        )
+        groups = [list(g) for _, g in itertools.groupby(flat[start : start + seq_len], key=lambda x: x[0])]
+        chunks = [[docs[d][k] for d, k in g] for g in groups]
+        labels = [[IGNORE_INDEX] + chunk[1:] for chunk in chunks]  # a piece's first token has no context here
+        rows.append(_packed_row(chunks, labels, seq_len))
+    return rows, _pack_stats(docs, len(docs), rows, seq_len)
+
+
+def _packed_row(chunks: list[list[int]], labels: list[list[int]], seq_len: int) -> dict:
+    """One fixed-length row: the chunks, then padding as its own segment (no loss)."""
+    doc_lens = [len(c) for c in chunks]
+    real = sum(doc_lens)
+    fill = seq_len - real
+    ids = [x for c in chunks for x in c] + [token_id("<pad>")] * fill
+    flat_labels = [x for lab in labels for x in lab] + [IGNORE_INDEX] * fill
+    if fill:
+        doc_lens.append(fill)
+    positions = [p for n in doc_lens for p in range(n)]
+    return {
+        "input_ids": ids,
+        "labels": flat_labels,
+        "position_ids": positions,
+        "doc_lens": doc_lens,
+        "n_tokens": real,
+    }
+
+
+def _pack_stats(docs: list[list[int]], pieces: int, rows: list[dict], seq_len: int) -> dict:
     tokens = sum(len(d) for d in docs)
     fill_rate = round(tokens / (len(rows) * seq_len), 5) if rows else 0.0
-    return rows, {
+    return {
         "documents": len(docs),
-        "pieces": len(docs),
+        "pieces": pieces,
         "rows": len(rows),
         "tokens": tokens,
         "fill_rate": fill_rate,
