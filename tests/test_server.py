@@ -1,8 +1,8 @@
 """Operate lmpipe through a real Prefect server, as a person would from the UI.
 
-One `prefect server start` (SQLite, 127.0.0.1, a free port, its own PREFECT_HOME) serves the
-module. `lmpipe setup-server` creates the pools and the crash automation, `prefect deploy --all`
-runs from the project root, and `prefect worker start --pool cpu --run-once`, started in an
+One `lmpipe server` (`prefect server start` on SQLite, 127.0.0.1, a free port, its own
+PREFECT_HOME) serves the module. `lmpipe setup-server` creates the pools and the crash
+automation, `prefect deploy --all` runs from the project root, and `prefect worker start --pool cpu --run-once`, started in an
 unrelated directory, executes each queued run. Headless Chromium then finds the run and its
 artifacts in the UI. Everything happens in tmp dirs with the tiny test config.
 """
@@ -51,7 +51,6 @@ class Server:
             **os.environ,
             "PREFECT_HOME": str(root / "prefect-home"),
             "PREFECT_API_URL": self.api,
-            "PREFECT_UI_API_URL": self.api,  # else the UI calls :4200 whatever --port says
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
             "LMPIPE_DATA_ROOTS": str(root),
             "PWD": "/",  # a stale PWD must not decide where workers look for the code
@@ -60,8 +59,9 @@ class Server:
         self.env.pop("PREFECT_API_KEY", None)
         self.log = open(root / "server.log", "w")  # noqa: SIM115 (closed in stop)
         started = time.monotonic()
-        self.proc = subprocess.Popen(
-            [str(PREFECT), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+        self.proc = subprocess.Popen(  # `lmpipe server`: prefect server start, UI on this port
+            [sys.executable, "-m", "flows.cli", "server", "--port", str(self.port)],
+            cwd=PROJECT_ROOT,
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -41,12 +43,13 @@ def as_postgres(cmd: list[str]) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def postgres(tmp_path_factory):
+def postgres():
     if BINDIR is None:
         pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
     if os.geteuid() == 0 and (not shutil.which("runuser") or not _has_user("postgres")):
         pytest.skip("running as root needs runuser and a `postgres` user (apt-get install postgresql)")
-    root = tmp_path_factory.mktemp("pg")
+    # Not under pytest's tmp dir: its root-only (0700) parents would lock the postgres user out.
+    root = Path(tempfile.mkdtemp(prefix="lmpipe-pg-"))
     data, port = root / "data", free_port()
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
@@ -64,6 +67,7 @@ def postgres(tmp_path_factory):
         yield f"postgresql+asyncpg://postgres@127.0.0.1:{port}/prefect", psql
     finally:
         subprocess.run(as_postgres([*pg_ctl, "-m", "fast", "stop"]), capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_server_on_postgresql_holds_pools_automation_and_deployments(postgres, tmp_path):
