@@ -219,7 +219,7 @@ def file_entries(directory: Path, rows: dict[str, int] | None = None) -> list[Fi
 def publish(tmp: Path, final: Path, manifest: Manifest) -> Path:
     """Write the manifest last, fsync, and rename the staging directory into place."""
     _write_synced(tmp / MANIFEST, manifest.model_dump_json(indent=2))
-    _fsync_dir(tmp)
+    fsync_path(tmp)
     crash_point(manifest.stage, "before_rename")
     if final.exists():  # a forced rebuild replaces the old artifact
         old = final.with_name(f".old-{final.name}-{os.getpid()}")
@@ -228,7 +228,7 @@ def publish(tmp: Path, final: Path, manifest: Manifest) -> Path:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
-    _fsync_dir(final.parent)
+    fsync_path(final.parent)
     crash_point(manifest.stage, "after_rename")
     return final
 
@@ -244,7 +244,8 @@ def _write_synced(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_path(path: Path) -> None:
+    """fsync a file or a directory (a rename is durable once its directory is synced)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

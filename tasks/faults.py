@@ -5,7 +5,8 @@ Set `LMPIPE_CRASH_AT="<stage>:<point>:<action>"`; the process then fails at that
     LMPIPE_CRASH_AT=corpus:before_rename:SIGKILL lmpipe run corpus
 
 Points: `after_build`, `after_validate` (flows/stage.py), `before_rename`, `after_rename`
-(tasks/artifacts.publish) and `after_<shard file>` in the shards stage. Actions: `SIGKILL`,
+(tasks/artifacts.publish), `after_<shard file>` in the shards stage and `step-<N>` after
+optimizer step N of pretrain/sft (tasks/training.py). Actions: `SIGKILL`,
 `SIGTERM` (the process signals itself), `raise` (RuntimeError) and `enospc` (OSError as from a
 full disk). Unset, a crash point costs one dictionary lookup.
 """

@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import shutil
-import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,7 +34,8 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from schemas.tokens import BOS, EOS, PAD, token_id
 from schemas.training import ModelConfig, TrainConfig
-from tasks.artifacts import read_manifest, write_json
+from tasks.artifacts import fsync_path, read_manifest, write_json
+from tasks.faults import crash_point
 
 log = logging.getLogger(__name__)
 
@@ -179,17 +179,6 @@ class Meter:
         )
 
 
-def crash_point(stage: str, point: str) -> None:
-    """Fault injection for tests: PIPELINE_CRASH_AT="pretrain:step-6:SIGKILL" kills us there
-    (any signal name, or `raise` for an exception)."""
-    where, _, how = os.environ.get("PIPELINE_CRASH_AT", "").rpartition(":")
-    if where != f"{stage}:{point}":
-        return
-    if how == "raise":
-        raise RuntimeError(f"crash point {where} (PIPELINE_CRASH_AT)")
-    os.kill(os.getpid(), getattr(signal, how))
-
-
 def input_fingerprints(inputs: dict[str, Path]) -> dict[str, str]:
     """{input stage: fingerprint}, read from each input artifact's manifest."""
     return {stage: read_manifest(path).fingerprint for stage, path in sorted(inputs.items())}
@@ -219,9 +208,9 @@ def save_resume(out: Path, step: int, model, optimizer, scheduler, history: list
     }
     write_json(tmp / "state.json", state)
     for f in tmp.iterdir():
-        _fsync(f)
+        fsync_path(f)
     os.rename(tmp, final)
-    _fsync(root)
+    fsync_path(root)
     for old in root.glob("step-*"):
         if old != final:
             shutil.rmtree(old)
@@ -283,14 +272,6 @@ def cached_json(path: Path, compute: Callable[[], dict]) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, value)
     return value
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @torch.no_grad()

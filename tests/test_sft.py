@@ -64,10 +64,10 @@ def test_sft_resume_after_crash_is_exact(data, pretrained, tmp_path, monkeypatch
     cfg, inputs = data
     inputs = {**inputs, "pretrain": pretrained}
     whole = sft.build(sft_cfg(cfg), inputs, tmp_path / "whole")
-    monkeypatch.setenv("PIPELINE_CRASH_AT", "sft:step-5:raise")
-    with pytest.raises(RuntimeError, match="crash point"):
+    monkeypatch.setenv("LMPIPE_CRASH_AT", "sft:step-5:raise")
+    with pytest.raises(RuntimeError, match="injected failure at sft:step-5"):
         sft.build(sft_cfg(cfg), inputs, tmp_path / "run")
-    monkeypatch.delenv("PIPELINE_CRASH_AT")
+    monkeypatch.delenv("LMPIPE_CRASH_AT")
     with caplog.at_level(logging.INFO, logger="tasks.training"):
         resumed = sft.build(sft_cfg(cfg), inputs, tmp_path / "run")
     assert "(step 3)" in caplog.text

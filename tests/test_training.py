@@ -73,7 +73,7 @@ print(json.dumps(stats))
 
 
 def run_build(cfg, inputs: dict[str, Path], out: Path, crash: str = "") -> subprocess.CompletedProcess:
-    env = {**os.environ, "PIPELINE_CRASH_AT": crash, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "LMPIPE_CRASH_AT": crash, "OMP_NUM_THREADS": "1"}
     args = [cfg.model_dump_json(), json.dumps({k: str(v) for k, v in inputs.items()}), str(out)]
     return subprocess.run(
         [sys.executable, "-c", RUNNER, *args],
@@ -114,10 +114,10 @@ def test_killed_run_resumes_to_identical_weights(data, tmp_path, caplog):
 def test_resume_refuses_changed_input(data, tmp_path, monkeypatch):
     cfg, inputs = data
     out = tmp_path / "run"
-    monkeypatch.setenv("PIPELINE_CRASH_AT", "pretrain:step-5:raise")
-    with pytest.raises(RuntimeError, match="crash point"):
+    monkeypatch.setenv("LMPIPE_CRASH_AT", "pretrain:step-5:raise")
+    with pytest.raises(RuntimeError, match="injected failure at pretrain:step-5"):
         pretrain.build(resume_cfg(cfg), inputs, out)
-    monkeypatch.delenv("PIPELINE_CRASH_AT")
+    monkeypatch.delenv("LMPIPE_CRASH_AT")
     state = out / "resume" / "step-000004" / "state.json"
     saved = json.loads(state.read_text())
     saved["inputs"]["tokenizer"] = "0" * 64  # as if the checkpoint came from another tokenizer
