@@ -155,7 +155,14 @@ def _csv_rows(reader, header: list[str], label: str) -> Iterator[Raw]:
         if row is None:
             return
         if isinstance(row, str):
-            yield Raw(label, start, None, "invalid_csv", row)
+            # An unclosed quote swallows every line after it: reject each one by its own line
+            # number, so accepted + rejected still equals what the file holds.
+            end = max(start, reader.line_num)
+            where = f"; lines {start}-{end} are inside that field" if end > start else ""
+            for line in range(start, end + 1):
+                yield Raw(
+                    label, line, None, "invalid_csv", f"{row} (quoted field opened at line {start}){where}"
+                )
         elif len(row) != len(header):
             yield Raw(
                 label,

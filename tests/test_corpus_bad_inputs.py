@@ -102,3 +102,16 @@ def test_empty_sources_fail_the_stage(tmp_path):
     cfg, out, stats, _ = build(tmp_path, path, task="pretrain")
     with pytest.raises(ContractError, match="the sources hold no records"):
         corpus.validate(cfg, {}, out, stats)
+
+
+def test_unclosed_quote_rejects_every_line_it_swallows(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text('id,text\nr1,Fine text\nr2,"oops, never closed\nr3,swallowed\nr4,swallowed too\n')
+    _, _, stats, rejects = build(tmp_path, path, task="pretrain", max_reject_rate=1.0)
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        (3, "invalid_csv"),
+        (4, "invalid_csv"),
+        (5, "invalid_csv"),
+    ]
+    assert all("quoted field opened at line 3" in r["detail"] for r in rejects)
+    assert stats["kept"] == 1 and stats["read"] == 4
