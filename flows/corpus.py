@@ -1,4 +1,4 @@
-"""The corpus stage as a deployable Prefect flow. Raw JSONL sources -> normalised, deduplicated, split Parquet tables + rejects."""
+"""The corpus stage as a deployable Prefect flow. Raw sources (JSONL, Parquet, CSV/TSV, text, datasets) -> clean, deduplicated, split Parquet tables + rejects."""
 
 from prefect import flow
 
@@ -9,7 +9,7 @@ from flows.stage import run_stage
 def corpus_flow(
     config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
 ) -> dict:
-    """Raw JSONL sources -> normalised, deduplicated, split Parquet tables + rejects.
+    """Raw sources (JSONL, Parquet, CSV/TSV, text, datasets) -> clean, deduplicated, split Parquet tables + rejects.
 
     config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...].
     """
