@@ -29,7 +29,7 @@ STAGE_FLOWS = {
 }
 
 
-@flow(name="pipeline", log_prints=True)
+@flow(name="pipeline", log_prints=True, persist_result=False)
 def pipeline(
     config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
 ) -> list[dict]:

@@ -5,7 +5,7 @@ from prefect import flow
 from flows.stage import run_stage
 
 
-@flow(name="pretrain", log_prints=True)
+@flow(name="pretrain", log_prints=True, persist_result=False)
 def pretrain_flow(
     config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
 ) -> dict:

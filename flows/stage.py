@@ -98,7 +98,8 @@ def run_stage(stage: str, config: str, overrides: list[str] | None, force: bool,
 
 
 def _task(fn, name: str):
-    # Results stay in memory: no pickled result files, no cache keyed on path strings.
+    # Results stay in memory (flows and tasks use persist_result=False): no pickled result
+    # files, no cache keyed on path strings.
     return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
 
 

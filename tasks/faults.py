@@ -6,7 +6,8 @@ Set `LMPIPE_CRASH_AT="<stage>:<point>:<action>"`; the process then fails at that
 
 Points: `after_build`, `after_validate` (flows/stage.py), `before_rename`, `after_rename`
 (tasks/artifacts.publish), `after_<shard file>` in the shards stage and `step-<N>` after
-optimizer step N of pretrain/sft (tasks/training.py). Actions: `SIGKILL`,
+optimizer step N of pretrain/sft and `training:saving-step-<N>` inside a resume-state
+save (tasks/training.py). Actions: `SIGKILL`,
 `SIGTERM` (the process signals itself), `raise` (RuntimeError) and `enospc` (OSError as from a
 full disk). Unset, a crash point costs one dictionary lookup.
 """

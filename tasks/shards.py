@@ -11,6 +11,7 @@ Files: `{pretrain,sft,dpo}-{train,validation}-NNNNN.arrow` (schemas in schemas.s
 `rejects.jsonl` for examples longer than `max_len` (never split, never silently cut).
 """
 
+import hashlib
 import itertools
 import json
 from pathlib import Path
@@ -59,8 +60,26 @@ def read_split(corpus: Path, task: str, split: str) -> list[dict]:
     path = corpus / f"{task}.parquet"
     if not path.exists():
         return []
-    table = pq.read_table(path, filters=[("split", "=", split)])
-    return table.to_pylist()
+    rows = pq.read_table(path, filters=[("split", "=", split)]).to_pylist()
+    return weighted(rows) if split == "train" else rows
+
+
+def weighted(rows: list[dict]) -> list[dict]:
+    """Apply each source's mixing weight to training records (validation stays as it is).
+
+    Weight 2.5 keeps every record twice and a third time for half of them, 0.5 keeps half;
+    which ones is decided by a hash of the id, so it is deterministic. Copies get `#k` ids.
+
+    >>> [r["id"] for r in weighted([{"id": "a", "weight": 2.0}, {"id": "b", "weight": 1.0}])]
+    ['a', 'a#2', 'b']
+    """
+    out = []
+    for r in rows:
+        w = r.get("weight", 1.0)
+        fraction = int(hashlib.sha256(r["id"].encode()).hexdigest()[:8], 16) / 16**8
+        copies = int(w) + (fraction < w - int(w))
+        out += [r if k == 0 else {**r, "id": f"{r['id']}#{k + 1}"} for k in range(copies)]
+    return out
 
 
 def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:

@@ -207,6 +207,7 @@ def save_resume(out: Path, step: int, model, optimizer, scheduler, history: list
         "scheduler": scheduler.state_dict(),
     }
     write_json(tmp / "state.json", state)
+    crash_point("training", f"saving-step-{step}")  # written, not yet renamed: must stay invisible
     for f in tmp.iterdir():
         fsync_path(f)
     os.rename(tmp, final)

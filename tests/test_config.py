@@ -27,6 +27,7 @@ def test_override_sets_one_field():
         ("shards.bucket_boundaries=[512, 64]", "strictly increasing"),
         ("shards.max_len=1024", "last bucket boundary"),
         ("sft", "expected stage.field=value"),
+        ("shards.seq_len=4", "shards.seq_len: Input should be greater than or equal to 16"),
     ],
 )
 def test_bad_field_is_named(override, message):

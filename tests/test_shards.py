@@ -122,3 +122,12 @@ def test_shard_index_counts_rows_and_tokens(built):
         assert pa.ipc.open_file(pa.memory_map(str(out / name))).read_all().num_rows == rows
     total = sum(t for n, t in stats["tokens"].items() if n.startswith("sft-train"))
     assert total == stats["sft_train"]["tokens"]
+
+
+def test_mixing_weights_repeat_or_thin_training_records_deterministically():
+    rows = [{"id": f"r{i}", "weight": w} for i, w in enumerate([2.0] * 100 + [0.5] * 1000)]
+    mixed = shards.weighted(rows)
+    ids = [r["id"] for r in mixed]
+    assert ids == [r["id"] for r in shards.weighted(rows)]
+    assert sum(1 for r in mixed if r["weight"] == 2.0) == 200 and len(set(ids)) == len(ids)
+    assert 400 < sum(1 for r in mixed if r["weight"] == 0.5) < 600

@@ -111,6 +111,23 @@ def test_killed_run_resumes_to_identical_weights(data, tmp_path, caplog):
     assert resumed == whole
 
 
+def test_kill_while_saving_resume_state_falls_back_to_the_previous_one(data, tmp_path):
+    cfg, inputs = data
+    pcfg = resume_cfg(cfg)
+    whole = pretrain.build(pcfg, inputs, tmp_path / "whole")
+    out = tmp_path / "killed"
+    killed = run_build(pcfg, inputs, out, crash="training:saving-step-8:SIGKILL")
+    assert killed.returncode == -signal.SIGKILL
+    assert sorted(p.name for p in (out / "resume").iterdir()) == [
+        ".tmp-step-000008",
+        "before.json",
+        "step-000004",
+    ]
+    assert pretrain.build(pcfg, inputs, out) == whole
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 def test_resume_refuses_changed_input(data, tmp_path, monkeypatch):
     cfg, inputs = data
     out = tmp_path / "run"
