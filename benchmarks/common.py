@@ -44,13 +44,19 @@ def raw_texts(task: str, fields: tuple[str, ...], limit: int | None = None) -> l
     return out
 
 
+def save_results(name: str, data: dict, markdown: str, out: Path = RESULTS) -> Path:
+    """Write `<name>.json` and `<name>.md` under `out` and show the markdown."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    md = out / f"{name}.md"
+    md.write_text(markdown)
+    print(markdown)
+    return md
+
+
 def write_results(name: str, data: dict, table: list[dict]) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
+    """`save_results` with the markdown made from a list of rows."""
     cols = list(table[0])
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for row in table]
-    md = RESULTS / f"{name}.md"
-    md.write_text(f"# {name}\n\n" + "\n".join(lines) + "\n")
-    print(md.read_text())
-    return md
+    return save_results(name, data, f"# {name}\n\n" + "\n".join(lines) + "\n")

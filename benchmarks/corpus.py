@@ -8,13 +8,12 @@ Baselines: `pyarrow.json.read_json` and `datasets.load_dataset("json")` on the s
 """
 
 import argparse
-import json
 import statistics
 import tempfile
 from pathlib import Path
 
 from benchmarks import common
-from benchmarks.common import RESULTS
+from benchmarks.common import RESULTS, save_results
 from schemas.config import PROJECT_ROOT, load_config
 from schemas.corpus import CorpusConfig
 from tasks import corpus
@@ -93,10 +92,7 @@ def main(limit: int | None = None, repeats: int = 3, out: Path = RESULTS) -> dic
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         result, md = report(measure(sources(work, limit), work, repeats))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "corpus.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "corpus.md").write_text(md)
-    print(md)
+    save_results("corpus", result, md, out)
     return result
 
 

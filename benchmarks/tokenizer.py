@@ -10,11 +10,11 @@ Writes benchmarks/results/tokenizer.json and .md.
 """
 
 import argparse
-import json
 import tempfile
 from pathlib import Path
 
-from benchmarks.corpus import RESULTS, sources, timed
+from benchmarks.common import RESULTS, save_results
+from benchmarks.corpus import sources, timed
 from schemas.tokenizer import TokenizerConfig
 from tasks import corpus, tokenizer
 
@@ -78,10 +78,7 @@ def main(limit: int | None = None, repeats: int = 3, out: Path = RESULTS, vocab_
         corpus_dir.mkdir()
         corpus.build(sources(work, limit), {}, corpus_dir)
         result, md = report(measure(corpus_dir, work, repeats, vocab_size))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "tokenizer.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "tokenizer.md").write_text(md)
-    print(md)
+    save_results("tokenizer", result, md, out)
     return result
 
 
