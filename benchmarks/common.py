@@ -44,6 +44,18 @@ def raw_texts(task: str, fields: tuple[str, ...], limit: int | None = None) -> l
     return out
 
 
+def timing_markdown(title: str, intro: str, medians: dict, rate_name: str, rates: dict, ratios: dict) -> str:
+    """A timings table (median, rate) and a ratios table, as the corpus/tokenizer benchmarks print."""
+    rows = [f"| {k} | {v:.3f} s | {rates.get(k, '')} |" for k, v in medians.items()]
+    return (
+        f"# {title}\n\n{intro}\n\n| what | median | {rate_name} |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n| ratio | value |\n|---|---|\n"
+        + "\n".join(f"| {k} | {v} |" for k, v in ratios.items())
+        + "\n"
+    )
+
+
 def save_results(name: str, data: dict, markdown: str, out: Path = RESULTS) -> Path:
     """Write `<name>.json` and `<name>.md` under `out` and show the markdown."""
     out.mkdir(parents=True, exist_ok=True)

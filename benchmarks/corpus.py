@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import common
-from benchmarks.common import RESULTS, save_results
+from benchmarks.common import RESULTS, save_results, timing_markdown
 from schemas.config import PROJECT_ROOT, load_config
 from schemas.corpus import CorpusConfig
 from tasks import corpus
@@ -75,16 +75,11 @@ def report(result: dict) -> tuple[dict, str]:
     }
     result["ratios"] = {k: round(v, 3) for k, v in ratios.items()}
     result["records_per_s"] = {k: round(result["records"] / v) for k, v in s.items()}
-    rows = [f"| {k} | {v:.3f} s | {result['records_per_s'][k]} |" for k, v in s.items()]
-    md = (
-        f"# corpus benchmark\n\n{result['records']} records in {result['files']} files, "
-        f"median of {result['repeats']} runs, one machine, one run.\n\n"
-        "| what | median | records/s |\n|---|---|---|\n"
-        + "\n".join(rows)
-        + "\n\n| ratio | value |\n|---|---|\n"
-        + "\n".join(f"| {k} | {v} |" for k, v in result["ratios"].items())
-        + "\n"
+    intro = (
+        f"{result['records']} records in {result['files']} files, "
+        f"median of {result['repeats']} runs, one machine, one run."
     )
+    md = timing_markdown("corpus benchmark", intro, s, "records/s", result["records_per_s"], result["ratios"])
     return result, md
 
 

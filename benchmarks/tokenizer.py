@@ -13,7 +13,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from benchmarks.common import RESULTS, save_results
+from benchmarks.common import RESULTS, save_results, timing_markdown
 from benchmarks.corpus import sources, timed
 from schemas.tokenizer import TokenizerConfig
 from tasks import corpus, tokenizer
@@ -58,16 +58,11 @@ def report(r: dict) -> tuple[dict, str]:
         "AutoTokenizer / safe encode (time)": round(s["encode_auto_tokenizer"] / s["encode_safe"], 3),
     }
     r["tokens_per_s"] = {k: round(r["tokens"] / v) for k, v in s.items() if k.startswith("encode")}
-    rows = [f"| {k} | {v:.3f} s | {r['tokens_per_s'].get(k, '')} |" for k, v in s.items()]
-    md = (
-        f"# tokenizer benchmark\n\n{r['texts']} texts, {r['chars']} chars, {r['tokens']} tokens; "
-        f"median of {r['repeats']} runs, one machine, one run.\n\n"
-        "| what | median | tokens/s |\n|---|---|---|\n"
-        + "\n".join(rows)
-        + "\n\n| ratio | value |\n|---|---|\n"
-        + "\n".join(f"| {k} | {v} |" for k, v in r["ratios"].items())
-        + "\n"
+    intro = (
+        f"{r['texts']} texts, {r['chars']} chars, {r['tokens']} tokens; "
+        f"median of {r['repeats']} runs, one machine, one run."
     )
+    md = timing_markdown("tokenizer benchmark", intro, s, "tokens/s", r["tokens_per_s"], r["ratios"])
     return r, md
 
 
