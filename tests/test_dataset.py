@@ -1,0 +1,84 @@
+"""The shard dataset: memory-mapped rows, seeded epochs, and resume at an exact sample."""
+
+import numpy as np
+import pytest
+
+from schemas.shards import IGNORE_INDEX
+from tasks import shards
+from tasks.dataset import ShardDataset
+
+
+@pytest.fixture(scope="module")
+def shard_dir(tmp_path_factory):
+    """Pretrain rows in 4 shards and SFT rows of unequal lengths."""
+    out = tmp_path_factory.mktemp("ds")
+    rng = np.random.default_rng(0)
+    docs = [[1, *rng.integers(11, 99, int(rng.integers(3, 40))).tolist(), 2] for _ in range(120)]
+    rows, _ = shards.pack_pretrain(docs, 32)
+    shards.write_shards(rows, "pretrain", "train", out, rows_per_shard=30)
+    sft = [
+        {"id": f"e{i}", "task": "qa", "input_ids": [1] * (3 + i % 5), "labels": [IGNORE_INDEX] * (3 + i % 5)}
+        for i in range(10)
+    ]
+    sft = [{**r, "length": len(r["input_ids"]), "n_loss": 0, "bucket": 0} for r in sft]
+    shards.write_shards(sft, "sft", "train", out, rows_per_shard=4)
+    return out
+
+
+def ids(samples: list[dict]) -> list[list[int]]:
+    return [s["input_ids"].tolist() for s in samples]
+
+
+def test_rows_are_the_stored_rows(shard_dir):
+    table = shards.load(shard_dir, "pretrain", "train")
+    ds = ShardDataset(shard_dir, "pretrain", "train")
+    assert len(ds) == table.num_rows and len(ds.files) == 4
+    for i in (0, len(ds) // 2, len(ds) - 1):
+        want = table.slice(i, 1).to_pylist()[0]
+        got = ds.row(i)
+        assert {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in got.items()} == want
+
+
+def test_each_epoch_is_a_seeded_permutation(shard_dir):
+    ds = ShardDataset(shard_dir, "pretrain", "train", seed=3)
+    n = len(ds)
+    first = ds.take(n)
+    assert sorted(map(tuple, ids(first))) == sorted(map(tuple, ids([ds.row(i) for i in range(n)])))
+    assert ids(first) != ids(ds.take(n))  # epoch 1 has its own order
+    assert ids(first) == ids(ShardDataset(shard_dir, "pretrain", "train", seed=3).take(n))
+    assert ids(first) != ids(ShardDataset(shard_dir, "pretrain", "train", seed=4).take(n))
+    stored = ShardDataset(shard_dir, "pretrain", "train", shuffle=False).take(n)
+    assert ids(stored) == ids([ds.row(i) for i in range(n)])
+
+
+@pytest.mark.parametrize("k", [0, 5, 29])
+def test_resume_at_a_saved_position_continues_the_same_stream(shard_dir, k):
+    n = len(ShardDataset(shard_dir, "pretrain", "train"))
+    total = 2 * n + 3  # crosses two epoch boundaries
+    uninterrupted = ShardDataset(shard_dir, "pretrain", "train", seed=7).take(total)
+    first = ShardDataset(shard_dir, "pretrain", "train", seed=7)
+    head = first.take(k)
+    state = first.state_dict()
+    resumed = ShardDataset(shard_dir, "pretrain", "train", seed=7)
+    resumed.load_state_dict(state)
+    assert ids(head + resumed.take(total - k)) == ids(uninterrupted)
+
+
+def test_a_state_from_other_shards_or_seed_is_refused(shard_dir):
+    state = ShardDataset(shard_dir, "pretrain", "train", seed=1).state_dict()
+    with pytest.raises(ValueError, match="seed 1 != 2"):
+        ShardDataset(shard_dir, "pretrain", "train", seed=2).load_state_dict(state)
+    with pytest.raises(ValueError, match="rows"):
+        ShardDataset(shard_dir, "sft", "train", seed=1).load_state_dict(state)
+    with pytest.raises(FileNotFoundError, match="dpo-train"):
+        ShardDataset(shard_dir, "dpo", "train")
+
+
+def test_batches_pad_unequal_rows(shard_dir):
+    ds = ShardDataset(shard_dir, "sft", "train")
+    batch = ds.batch([0, 4])  # lengths 3 and 7
+    assert batch["input_ids"].shape == (2, 7)
+    assert batch["labels"][0, 3:].tolist() == [IGNORE_INDEX] * 4
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0], [1] * 7]
+    packed = ShardDataset(shard_dir, "pretrain", "train").batch([0, 1])
+    assert packed["input_ids"].shape == (2, 32) and "attention_mask" not in packed
