@@ -48,7 +48,23 @@ DPO_SCHEMA = pa.schema(
     ]
 )
 
-SCHEMAS = {"pretrain": PRETRAIN_SCHEMA, "sft": SFT_SCHEMA, "dpo": DPO_SCHEMA}
+# Optional packed SFT rows (`sft_packing`): whole examples packed like pretraining rows, the
+# labels of each example kept as they are (loss on its answer only), plus the examples' ids
+# and tasks in packing order.
+SFT_PACKED_SCHEMA = pa.schema(
+    [
+        *PRETRAIN_SCHEMA,
+        pa.field("ids", pa.list_(pa.string()), nullable=False),
+        pa.field("tasks", pa.list_(pa.string()), nullable=False),
+    ]
+)
+
+SCHEMAS = {
+    "pretrain": PRETRAIN_SCHEMA,
+    "sft": SFT_SCHEMA,
+    "sft_packed": SFT_PACKED_SCHEMA,
+    "dpo": DPO_SCHEMA,
+}
 
 
 class ShardsConfig(StrictModel):
@@ -63,6 +79,9 @@ class ShardsConfig(StrictModel):
     # training stages batch with their own batch_size and record their actual padding.
     stats_batch_size: int = runtime_field(16, ge=1)
     rows_per_shard: int = Field(2048, ge=1)
+    # Also write `sft_packed-*` shards: SFT examples (never split) packed best-fit-decreasing
+    # into rows of max_len, positions reset per example, loss on answers only.
+    sft_packing: bool = False
     sft_tasks: list[str] = Field(default_factory=lambda: ["translation", "summarization", "qa"])
     seed: int = 0
 

@@ -110,6 +110,22 @@ def pack_concat(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
     return rows, _pack_stats(docs, len(docs), rows, seq_len)
 
 
+def pack_sft(examples: list[dict], row_len: int) -> tuple[list[dict], dict]:
+    """Whole SFT examples packed best-fit-decreasing into rows of row_len (never split).
+
+    Each example keeps its own labels (-100 on its prompt, which starts with <bos>), so no
+    token is scored for predicting the next example, and its positions restart at 0.
+    """
+    bins = packing.best_fit_decreasing([len(ex["input_ids"]) for ex in examples], row_len)
+    rows = []
+    for members in bins:
+        chosen = [examples[k] for k in members]
+        row = _packed_row([ex["input_ids"] for ex in chosen], [ex["labels"] for ex in chosen], row_len)
+        rows.append({**row, "ids": [ex["id"] for ex in chosen], "tasks": [ex["task"] for ex in chosen]})
+    stats = _pack_stats([ex["input_ids"] for ex in examples], len(examples), rows, row_len)
+    return rows, {**stats, "padding": round(1 - stats["fill_rate"], 5)}
+
+
 def _packed_row(chunks: list[list[int]], labels: list[list[int]], seq_len: int) -> dict:
     """One fixed-length row: the chunks, then padding as its own segment (no loss)."""
     doc_lens = [len(c) for c in chunks]
@@ -231,7 +247,7 @@ def write_shards(
 
 
 def _tokens(kind: str, row: dict) -> int:
-    if kind == "pretrain":
+    if kind in ("pretrain", "sft_packed"):
         return row["n_tokens"]
     return (
         row["length"]
@@ -281,6 +297,9 @@ def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
                     examples[split], lengths[kind][split], cfg, bounds, rejects
                 )
                 write(rows, kind, split)
+                if kind == "sft" and cfg.sft_packing:
+                    packed, stats[f"sft_packed_{split}"] = pack_sft(rows, cfg.max_len)
+                    write(packed, "sft_packed", split)
     stats["vocab_size"] = tok.get_vocab_size()
     return stats
 
@@ -288,7 +307,7 @@ def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
 def validate(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
     vocab = stats["vocab_size"]
     results = []
-    for kind in ("pretrain", "sft", "dpo"):
+    for kind in ("pretrain", "sft", "dpo") + (("sft_packed",) if cfg.sft_packing else ()):
         table = load(out, kind, "train")
         summary, bad = _check_rows(kind, table.to_pylist(), cfg)
         results.append(run_suite(f"shards/{kind}", summary, shard_suite(kind, vocab)))
@@ -300,6 +319,7 @@ _LAYOUT_RULES = {
     "pretrain": "position ids restart at each document; no loss on document starts or padding",
     "sft": "<bos> first, task token ends the prompt, loss only on the answer, which ends with <eos>",
     "dpo": "prompt <bos> ... <answer>; both completions non-empty, end with <eos>, and differ",
+    "sft_packed": "positions restart at each example; each example is a valid SFT example; no loss on padding",
 }
 
 
@@ -314,22 +334,50 @@ def _check_rows(kind: str, rows: list[dict], cfg: ShardsConfig) -> tuple[pd.Data
             problem = _dpo_problem(row)
         else:
             ids, n_loss = row["input_ids"], sum(x != IGNORE_INDEX for x in row["labels"])
-            problem = _pretrain_problem(row, cfg.seq_len) if kind == "pretrain" else _sft_problem(row)
+            problem = _row_problem(kind, row, cfg)
         summary.append({"id": rid, "min_id": min(ids), "max_id": max(ids), "n_loss": n_loss})
         if problem:
             bad.append(f"id={rid}: {problem}")
     return pd.DataFrame(summary, columns=["id", "min_id", "max_id", "n_loss"]), bad
 
 
-def _pretrain_problem(row: dict, seq_len: int) -> str:
+def _row_problem(kind: str, row: dict, cfg: ShardsConfig) -> str:
+    if kind == "pretrain":
+        return _pretrain_problem(row, cfg.seq_len)
+    return _sft_packed_problem(row, cfg.max_len) if kind == "sft_packed" else _sft_problem(row)
+
+
+def _positions_problem(row: dict, seq_len: int) -> str:
     if len(row["input_ids"]) != seq_len or sum(row["doc_lens"]) != seq_len:
         return f"row length {len(row['input_ids'])}, doc_lens sum {sum(row['doc_lens'])}, seq_len {seq_len}"
     expected_pos = np.concatenate([np.arange(n) for n in row["doc_lens"]])
     if not np.array_equal(expected_pos, row["position_ids"]):
         return "position ids do not restart at each document"
+    return ""
+
+
+def _pretrain_problem(row: dict, seq_len: int) -> str:
+    if problem := _positions_problem(row, seq_len):
+        return problem
     starts = np.cumsum([0] + row["doc_lens"][:-1])
     if any(row["labels"][s] != IGNORE_INDEX for s in starts):
         return "a document's first token carries loss (cross-document prediction)"
+    if any(x != IGNORE_INDEX for x in row["labels"][row["n_tokens"] :]):
+        return "loss on padding"
+    return ""
+
+
+def _sft_packed_problem(row: dict, row_len: int) -> str:
+    """Positions reset per example, and every packed example passes the single-example checks."""
+    if problem := _positions_problem(row, row_len):
+        return problem
+    start = 0
+    for rid, task, n in zip(row["ids"], row["tasks"], row["doc_lens"], strict=False):  # padding: no id
+        end = start + n
+        example = {"input_ids": row["input_ids"][start:end], "labels": row["labels"][start:end], "task": task}
+        if problem := _sft_problem(example):
+            return f"example {rid}: {problem}"
+        start = end
     if any(x != IGNORE_INDEX for x in row["labels"][row["n_tokens"] :]):
         return "loss on padding"
     return ""

@@ -9,7 +9,7 @@ import torch
 
 from schemas.training import ModelConfig
 from tasks import training
-from tasks.shards import pack_pretrain
+from tasks.shards import pack_pretrain, pack_sft
 
 
 def tiny_model():
@@ -23,12 +23,12 @@ def tiny_model():
 DOCS = [[1, 20, 21, 22, 23, 2], [1, 30, 31, 32, 2], [1, 40, 41, 42, 43, 44, 45, 2]]
 
 
-def max_diff_vs_alone(model, row, positions) -> float:
+def max_diff_vs_alone(model, row, positions, n_docs: int = len(DOCS)) -> float:
     ids = torch.tensor([row["input_ids"]])
     with torch.no_grad():
         packed = model(ids, position_ids=torch.tensor([positions]), use_cache=False).logits[0]
     worst, start = 0.0, 0
-    for n in row["doc_lens"][: len(DOCS)]:
+    for n in row["doc_lens"][:n_docs]:
         with torch.no_grad():
             alone = model(ids[:, start : start + n], use_cache=False).logits[0]
         worst = max(worst, (packed[start : start + n] - alone).abs().max().item())
@@ -56,6 +56,32 @@ def test_no_loss_across_document_boundaries():
     assert all(row["labels"][s] == -100 for s in starts)
     assert all(x == -100 for x in row["labels"][19:])
     assert row["labels"][7] == 2  # each document's <eos> is a target
+
+
+def sft_example(rid: str, prompt: list[int], answer: list[int]) -> dict:
+    return {"id": rid, "task": "qa", "input_ids": prompt + answer, "labels": [-100] * len(prompt) + answer}
+
+
+SFT = [
+    sft_example("a", [1, 20, 21, 7], [22, 23, 2]),
+    sft_example("b", [1, 30, 7], [31, 32, 33, 34, 2]),
+    sft_example("c", [1, 40, 41, 42, 7], [43, 2]),
+]
+
+
+def test_packed_sft_examples_match_running_alone_with_loss_on_answers_only():
+    rows, stats = pack_sft(SFT, 32)
+    assert stats["rows"] == 1 and stats["tokens"] == 22
+    row = rows[0]
+    assert row["ids"] == ["b", "a", "c"] and row["doc_lens"] == [8, 7, 7, 10]  # never split
+    assert row["labels"][:22] == SFT[1]["labels"] + SFT[0]["labels"] + SFT[2]["labels"]
+    assert row["position_ids"][:22] == [*range(8), *range(7), *range(7)]
+    assert max_diff_vs_alone(tiny_model(), row, row["position_ids"], n_docs=3) <= 1e-4
+
+
+def test_naive_sft_packing_leaks_across_examples():
+    row = pack_sft(SFT, 32)[0][0]
+    assert max_diff_vs_alone(tiny_model(), row, list(range(32)), n_docs=3) > 1e-2
 
 
 def test_learning_rate_schedule():

@@ -17,7 +17,9 @@ def built(tmp_path_factory):
     path = root / "c.yaml"
     import yaml
 
-    path.write_text(yaml.safe_dump(tiny_config_data(root / "raw")))
+    data = tiny_config_data(root / "raw")
+    data["shards"]["sft_packing"] = True
+    path.write_text(yaml.safe_dump(data))
     cfg = load_config(str(path))
     dirs = {name: root / name for name in ("corpus", "tokenizer", "shards")}
     for d in dirs.values():
@@ -72,6 +74,26 @@ def test_examples_are_sorted_into_buckets_and_never_split(built):
         assert all(n <= cfg.shards.bucket_boundaries[b] for n, b in zip(lengths, buckets, strict=True))
         s = stats[f"{kind}_train"]
         assert s["padding_bucketed@16"] < s["padding_random@16"]
+
+
+def test_packed_sft_rows_hold_every_example_whole(built):
+    cfg, _, out, stats = built
+    examples = {r["id"]: r for r in shards.load(out, "sft", "train").to_pylist()}
+    packed = shards.load(out, "sft_packed", "train").to_pylist()
+    seen = []
+    for row in packed:
+        start = 0
+        for rid, n in zip(row["ids"], row["doc_lens"], strict=False):
+            assert row["input_ids"][start : start + n] == examples[rid]["input_ids"]
+            assert row["labels"][start : start + n] == examples[rid]["labels"]
+            start += n
+        seen += row["ids"]
+    assert sorted(seen) == sorted(examples)
+    s = stats["sft_packed_train"]
+    assert s["padding"] < stats["sft_train"]["padding_random@16"] and s["rows"] == len(packed)
+    scored_bos = {**packed[0], "labels": [packed[0]["input_ids"][0]] + packed[0]["labels"][1:]}
+    problem = shards._sft_packed_problem(scored_bos, cfg.shards.max_len)
+    assert problem.startswith(f"example {packed[0]['ids'][0]}: token before the answer")
 
 
 def test_contracts_pass_on_good_shards(built):
