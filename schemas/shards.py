@@ -67,6 +67,20 @@ SCHEMAS = {
 }
 
 
+class Curriculum(StrictModel):
+    """Store the training split easy -> hard (tasks.curriculum): by token count, by mean token
+    rarity, or by a numeric column of the corpus table."""
+
+    by: Literal["length", "rarity", "column"]
+    column: str | None = None  # the corpus column, for by: column
+
+    @model_validator(mode="after")
+    def column_iff_by_column(self) -> "Curriculum":
+        if (self.by == "column") != (self.column is not None):
+            raise ValueError("curriculum.column names the corpus column, and is needed only with by: column")
+        return self
+
+
 class ShardsConfig(StrictModel):
     seq_len: int = Field(512, ge=16)
     max_len: int = Field(512, ge=16)
@@ -82,6 +96,7 @@ class ShardsConfig(StrictModel):
     # Also write `sft_packed-*` shards: SFT examples (never split) packed best-fit-decreasing
     # into rows of max_len, positions reset per example, loss on answers only.
     sft_packing: bool = False
+    curriculum: Curriculum | None = None  # None: stored by bucket (SFT, DPO) / packing order
     sft_tasks: list[str] = Field(default_factory=lambda: ["translation", "summarization", "qa"])
     seed: int = 0
 

@@ -24,10 +24,10 @@ from tokenizers import Tokenizer
 
 from schemas.contracts import shard_suite
 from schemas.manifest import ContractResult
-from schemas.shards import IGNORE_INDEX, SCHEMAS, ShardsConfig
+from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum, ShardsConfig
 from schemas.templates import PREFERENCE_COMPLETION, PREFERENCE_PROMPT, PRETRAIN, SFT_TEMPLATES
 from schemas.tokens import BOS, EOS, token_id
-from tasks import packing
+from tasks import curriculum, packing
 from tasks import tokenizer as tokenizer_task
 from tasks.contracts import require, run_suite
 from tasks.faults import crash_point
@@ -90,7 +90,7 @@ def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict
     for members in bins:
         chunks = [docs[doc][start : start + n] for doc, start, n in (pieces[k] for k in members)]
         labels = [[IGNORE_INDEX] + chunk[1:] for chunk in chunks]
-        rows.append(_packed_row(chunks, labels, seq_len))
+        rows.append({**_packed_row(chunks, labels, seq_len), "_docs": [pieces[k][0] for k in members]})
     return rows, _pack_stats(docs, len(pieces), rows, seq_len)
 
 
@@ -106,7 +106,7 @@ def pack_concat(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
         groups = [list(g) for _, g in itertools.groupby(flat[start : start + seq_len], key=lambda x: x[0])]
         chunks = [[docs[d][k] for d, k in g] for g in groups]
         labels = [[IGNORE_INDEX] + chunk[1:] for chunk in chunks]  # a piece's first token has no context here
-        rows.append(_packed_row(chunks, labels, seq_len))
+        rows.append({**_packed_row(chunks, labels, seq_len), "_docs": [g[0][0] for g in groups]})
     return rows, _pack_stats(docs, len(docs), rows, seq_len)
 
 
@@ -121,13 +121,23 @@ def pack_sft(examples: list[dict], row_len: int) -> tuple[list[dict], dict]:
     for members in bins:
         chosen = [examples[k] for k in members]
         row = _packed_row([ex["input_ids"] for ex in chosen], [ex["labels"] for ex in chosen], row_len)
-        rows.append({**row, "ids": [ex["id"] for ex in chosen], "tasks": [ex["task"] for ex in chosen]})
+        rows.append(
+            {
+                **row,
+                "ids": [ex["id"] for ex in chosen],
+                "tasks": [ex["task"] for ex in chosen],
+                "_docs": members,
+            }
+        )
     stats = _pack_stats([ex["input_ids"] for ex in examples], len(examples), rows, row_len)
     return rows, {**stats, "padding": round(1 - stats["fill_rate"], 5)}
 
 
 def _packed_row(chunks: list[list[int]], labels: list[list[int]], seq_len: int) -> dict:
-    """One fixed-length row: the chunks, then padding as its own segment (no loss)."""
+    """One fixed-length row: the chunks, then padding as its own segment (no loss).
+
+    Keys starting with "_" (such as the source documents, `_docs`) are not written to shards.
+    """
     doc_lens = [len(c) for c in chunks]
     real = sum(doc_lens)
     fill = seq_len - real
@@ -157,7 +167,10 @@ def _pack_stats(docs: list[list[int]], pieces: int, rows: list[dict], seq_len: i
     }
 
 
-def sft_examples(tok: Tokenizer, corpus: Path, tasks: list[str], split: str) -> list[dict]:
+def sft_examples(
+    tok: Tokenizer, corpus: Path, tasks: list[str], split: str, score_column: str | None = None
+) -> list[dict]:
+    """Tokenised SFT examples; with `score_column`, each carries that corpus column as "score"."""
     examples = []
     for task in tasks:
         template = SFT_TEMPLATES[task]
@@ -165,21 +178,24 @@ def sft_examples(tok: Tokenizer, corpus: Path, tasks: list[str], split: str) -> 
         prompts = encode_template(tok, template.prompt, rows)
         answers = encode_template(tok, template.answer, rows)
         for row, p, a in zip(rows, prompts, answers, strict=True):
-            examples.append(
-                {"id": row["id"], "task": task, "input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a}
-            )
+            ex = {"id": row["id"], "task": task, "input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a}
+            examples.append(_scored(ex, row, score_column))
     return examples
 
 
-def dpo_examples(tok: Tokenizer, corpus: Path, split: str) -> list[dict]:
+def dpo_examples(tok: Tokenizer, corpus: Path, split: str, score_column: str | None = None) -> list[dict]:
     rows = read_split(corpus, "preference", split)
     prompts = encode_template(tok, PREFERENCE_PROMPT, rows)
     chosen = encode_template(tok, PREFERENCE_COMPLETION, [{"completion": r["chosen"]} for r in rows])
     rejected = encode_template(tok, PREFERENCE_COMPLETION, [{"completion": r["rejected"]} for r in rows])
     return [
-        {"id": r["id"], "prompt_ids": p, "chosen_ids": c, "rejected_ids": j}
+        _scored({"id": r["id"], "prompt_ids": p, "chosen_ids": c, "rejected_ids": j}, r, score_column)
         for r, p, c, j in zip(rows, prompts, chosen, rejected, strict=True)
     ]
+
+
+def _scored(example: dict, record: dict, column: str | None) -> dict:
+    return {**example, "score": curriculum.column_value(record, column)} if column else example
 
 
 def auto_boundaries(lengths: list[int], count: int, max_len: int) -> list[int]:
@@ -201,7 +217,8 @@ def auto_boundaries(lengths: list[int], count: int, max_len: int) -> list[int]:
 def bucketed(
     examples: list[dict], lengths: list[int], cfg: ShardsConfig, bounds: list[int], rejects
 ) -> tuple[list[dict], dict]:
-    """Drop examples over max_len (logged to rejects), add length/bucket, sort by bucket."""
+    """Drop examples over max_len (logged to rejects), add length/bucket, sort by bucket
+    (or by "difficulty" where a curriculum set it)."""
     kept = []
     for ex, n in zip(examples, lengths, strict=True):
         if n > cfg.max_len:
@@ -210,7 +227,8 @@ def bucketed(
             )
             continue
         kept.append({**ex, "length": n, "bucket": packing.bucket_of(n, bounds)})
-    kept.sort(key=lambda ex: ex["bucket"])  # stable: keeps corpus order inside a bucket
+    # stable: keeps corpus order inside a bucket; a curriculum orders by difficulty instead
+    kept.sort(key=lambda ex: ex.get("difficulty", ex["bucket"]))
     lens = [ex["length"] for ex in kept]
     buckets = [ex["bucket"] for ex in kept]
     bs = cfg.stats_batch_size
@@ -272,14 +290,24 @@ def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
         for name, (n_rows, n_tokens) in write_shards(rows, kind, split, out, cfg.rows_per_shard).items():
             stats["rows"][name], stats["tokens"][name] = n_rows, n_tokens
 
+    column = cfg.curriculum.column if cfg.curriculum else None
     for split in SPLITS:
-        docs = encode_template(tok, PRETRAIN.prompt + PRETRAIN.answer, read_split(corpus, "pretrain", split))
+        records = read_split(corpus, "pretrain", split)
+        docs = encode_template(tok, PRETRAIN.prompt + PRETRAIN.answer, records)
         pack = pack_pretrain if cfg.packing == "bfd" else pack_concat
         rows, stats[f"pretrain_{split}"] = pack(docs, cfg.seq_len)
+        if cfg.curriculum and split == "train":
+            scored = [_scored({}, r, column) for r in records]
+            difficulty = curriculum.row_scores(rows, curriculum.record_scores(cfg.curriculum, docs, scored))
+            rows = [rows[i] for i in curriculum.order(difficulty)]
+            stats["curriculum"] = {
+                "by": cfg.curriculum.by,
+                "pretrain_train": curriculum.summary(sorted(difficulty)),
+            }
         write(rows, "pretrain", split)
 
-    sft = {split: sft_examples(tok, corpus, cfg.sft_tasks, split) for split in SPLITS}
-    dpo = {split: dpo_examples(tok, corpus, split) for split in SPLITS}
+    sft = {split: sft_examples(tok, corpus, cfg.sft_tasks, split, column) for split in SPLITS}
+    dpo = {split: dpo_examples(tok, corpus, split, column) for split in SPLITS}
     lengths = {
         "sft": {s: [len(ex["input_ids"]) for ex in sft[s]] for s in SPLITS},
         "dpo": {
@@ -287,6 +315,9 @@ def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
             for s in SPLITS
         },
     }
+    if cfg.curriculum:
+        for examples in (sft, dpo):
+            _set_difficulty(cfg.curriculum, examples["train"])
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
         for kind, examples in (("sft", sft), ("dpo", dpo)):
             bounds = cfg.bucket_boundaries
@@ -296,12 +327,35 @@ def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
                 rows, stats[f"{kind}_{split}"] = bucketed(
                     examples[split], lengths[kind][split], cfg, bounds, rejects
                 )
+                if cfg.curriculum and split == "train":
+                    stats["curriculum"][f"{kind}_train"] = curriculum.summary([r["difficulty"] for r in rows])
                 write(rows, kind, split)
                 if kind == "sft" and cfg.sft_packing:
                     packed, stats[f"sft_packed_{split}"] = pack_sft(rows, cfg.max_len)
+                    if cfg.curriculum and split == "train":
+                        packed, stats["curriculum"]["sft_packed_train"] = _by_difficulty(
+                            packed, [r["difficulty"] for r in rows]
+                        )
                     write(packed, "sft_packed", split)
     stats["vocab_size"] = tok.get_vocab_size()
     return stats
+
+
+def _by_difficulty(rows: list[dict], doc_scores: list[float]) -> tuple[list[dict], dict]:
+    """Packed rows easy -> hard by their documents' token-weighted difficulty, and its summary."""
+    difficulty = curriculum.row_scores(rows, doc_scores)
+    order = curriculum.order(difficulty)
+    return [rows[i] for i in order], curriculum.summary([difficulty[i] for i in order])
+
+
+def _set_difficulty(cfg: Curriculum, examples: list[dict]) -> None:
+    """Give each example its curriculum "difficulty" (all of a DPO pair's tokens count)."""
+    tokens = [
+        ex["input_ids"] if "input_ids" in ex else ex["prompt_ids"] + ex["chosen_ids"] + ex["rejected_ids"]
+        for ex in examples
+    ]
+    for ex, score in zip(examples, curriculum.record_scores(cfg, tokens, examples), strict=True):
+        ex["difficulty"] = score
 
 
 def validate(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:

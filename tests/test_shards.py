@@ -1,12 +1,15 @@
 """Shards stage: templates, loss masks, packing layout, bucketing, and the shard contracts."""
 
+import hashlib
+
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from schemas.config import load_config
-from schemas.shards import IGNORE_INDEX, SCHEMAS
+from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum
 from schemas.tokens import token_id
-from tasks import corpus, shards, tokenizer
+from tasks import corpus, curriculum, shards, tokenizer
 from tasks.contracts import ContractError
 from tests.conftest import tiny_config_data
 
@@ -153,3 +156,56 @@ def test_mixing_weights_repeat_or_thin_training_records_deterministically():
     assert ids == [r["id"] for r in shards.weighted(rows)]
     assert sum(1 for r in mixed if r["weight"] == 2.0) == 200 and len(set(ids)) == len(ids)
     assert 400 < sum(1 for r in mixed if r["weight"] == 0.5) < 600
+
+
+def rebuild(built, tmp_path, corpus_dir=None, **changes):
+    """Build shards again from the fixture's corpus (or another) with changed shard settings."""
+    cfg, inputs, _, _ = built
+    out = tmp_path / "shards"
+    out.mkdir(parents=True)
+    inputs = {**inputs, "corpus": corpus_dir or inputs["corpus"]}
+    section = cfg.shards.model_validate({**cfg.shards.model_dump(), "sft_packing": False, **changes})
+    return out, shards.build(section, inputs, out)
+
+
+def test_length_curriculum_reorders_the_same_training_rows_easy_to_hard(built, tmp_path):
+    _, _, plain, _ = built
+    out, stats = rebuild(built, tmp_path, curriculum={"by": "length"})
+    assert shards.load(out, "sft", "train")["length"].to_pylist() == sorted(
+        shards.load(plain, "sft", "train")["length"].to_pylist()
+    )
+    dpo = shards.load(out, "dpo", "train").to_pylist()
+    sizes = [len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in dpo]
+    assert sizes == sorted(sizes)
+    rows, before = (shards.load(d, "pretrain", "train")["input_ids"].to_pylist() for d in (out, plain))
+    assert rows != before and sorted(rows) == sorted(before)
+    assert set(stats["curriculum"]) == {"by", "pretrain_train", "sft_train", "dpo_train"}
+    quartiles = stats["curriculum"]["pretrain_train"]["difficulty_quartiles"]
+    assert quartiles == sorted(quartiles) and quartiles[0] < quartiles[-1]
+
+
+def test_column_curriculum_follows_a_corpus_score_and_names_bad_records(built, tmp_path):
+    _, inputs, _, _ = built
+    corpus_dir = tmp_path / "corpus"
+    corpus_dir.mkdir()
+    for f in inputs["corpus"].glob("*.parquet"):
+        table = pq.read_table(f)
+        scores = [(hash_id(i) % 997) / 10 for i in table["id"].to_pylist()]
+        pq.write_table(table.append_column("level", pa.array(scores)), corpus_dir / f.name)
+    out, _ = rebuild(built, tmp_path, corpus_dir, curriculum={"by": "column", "column": "level"})
+    for kind in ("sft", "dpo"):
+        levels = [(hash_id(i) % 997) / 10 for i in shards.load(out, kind, "train")["id"].to_pylist()]
+        assert levels == sorted(levels)
+    with pytest.raises(ValueError, match=r"curriculum column 'nope': record \S+ \(file .*line"):
+        rebuild(built, tmp_path / "x", curriculum={"by": "column", "column": "nope"})
+
+
+def hash_id(record_id: str) -> int:
+    return int(hashlib.sha256(record_id.encode()).hexdigest()[:8], 16)
+
+
+def test_rarity_puts_common_tokens_first():
+    scores = curriculum.rarity([[5, 5, 5], [5, 9], [7]])
+    assert curriculum.order(scores) == [0, 1, 2]
+    with pytest.raises(ValueError, match="curriculum.column"):
+        Curriculum(by="column")
