@@ -5,6 +5,7 @@ lmpipe run sft --set sft.lr=1e-4 --force
 lmpipe plan --config my.yaml
 lmpipe lineage checkpoints/dpo/tiny-0123456789ab
 lmpipe verify  checkpoints/dpo/tiny-0123456789ab
+lmpipe run --home s3://bucket/lmpipe   # artifacts on object storage (tasks/remote.py)
 lmpipe server --port 4200       # the Prefect server + UI (docs/operations.md)
 lmpipe setup-server             # work pools cpu/gpu + the crash-detection automation
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 import flows  # noqa: F401  (sets offline/telemetry defaults before anything heavy loads)
 from schemas.config import ConfigError, load_config
 from schemas.stages import ORDER
-from tasks import lineage
+from tasks import lineage, remote
 from tasks.artifacts import ArtifactError, Home, published, read_manifest, verify
 from tasks.contracts import ContractError
 from tasks.plan import plan_pipeline
@@ -71,6 +72,7 @@ def parser() -> argparse.ArgumentParser:
 
     ver = sub.add_parser("verify", help="recheck every file hash of an artifact and its ancestors")
     ver.add_argument("artifact", type=Path)
+    ver.add_argument("--home")
     ver.set_defaults(func=cmd_verify)
 
     srv = sub.add_parser("server", help="start the Prefect server and UI (SQLite unless configured)")
@@ -92,9 +94,12 @@ def cmd_run(args) -> int:
     started = time.perf_counter()
     cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
     if not args.force:
-        plans = plan_pipeline(cfg, Home.resolve(args.home), (args.stage,) if args.stage else ORDER)
+        home = open_home(args.home)
+        plans = plan_pipeline(cfg, home, (args.stage,) if args.stage else ORDER)
         if all(p.up_to_date for p in plans):
             # Nothing to build: answer from the manifests without starting a Prefect server.
+            for p in plans if home.remote else ():
+                remote.push(home, p.stage, p.path)  # a cache built by a killed push is completed
             print_summary(
                 [summary(p.stage, "skipped", read_manifest(p.path), 0.0, p.path) for p in plans],
                 time.perf_counter() - started,
@@ -117,14 +122,22 @@ def print_summary(results: list[dict], seconds: float) -> None:
 
 
 def cmd_plan(args) -> int:
-    for p in plan_pipeline(load_config(args.config, args.overrides), Home.resolve(args.home)):
+    for p in plan_pipeline(load_config(args.config, args.overrides), open_home(args.home)):
         why = "up to date" if p.up_to_date else "; ".join(p.reasons)
         print(f"{p.stage:<10} {p.action:<5} {p.fingerprint[:12]}  {why}")
     return 0
 
 
+def open_home(home: str | None) -> Home:
+    """The artifact home; a remote one's local cache is first brought up to date."""
+    h = Home.resolve(home)
+    if h.remote:
+        remote.pull(h)
+    return h
+
+
 def cmd_list(args) -> int:
-    home = Home.resolve(args.home)
+    home = open_home(args.home)
     for stage in ORDER:
         for path, m in published(home, stage):
             print(f"{stage:<10} {m.name:<12} {m.fingerprint[:12]}  {m.created_at[:19]}  {path}")
@@ -133,8 +146,9 @@ def cmd_list(args) -> int:
 
 def cmd_lineage(args) -> int:
     target = args.target.resolve()
-    up = None if target.is_file() else lineage.upstream(target)
-    down = lineage.downstream(Home.resolve(args.home), target)
+    home = open_home(args.home)
+    up = None if target.is_file() else lineage.upstream(target, home)
+    down = lineage.downstream(home, target)
     if args.json:
         print(json.dumps({"upstream": up, "downstream": down}, indent=2))
         return 0
@@ -147,7 +161,7 @@ def cmd_lineage(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    problems = verify(args.artifact.resolve())
+    problems = verify(args.artifact.resolve(), open_home(args.home))
     for p in problems:
         print(f"FAILED {p}")
     print("ok: every file matches its manifest" if not problems else f"{len(problems)} problem(s)")

@@ -20,6 +20,7 @@ from schemas.base import fingerprint_view
 from schemas.config import PROJECT_ROOT, load_config
 from schemas.manifest import Manifest
 from schemas.stages import STAGES
+from tasks import remote
 from tasks.artifacts import (
     Home,
     artifact_dir,
@@ -53,11 +54,15 @@ def run_stage(stage: str, config: str, overrides: list[str] | None, force: bool,
     h = Home.resolve(home)
     for leftover in collect_garbage(h):
         logger.info(f"removed unpublished leftover {leftover}")
+    if h.remote:
+        for fetched in remote.pull(h, (*STAGES[stage].inputs, stage)):
+            logger.info(f"pulled {fetched} from {h.remote}")
     plan = plan_single(stage, cfg, h)
     for warning in plan.warnings:
         logger.warning(warning)
     if plan.up_to_date and not force:
         logger.info(f"{stage}: up to date, skipped ({plan.path})")
+        _push(h, stage, plan.path)
         return summary(stage, "skipped", read_manifest(plan.path), 0.0, plan.path)
     logger.info(f"{stage}: building {plan.path.name} because " + "; ".join(plan.reasons or ["--force"]))
     module = importlib.import_module(f"tasks.{stage}")
@@ -92,9 +97,15 @@ def run_stage(stage: str, config: str, overrides: list[str] | None, force: bool,
             created_at=datetime.now(UTC).isoformat(),
         )
         final = publish(tmp, artifact_dir(h, stage, cfg.name, plan.fingerprint), manifest)
+    _push(h, stage, final)
     result = summary(stage, "ran", manifest, time.perf_counter() - started, final)
     _ui_artifacts(stage, cfg.name, manifest, result)
     return result
+
+
+def _push(home: Home, stage: str, path) -> None:
+    if home.remote and remote.push(home, stage, path):
+        get_run_logger().info(f"pushed {path.name} to {home.remote}")
 
 
 def _task(fn, name: str):

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.config import PROJECT_ROOT
-from schemas.manifest import MANIFEST, FileEntry, Manifest
+from schemas.manifest import MANIFEST, FileEntry, Manifest, Ref
 from schemas.stages import STAGES
 from tasks.faults import crash_point
 
@@ -40,13 +40,24 @@ class Home:
 
     artifacts: Path
     checkpoints: Path
+    remote: str | None = None  # an fsspec URL whose local cache `artifacts`/`checkpoints` are
 
     @classmethod
     def resolve(cls, home: str | Path | None = None) -> "Home":
-        """`--home` wins, then `LMPIPE_HOME`, then the project's `data/artifacts` + `checkpoints`."""
-        chosen = home or os.environ.get("LMPIPE_HOME")
+        """`--home` wins, then `LMPIPE_HOME`, then the project's `data/artifacts` + `checkpoints`.
+
+        A URL such as `s3://bucket/prefix` is a remote home (tasks/remote.py): stages work in its
+        local cache and push what they publish.
+        """
+        chosen = str(home or os.environ.get("LMPIPE_HOME") or "")
+        if "://" in chosen and not chosen.startswith("file://"):
+            from tasks.remote import cache_for  # remote support loads fsspec backends; only when used
+
+            url = chosen.rstrip("/")
+            base = cache_for(url)
+            return cls(base / "artifacts", base / "checkpoints", url)
         if chosen:
-            base = Path(chosen).expanduser().resolve()
+            base = Path(chosen.removeprefix("file://")).expanduser().resolve()
             return cls(base / "artifacts", base / "checkpoints")
         return cls(PROJECT_ROOT / "data" / "artifacts", PROJECT_ROOT / "checkpoints")
 
@@ -106,6 +117,15 @@ def find(home: Home, stage: str, fingerprint: str) -> Path | None:
         if m.fingerprint == fingerprint:
             return d
     return None
+
+
+def input_dir(ref: Ref, home: Home | None = None) -> Path:
+    """An input artifact's directory: the recorded path, else (the home moved, or the artifact was
+    pulled from another machine's remote home) the artifact with that fingerprint in `home`."""
+    path = Path(ref.path)
+    if home is None or (path / MANIFEST).is_file() and read_manifest(path).fingerprint == ref.fingerprint:
+        return path
+    return find(home, ref.stage, ref.fingerprint) or path
 
 
 def latest(home: Home, stage: str, name: str) -> tuple[Path, Manifest] | None:
@@ -319,7 +339,7 @@ def check_files(path: Path, manifest: Manifest | None = None) -> list[str]:
     return problems
 
 
-def verify(path: Path) -> list[str]:
+def verify(path: Path, home: Home | None = None) -> list[str]:
     """Recheck every file of an artifact and of all its ancestors (raw files included)."""
     problems, seen = [], set()
 
@@ -343,7 +363,7 @@ def verify(path: Path) -> list[str]:
                 elif content_hash(raw) != ref.fingerprint:
                     problems.append(f"{raw}: raw input changed since {manifest.stage} was built")
             else:
-                walk(Path(ref.path))
+                walk(input_dir(ref, home))
 
     walk(Path(path))
     return problems

@@ -11,10 +11,10 @@ Both directions read only manifests, so they work on any home, local or copied.
 from pathlib import Path
 
 from schemas.stages import ORDER
-from tasks.artifacts import Home, published, read_manifest, sha256_file
+from tasks.artifacts import Home, input_dir, published, read_manifest, sha256_file
 
 
-def upstream(path: Path) -> dict:
+def upstream(path: Path, home: Home | None = None) -> dict:
     """The tree of inputs of an artifact, recursively, raw files as leaves."""
     m = read_manifest(path)
     node = {
@@ -32,7 +32,7 @@ def upstream(path: Path) -> dict:
                 {"stage": "raw", "name": ref.name, "sha256": ref.fingerprint, "path": ref.path}
             )
         else:
-            node["inputs"].append(upstream(Path(ref.path)))
+            node["inputs"].append(upstream(input_dir(ref, home), home))
     return node
 
 
