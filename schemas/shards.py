@@ -67,6 +67,32 @@ SCHEMAS = {
 }
 
 
+# Tokenised records before packing/bucketing: the chunk files of tasks.shard_chunks (staging
+# only, never published). "score" is the curriculum column's value, null without one.
+_score = pa.field("score", pa.float64())
+TOKENIZED_SCHEMAS = {
+    "pretrain": pa.schema([pa.field("id", pa.string()), pa.field("input_ids", ids), _score]),
+    "sft": pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("task", pa.string()),
+            pa.field("input_ids", ids),
+            pa.field("labels", ids),
+            _score,
+        ]
+    ),
+    "dpo": pa.schema(
+        [
+            pa.field("id", pa.string()),
+            pa.field("prompt_ids", ids),
+            pa.field("chosen_ids", ids),
+            pa.field("rejected_ids", ids),
+            _score,
+        ]
+    ),
+}
+
+
 class Curriculum(StrictModel):
     """Store the training split easy -> hard (tasks.curriculum): by token count, by mean token
     rarity, or by a numeric column of the corpus table."""
@@ -99,6 +125,11 @@ class ShardsConfig(StrictModel):
     curriculum: Curriculum | None = None  # None: stored by bucket (SFT, DPO) / packing order
     sft_tasks: list[str] = Field(default_factory=lambda: ["translation", "summarization", "qa"])
     seed: int = 0
+    # How tokenising runs (none of it changes a byte of the output): records per chunk job, and
+    # where the jobs run: Prefect's thread pool, or a local Dask cluster of `workers` processes.
+    chunk_rows: int = runtime_field(5000, ge=1)
+    runner: Literal["threads", "dask"] = runtime_field("threads")
+    workers: int = runtime_field(2, ge=1)
 
     @model_validator(mode="after")
     def buckets_cover_max_len(self) -> "ShardsConfig":

@@ -23,7 +23,7 @@ STAGES: dict[str, StageDef] = {
     for s in (
         StageDef("corpus", (), "artifacts", "cpu", 1, False),
         StageDef("tokenizer", ("corpus",), "artifacts", "cpu", 1, True),
-        StageDef("shards", ("corpus", "tokenizer"), "artifacts", "cpu", 1, True),
+        StageDef("shards", ("corpus", "tokenizer"), "artifacts", "cpu", 1, True, resumable=True),
         StageDef("pretrain", ("shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),
         StageDef("sft", ("pretrain", "shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),
         StageDef("dpo", ("sft", "shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),

@@ -5,7 +5,9 @@ Set `LMPIPE_CRASH_AT="<stage>:<point>:<action>"`; the process then fails at that
     LMPIPE_CRASH_AT=corpus:before_rename:SIGKILL lmpipe run corpus
 
 Points: `after_build`, `after_validate` (flows/stage.py), `before_rename`, `after_rename`
-(tasks/artifacts.publish), `push_before_manifest` (tasks/remote.push), `after_<shard file>` in the shards stage and `step-<N>` after
+(tasks/artifacts.publish), `push_before_manifest` (tasks/remote.push), `after_<shard file>`
+and `after_<chunk file>` (tokenised chunk, e.g. `after_tok-sft-train-qa-00000.arrow`) in the
+shards stage and `step-<N>` after
 optimizer step N of pretrain/sft and `training:saving-step-<N>` inside a resume-state
 save (tasks/training.py). Actions: `SIGKILL`,
 `SIGTERM` (the process signals itself), `raise` (RuntimeError) and `enospc` (OSError as from a

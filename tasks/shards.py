@@ -7,79 +7,40 @@ special-token recognition off and control tokens are inserted by id. Example, tr
     input_ids  <bos> Hel lo <to-fr> Bon jour <eos>
     labels      -    -   -    -     Bon jour <eos>      (-100 on the prompt)
 
-Files: `{pretrain,sft,dpo}-{train,validation}-NNNNN.arrow` (schemas in schemas.shards) and
-`rejects.jsonl` for examples longer than `max_len` (never split, never silently cut).
+Files: `{pretrain,sft,dpo}-{train,validation}-NNNNN.arrow` (schemas in schemas.shards;
+`sft_packed-*` with `sft_packing`) and `rejects.jsonl` for examples longer than `max_len`
+(never split, never silently cut).
+
+Tokenising runs in chunk jobs (tasks.shard_chunks), in parallel under the flow; packing and
+bucketing then see every record at once. A killed build resumes in its staging directory:
+finished chunks are not tokenised again and shards whose completion marker matches their
+bytes are not written again, so the rerun's files equal an uninterrupted run's byte for byte.
 """
 
-import hashlib
 import itertools
 import json
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
-from tokenizers import Tokenizer
 
 from schemas.contracts import shard_suite
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum, ShardsConfig
-from schemas.templates import PREFERENCE_COMPLETION, PREFERENCE_PROMPT, PRETRAIN, SFT_TEMPLATES
+from schemas.templates import PREFERENCE_PROMPT, SFT_TEMPLATES
 from schemas.tokens import BOS, EOS, token_id
-from tasks import curriculum, packing
+from tasks import curriculum, packing, shard_chunks
 from tasks import tokenizer as tokenizer_task
+from tasks.artifacts import fsync_path, sha256_file, write_json
 from tasks.contracts import require, run_suite
 from tasks.faults import crash_point
+from tasks.shard_chunks import encode_template, read_split, weighted  # noqa: F401  (part of this stage's API)
 
-SPLITS = ("train", "validation")
+SPLITS = shard_chunks.SPLITS
 REJECTS = "rejects.jsonl"
-
-
-def encode_template(tok: Tokenizer, parts: tuple[str, ...], rows: list[dict]) -> list[list[int]]:
-    """Token ids of `parts` for every row: fields encoded in one batch, specials by id.
-
-    >>> encode_template(tok, ("<bos>", "{text}"), [{"text": "hi"}])
-    [[1, 1234]]
-    """
-    encoded = {}
-    for p in parts:
-        if p.startswith("{"):
-            texts = [row[p[1:-1]] for row in rows]
-            encoded[p] = [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
-    out = []
-    for r in range(len(rows)):
-        ids: list[int] = []
-        for p in parts:
-            ids += encoded[p][r] if p in encoded else [token_id(p)]
-        out.append(ids)
-    return out
-
-
-def read_split(corpus: Path, task: str, split: str) -> list[dict]:
-    path = corpus / f"{task}.parquet"
-    if not path.exists():
-        return []
-    rows = pq.read_table(path, filters=[("split", "=", split)]).to_pylist()
-    return weighted(rows) if split == "train" else rows
-
-
-def weighted(rows: list[dict]) -> list[dict]:
-    """Apply each source's mixing weight to training records (validation stays as it is).
-
-    Weight 2.5 keeps every record twice and a third time for half of them, 0.5 keeps half;
-    which ones is decided by a hash of the id, so it is deterministic. Copies get `#k` ids.
-
-    >>> [r["id"] for r in weighted([{"id": "a", "weight": 2.0}, {"id": "b", "weight": 1.0}])]
-    ['a', 'a#2', 'b']
-    """
-    out = []
-    for r in rows:
-        w = r.get("weight", 1.0)
-        fraction = int(hashlib.sha256(r["id"].encode()).hexdigest()[:8], 16) / 16**8
-        copies = int(w) + (fraction < w - int(w))
-        out += [r if k == 0 else {**r, "id": f"{r['id']}#{k + 1}"} for k in range(copies)]
-    return out
 
 
 def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
@@ -167,37 +128,6 @@ def _pack_stats(docs: list[list[int]], pieces: int, rows: list[dict], seq_len: i
     }
 
 
-def sft_examples(
-    tok: Tokenizer, corpus: Path, tasks: list[str], split: str, score_column: str | None = None
-) -> list[dict]:
-    """Tokenised SFT examples; with `score_column`, each carries that corpus column as "score"."""
-    examples = []
-    for task in tasks:
-        template = SFT_TEMPLATES[task]
-        rows = read_split(corpus, task, split)
-        prompts = encode_template(tok, template.prompt, rows)
-        answers = encode_template(tok, template.answer, rows)
-        for row, p, a in zip(rows, prompts, answers, strict=True):
-            ex = {"id": row["id"], "task": task, "input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a}
-            examples.append(_scored(ex, row, score_column))
-    return examples
-
-
-def dpo_examples(tok: Tokenizer, corpus: Path, split: str, score_column: str | None = None) -> list[dict]:
-    rows = read_split(corpus, "preference", split)
-    prompts = encode_template(tok, PREFERENCE_PROMPT, rows)
-    chosen = encode_template(tok, PREFERENCE_COMPLETION, [{"completion": r["chosen"]} for r in rows])
-    rejected = encode_template(tok, PREFERENCE_COMPLETION, [{"completion": r["rejected"]} for r in rows])
-    return [
-        _scored({"id": r["id"], "prompt_ids": p, "chosen_ids": c, "rejected_ids": j}, r, score_column)
-        for r, p, c, j in zip(rows, prompts, chosen, rejected, strict=True)
-    ]
-
-
-def _scored(example: dict, record: dict, column: str | None) -> dict:
-    return {**example, "score": curriculum.column_value(record, column)} if column else example
-
-
 def auto_boundaries(lengths: list[int], count: int, max_len: int) -> list[int]:
     """Bucket bounds at length quantiles, rounded up to a multiple of 8, ending at max_len.
 
@@ -249,19 +179,38 @@ def bucketed(
 
 
 def write_shards(
-    rows: list[dict], kind: str, split: str, out: Path, rows_per_shard: int
+    rows: list[dict], kind: str, split: str, out: Path, rows_per_shard: int, markers: Path | None = None
 ) -> dict[str, tuple[int, int]]:
-    """Arrow IPC files of at most rows_per_shard rows; returns {file name: (rows, tokens)}."""
+    """Arrow IPC files of at most rows_per_shard rows; returns {file name: (rows, tokens)}.
+
+    With `markers`, each finished shard gets `<markers>/<name>.json` (sha256, rows, tokens)
+    after it is fsynced, and a shard whose marker matches the file on disk is not written again.
+    """
     schema = SCHEMAS[kind]
     written = {}
     for n, start in enumerate(range(0, max(len(rows), 1), rows_per_shard)):
         name = f"{kind}-{split}-{n:05d}.arrow"
         chunk = rows[start : start + rows_per_shard]
+        written[name] = (len(chunk), sum(_tokens(kind, r) for r in chunk))
+        if markers and _marked(out / name, markers):
+            continue
         with pa.OSFile(str(out / name), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
-        written[name] = (len(chunk), sum(_tokens(kind, r) for r in chunk))
+        if markers:
+            fsync_path(out / name)
+            markers.mkdir(parents=True, exist_ok=True)
+            marker = {"sha256": sha256_file(out / name), "rows": written[name][0], "tokens": written[name][1]}
+            write_json(markers / f"{name}.json", marker)
         crash_point("shards", f"after_{name}")
     return written
+
+
+def _marked(shard: Path, markers: Path) -> bool:
+    """A completion marker exists for the shard and matches its bytes."""
+    marker = markers / f"{shard.name}.json"
+    if not (marker.is_file() and shard.is_file()):
+        return False
+    return json.loads(marker.read_text())["sha256"] == sha256_file(shard)
 
 
 def _tokens(kind: str, row: dict) -> int:
@@ -281,51 +230,47 @@ def load(directory: Path, kind: str, split: str) -> pa.Table:
     return pa.concat_tables(tables) if tables else SCHEMAS[kind].empty_table()
 
 
-def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
-    tok = tokenizer_task.load(inputs["tokenizer"])
-    corpus = inputs["corpus"]
+def build(
+    cfg: ShardsConfig, inputs: dict[str, Path], out: Path, map_chunks: Callable = shard_chunks.serial
+) -> dict:
+    """Tokenise in chunk jobs (`map_chunks(fn, jobs)` runs them: serially here, as Prefect tasks
+    in the flow), then pack, bucket and write the shards. Chunks and shards already finished
+    by a killed run in `out` are reused, so a rerun only builds what is missing."""
+    jobs = shard_chunks.plan(cfg, inputs, out)
+    map_chunks(shard_chunks.tokenize_chunk, jobs)
+    tokenized = {
+        (k, s): shard_chunks.read_chunks(jobs, k, s) for k in ("pretrain", "sft", "dpo") for s in SPLITS
+    }
     stats: dict = {"rows": {}, "tokens": {}}
 
     def write(rows: list[dict], kind: str, split: str) -> None:
-        for name, (n_rows, n_tokens) in write_shards(rows, kind, split, out, cfg.rows_per_shard).items():
+        markers = out / shard_chunks.WORK / "done"
+        for name, (n_rows, n_tokens) in write_shards(
+            rows, kind, split, out, cfg.rows_per_shard, markers
+        ).items():
             stats["rows"][name], stats["tokens"][name] = n_rows, n_tokens
 
-    column = cfg.curriculum.column if cfg.curriculum else None
     for split in SPLITS:
-        records = read_split(corpus, "pretrain", split)
-        docs = encode_template(tok, PRETRAIN.prompt + PRETRAIN.answer, records)
+        docs = tokenized["pretrain", split]
         pack = pack_pretrain if cfg.packing == "bfd" else pack_concat
-        rows, stats[f"pretrain_{split}"] = pack(docs, cfg.seq_len)
+        rows, stats[f"pretrain_{split}"] = pack([d["input_ids"] for d in docs], cfg.seq_len)
         if cfg.curriculum and split == "train":
-            scored = [_scored({}, r, column) for r in records]
-            difficulty = curriculum.row_scores(rows, curriculum.record_scores(cfg.curriculum, docs, scored))
-            rows = [rows[i] for i in curriculum.order(difficulty)]
-            stats["curriculum"] = {
-                "by": cfg.curriculum.by,
-                "pretrain_train": curriculum.summary(sorted(difficulty)),
-            }
+            scores = curriculum.record_scores(cfg.curriculum, [d["input_ids"] for d in docs], docs)
+            stats["curriculum"] = {"by": cfg.curriculum.by}
+            rows, stats["curriculum"]["pretrain_train"] = _by_difficulty(rows, scores)
         write(rows, "pretrain", split)
-
-    sft = {split: sft_examples(tok, corpus, cfg.sft_tasks, split, column) for split in SPLITS}
-    dpo = {split: dpo_examples(tok, corpus, split, column) for split in SPLITS}
-    lengths = {
-        "sft": {s: [len(ex["input_ids"]) for ex in sft[s]] for s in SPLITS},
-        "dpo": {
-            s: [len(e["prompt_ids"]) + max(len(e["chosen_ids"]), len(e["rejected_ids"])) for e in dpo[s]]
-            for s in SPLITS
-        },
-    }
     if cfg.curriculum:
-        for examples in (sft, dpo):
-            _set_difficulty(cfg.curriculum, examples["train"])
+        for kind in ("sft", "dpo"):
+            _set_difficulty(cfg.curriculum, tokenized[kind, "train"])
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
-        for kind, examples in (("sft", sft), ("dpo", dpo)):
+        for kind in ("sft", "dpo"):
+            lengths = {s: [_example_length(ex) for ex in tokenized[kind, s]] for s in SPLITS}
             bounds = cfg.bucket_boundaries
             if bounds == "auto":
-                bounds = auto_boundaries(lengths[kind]["train"], cfg.auto_buckets, cfg.max_len)
+                bounds = auto_boundaries(lengths["train"], cfg.auto_buckets, cfg.max_len)
             for split in SPLITS:
                 rows, stats[f"{kind}_{split}"] = bucketed(
-                    examples[split], lengths[kind][split], cfg, bounds, rejects
+                    tokenized[kind, split], lengths[split], cfg, bounds, rejects
                 )
                 if cfg.curriculum and split == "train":
                     stats["curriculum"][f"{kind}_train"] = curriculum.summary([r["difficulty"] for r in rows])
@@ -337,8 +282,16 @@ def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> dict:
                             packed, [r["difficulty"] for r in rows]
                         )
                     write(packed, "sft_packed", split)
-    stats["vocab_size"] = tok.get_vocab_size()
+    stats["vocab_size"] = tokenizer_task.load(inputs["tokenizer"]).get_vocab_size()
+    shutil.rmtree(out / shard_chunks.WORK)  # markers and chunks are not part of the artifact
     return stats
+
+
+def _example_length(ex: dict) -> int:
+    """SFT: prompt + answer; DPO: prompt + the longer completion (what a batch pads to)."""
+    if "input_ids" in ex:
+        return len(ex["input_ids"])
+    return len(ex["prompt_ids"]) + max(len(ex["chosen_ids"]), len(ex["rejected_ids"]))
 
 
 def _by_difficulty(rows: list[dict], doc_scores: list[float]) -> tuple[list[dict], dict]:

@@ -9,7 +9,7 @@ import pytest
 from schemas.config import load_config
 from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum
 from schemas.tokens import token_id
-from tasks import corpus, curriculum, shards, tokenizer
+from tasks import corpus, curriculum, shard_chunks, shards, tokenizer
 from tasks.contracts import ContractError
 from tests.conftest import tiny_config_data
 
@@ -209,3 +209,48 @@ def test_rarity_puts_common_tokens_first():
     assert curriculum.order(scores) == [0, 1, 2]
     with pytest.raises(ValueError, match="curriculum.column"):
         Curriculum(by="column")
+
+
+def files_of(directory) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted(directory.iterdir()) if f.is_file()}
+
+
+def test_killed_build_reruns_only_missing_chunks_and_shards_and_matches(built, tmp_path, monkeypatch):
+    """Chunks of 20 records (the fixture used one chunk per split): the same bytes either way."""
+    cfg, inputs, reference, _ = built
+    section = cfg.shards.model_copy(update={"chunk_rows": 20})
+    out = tmp_path / "staging"
+    out.mkdir()
+    jobs = shard_chunks.plan(section, inputs, out)
+    assert len(jobs) > 12
+    monkeypatch.setenv("LMPIPE_CRASH_AT", f"shards:after_{jobs[5]['file']}:raise")
+    with pytest.raises(RuntimeError, match="injected"):
+        shards.build(section, inputs, out)
+    monkeypatch.setenv("LMPIPE_CRASH_AT", "shards:after_pretrain-train-00001.arrow:raise")
+    with pytest.raises(RuntimeError, match="injected"):
+        shards.build(section, inputs, out)
+    first_shard = (out / "pretrain-train-00000.arrow").stat()
+    monkeypatch.delenv("LMPIPE_CRASH_AT")
+    ran = []
+
+    def recording(fn, jobs):
+        ran.extend(j["file"] for j in jobs if not (out / shard_chunks.WORK / j["file"]).exists())
+        return shard_chunks.serial(fn, jobs)
+
+    shards.build(section, inputs, out, recording)
+    assert ran == []  # every chunk was finished by the killed runs
+    again = (out / "pretrain-train-00000.arrow").stat()
+    assert (again.st_ino, again.st_mtime_ns) == (first_shard.st_ino, first_shard.st_mtime_ns)
+    assert files_of(out) == files_of(reference)
+    assert not (out / shard_chunks.WORK).exists()
+
+
+def test_dask_and_thread_runners_build_the_same_bytes(built, tmp_path, prefect_harness):
+    from flows.shards import parallel_build
+
+    cfg, inputs, reference, _ = built
+    for runner in ("threads", "dask"):
+        out = tmp_path / runner
+        out.mkdir()
+        parallel_build(cfg.shards.model_copy(update={"runner": runner, "chunk_rows": 40}), inputs, out)
+        assert files_of(out) == files_of(reference), runner

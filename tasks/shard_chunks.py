@@ -1,0 +1,205 @@
+"""Tokenising the corpus for the shards stage, chunk by chunk: the part that runs in parallel.
+
+Each (task, split) of the corpus is cut into chunks of `chunk_rows` records, and every chunk is
+tokenised by its own job (a Prefect task on a thread pool or on Dask workers, see
+flows/shards.py), which writes one Arrow file into the staging directory:
+
+    out/.work/tok-sft-train-translation-00003.arrow    token ids of records 6000..7999
+
+A chunk file is written under a temporary name, fsynced and renamed, so its presence is its
+completion marker: a rerun after a kill tokenises only the missing chunks. The stage then reads
+the chunks back in plan order, so its shards depend neither on which worker ran which chunk nor
+on the chunk size. Jobs are plain dicts of strings and numbers (they travel to other processes).
+"""
+
+import functools
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from tokenizers import Tokenizer
+
+from schemas.shards import IGNORE_INDEX, TOKENIZED_SCHEMAS, ShardsConfig
+from schemas.templates import PREFERENCE_COMPLETION, PREFERENCE_PROMPT, PRETRAIN, SFT_TEMPLATES
+from schemas.tokens import token_id
+from tasks import curriculum
+from tasks import tokenizer as tokenizer_task
+from tasks.artifacts import fsync_path
+from tasks.faults import crash_point
+
+SPLITS = ("train", "validation")
+WORK = ".work"  # chunk files and shard markers; removed before the stage is published
+
+
+def encode_template(tok: Tokenizer, parts: tuple[str, ...], rows: list[dict]) -> list[list[int]]:
+    """Token ids of `parts` for every row: fields encoded in one batch, specials by id.
+
+    >>> encode_template(tok, ("<bos>", "{text}"), [{"text": "hi"}])
+    [[1, 1234]]
+    """
+    encoded = {}
+    for p in parts:
+        if p.startswith("{"):
+            texts = [row[p[1:-1]] for row in rows]
+            encoded[p] = [e.ids for e in tok.encode_batch_fast(texts, add_special_tokens=False)]
+    out = []
+    for r in range(len(rows)):
+        ids: list[int] = []
+        for p in parts:
+            ids += encoded[p][r] if p in encoded else [token_id(p)]
+        out.append(ids)
+    return out
+
+
+def plan(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> list[dict]:
+    """The tokenising jobs: one per chunk of `chunk_rows` records of each task and split."""
+    corpus = inputs["corpus"]
+    kinds = [("pretrain", "pretrain")] + [("sft", t) for t in cfg.sft_tasks] + [("dpo", "preference")]
+    jobs = []
+    for split in SPLITS:
+        for kind, task in kinds:
+            n = split_size(corpus / f"{task}.parquet", split)
+            for index, start in enumerate(range(0, n, cfg.chunk_rows)):
+                jobs.append(
+                    {
+                        "kind": kind,
+                        "task": task,
+                        "split": split,
+                        "start": start,
+                        "stop": min(n, start + cfg.chunk_rows),
+                        "file": f"tok-{kind}-{split}-{task}-{index:05d}.arrow",
+                        "corpus": str(corpus),
+                        "tokenizer": str(inputs["tokenizer"]),
+                        "work": str(out / WORK),
+                        "column": cfg.curriculum.column if cfg.curriculum else None,
+                    }
+                )
+    return jobs
+
+
+def split_size(path: Path, split: str) -> int:
+    """Records of one split in a corpus table (0 when the task has no table)."""
+    if not path.exists():
+        return 0
+    return pq.read_table(path, columns=["split"], filters=[("split", "=", split)]).num_rows
+
+
+def serial(fn: Callable[[dict], str], jobs: list[dict]) -> list[str]:
+    """Run the jobs one after another in this process (what the flow replaces with Prefect tasks)."""
+    return [fn(job) for job in jobs]
+
+
+def tokenize_chunk(job: dict) -> str:
+    """Tokenise one chunk into `<work>/<file>` unless a finished file is already there."""
+    final = Path(job["work"]) / job["file"]
+    if final.exists():
+        return job["file"]
+    records = _records(Path(job["corpus"]), job["task"], job["split"], job["start"], job["stop"])
+    tok = _tokenizer(job["tokenizer"])
+    examples = {"pretrain": pretrain_docs, "sft": sft_examples, "dpo": dpo_examples}[job["kind"]](
+        tok, job["task"], records, job["column"]
+    )
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{os.getpid()}")
+    table = pa.Table.from_pylist(examples, schema=TOKENIZED_SCHEMAS[job["kind"]])
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    fsync_path(tmp)
+    os.replace(tmp, final)
+    crash_point("shards", f"after_{job['file']}")
+    return job["file"]
+
+
+def read_chunks(jobs: list[dict], kind: str, split: str) -> list[dict]:
+    """The tokenised records of one kind and split, in plan order ("score" only where set)."""
+    out = []
+    for job in jobs:
+        if (job["kind"], job["split"]) == (kind, split):
+            path = Path(job["work"]) / job["file"]
+            rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all().to_pylist()
+            out += [{k: v for k, v in r.items() if not (k == "score" and v is None)} for r in rows]
+    return out
+
+
+@functools.lru_cache(maxsize=4)
+def _tokenizer(directory: str) -> Tokenizer:
+    return tokenizer_task.load(Path(directory))
+
+
+def _records(corpus: Path, task: str, split: str, start: int, stop: int) -> list[dict]:
+    path = corpus / f"{task}.parquet"
+    stat = path.stat()
+    table = _split_table(str(path), split, stat.st_mtime_ns, stat.st_size)
+    rows = table.slice(start, stop - start).to_pylist()
+    return weighted(rows) if split == "train" else rows
+
+
+@functools.lru_cache(maxsize=2)
+def _split_table(path: str, split: str, mtime_ns: int, size: int) -> pa.Table:
+    """One split of a corpus table, read once per process (mtime and size key the cache)."""
+    return pq.read_table(path, filters=[("split", "=", split)])
+
+
+def read_split(corpus: Path, task: str, split: str) -> list[dict]:
+    """Every record of one split (training records with their mixing weights applied)."""
+    path = corpus / f"{task}.parquet"
+    if not path.exists():
+        return []
+    return _records(corpus, task, split, 0, split_size(path, split))
+
+
+def weighted(rows: list[dict]) -> list[dict]:
+    """Apply each source's mixing weight to training records (validation stays as it is).
+
+    Weight 2.5 keeps every record twice and a third time for half of them, 0.5 keeps half;
+    which ones is decided by a hash of the id, so it is deterministic (and the same whether
+    applied to a whole split or chunk by chunk). Copies get `#k` ids.
+
+    >>> [r["id"] for r in weighted([{"id": "a", "weight": 2.0}, {"id": "b", "weight": 1.0}])]
+    ['a', 'a#2', 'b']
+    """
+    out = []
+    for r in rows:
+        w = r.get("weight", 1.0)
+        fraction = int(hashlib.sha256(r["id"].encode()).hexdigest()[:8], 16) / 16**8
+        copies = int(w) + (fraction < w - int(w))
+        out += [r if k == 0 else {**r, "id": f"{r['id']}#{k + 1}"} for k in range(copies)]
+    return out
+
+
+def pretrain_docs(tok: Tokenizer, task: str, rows: list[dict], column: str | None) -> list[dict]:
+    docs = encode_template(tok, PRETRAIN.prompt + PRETRAIN.answer, rows)
+    return [_scored({"id": r["id"], "input_ids": d}, r, column) for r, d in zip(rows, docs, strict=True)]
+
+
+def sft_examples(tok: Tokenizer, task: str, rows: list[dict], column: str | None) -> list[dict]:
+    """Prompt + answer ids, labels -100 on the prompt; with `column`, that corpus value as "score"."""
+    template = SFT_TEMPLATES[task]
+    prompts = encode_template(tok, template.prompt, rows)
+    answers = encode_template(tok, template.answer, rows)
+    return [
+        _scored(
+            {"id": r["id"], "task": task, "input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a},
+            r,
+            column,
+        )
+        for r, p, a in zip(rows, prompts, answers, strict=True)
+    ]
+
+
+def dpo_examples(tok: Tokenizer, task: str, rows: list[dict], column: str | None) -> list[dict]:
+    """The prompt tokenised once, shared by both completions (no merge across the boundary)."""
+    prompts = encode_template(tok, PREFERENCE_PROMPT, rows)
+    chosen = encode_template(tok, PREFERENCE_COMPLETION, [{"completion": r["chosen"]} for r in rows])
+    rejected = encode_template(tok, PREFERENCE_COMPLETION, [{"completion": r["rejected"]} for r in rows])
+    return [
+        _scored({"id": r["id"], "prompt_ids": p, "chosen_ids": c, "rejected_ids": j}, r, column)
+        for r, p, c, j in zip(rows, prompts, chosen, rejected, strict=True)
+    ]
+
+
+def _scored(example: dict, record: dict, column: str | None) -> dict:
+    return {**example, "score": curriculum.column_value(record, column)} if column else example
