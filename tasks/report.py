@@ -34,6 +34,11 @@ def key_figures(stage: str, s: dict) -> str:
         return (
             f"pretrain {p['rows']} rows, {p['tokens']} tokens, fill {p['fill_rate']:.2%}; "
             f"sft {sft['examples']} ex, padding {sft[pad]:.1%}; dpo {dpo['examples']} pairs, padding {dpo[pad]:.1%}"
+            + (
+                f"; {s['split_documents']} document pieces from splitting, {s['rejected_too_long']} too long"
+                if "split_documents" in s
+                else ""
+            )
         )
     return training_figures(stage, s)
 

@@ -41,6 +41,7 @@ from tasks.shard_chunks import encode_template, read_split, weighted  # noqa: F4
 
 SPLITS = shard_chunks.SPLITS
 REJECTS = "rejects.jsonl"
+PLOT = "lengths.png"
 
 
 def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
@@ -283,13 +284,64 @@ def build(
                         )
                     write(packed, "sft_packed", split)
     stats["vocab_size"] = tokenizer_task.load(inputs["tokenizer"]).get_vocab_size()
+    stats.update(headline(stats))
+    lengths_png(
+        cfg,
+        {k: [_example_length(ex) for ex in tokenized[k, "train"]] for k in ("pretrain", "sft", "dpo")},
+        out / PLOT,
+    )
     shutil.rmtree(out / shard_chunks.WORK)  # markers and chunks are not part of the artifact
     return stats
 
 
+def headline(stats: dict) -> dict:
+    """The figures the stage's Prefect artifact shows first: fill, padding, what was cut or dropped.
+
+    Nothing is truncated: long documents are split into pieces (`split_documents` more pieces
+    than documents), SFT/DPO examples over max_len are rejected (`rejected_too_long`).
+    """
+    p = stats["pretrain_train"]
+    pad = next(k for k in stats["sft_train"] if k.startswith("padding_bucketed"))
+    return {
+        "fill_rate": p["fill_rate"],
+        "padding_fraction_sft": stats["sft_train"][pad],
+        "padding_fraction_dpo": stats["dpo_train"][pad],
+        "split_documents": sum(
+            stats[f"pretrain_{s}"]["pieces"] - stats[f"pretrain_{s}"]["documents"] for s in SPLITS
+        ),
+        "rejected_too_long": sum(
+            stats[f"{k}_{s}"]["rejected_too_long"] for k in ("sft", "dpo") for s in SPLITS
+        ),
+    }
+
+
+def lengths_png(cfg: ShardsConfig, lengths: dict[str, list[int]], path: Path) -> None:
+    """Token-length histograms of the training split (log counts), with the row length and
+    bucket bounds drawn in. Written without metadata, so the bytes depend only on the data."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(lengths), 1, figsize=(7, 1.8 * len(lengths)))
+    for ax, (kind, n) in zip(axes, lengths.items(), strict=True):
+        ax.hist(n or [0], bins=50, log=True)
+        limit = cfg.seq_len if kind == "pretrain" else cfg.max_len
+        ax.axvline(limit, color="red", linewidth=1)
+        if kind != "pretrain" and cfg.bucket_boundaries != "auto":
+            for b in cfg.bucket_boundaries[:-1]:
+                ax.axvline(b, color="grey", linewidth=0.5)
+        ax.set_title(
+            f"{kind} train: {len(n)} {'documents' if kind == 'pretrain' else 'examples'}, tokens", fontsize=8
+        )
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    plt.close(fig)
+
+
 def _example_length(ex: dict) -> int:
     """SFT: prompt + answer; DPO: prompt + the longer completion (what a batch pads to)."""
-    if "input_ids" in ex:
+    if "input_ids" in ex:  # also a pretraining document
         return len(ex["input_ids"])
     return len(ex["prompt_ids"]) + max(len(ex["chosen_ids"]), len(ex["rejected_ids"]))
 

@@ -254,3 +254,17 @@ def test_dask_and_thread_runners_build_the_same_bytes(built, tmp_path, prefect_h
         out.mkdir()
         parallel_build(cfg.shards.model_copy(update={"runner": runner, "chunk_rows": 40}), inputs, out)
         assert files_of(out) == files_of(reference), runner
+
+
+def test_headline_figures_and_length_histogram_for_the_prefect_artifact(built):
+    _, _, out, stats = built
+    assert (out / shards.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert stats["fill_rate"] == stats["pretrain_train"]["fill_rate"]
+    assert stats["padding_fraction_sft"] == stats["sft_train"]["padding_bucketed@16"]
+    pieces = documents = 0
+    for split in shards.SPLITS:
+        for row in shards.load(out, "pretrain", split).to_pylist():
+            pieces += len(row["doc_lens"]) - (row["n_tokens"] < len(row["input_ids"]))  # minus padding
+        documents += stats[f"pretrain_{split}"]["documents"]
+    assert stats["split_documents"] == pieces - documents > 0
+    assert stats["rejected_too_long"] == sum(1 for _ in (out / shards.REJECTS).open())
