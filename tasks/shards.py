@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from tokenizers import Tokenizer
 
 from schemas.contracts import shard_suite
 from schemas.manifest import ContractResult
@@ -127,6 +128,16 @@ def _pack_stats(docs: list[list[int]], pieces: int, rows: list[dict], seq_len: i
         "tokens": tokens,
         "fill_rate": fill_rate,
     }
+
+
+def sft_examples(tok: Tokenizer, corpus: Path, tasks: list[str], split: str) -> list[dict]:
+    """Every SFT example of one split, tokenised here in one go (the stage does it in chunks)."""
+    return [ex for t in tasks for ex in shard_chunks.sft_examples(tok, t, read_split(corpus, t, split), None)]
+
+
+def dpo_examples(tok: Tokenizer, corpus: Path, split: str) -> list[dict]:
+    """Every preference pair of one split, tokenised here in one go (the stage does it in chunks)."""
+    return shard_chunks.dpo_examples(tok, "preference", read_split(corpus, "preference", split), None)
 
 
 def auto_boundaries(lengths: list[int], count: int, max_len: int) -> list[int]:

@@ -79,6 +79,17 @@ def test_examples_are_sorted_into_buckets_and_never_split(built):
         assert s["padding_bucketed@16"] < s["padding_random@16"]
 
 
+def test_whole_split_tokenising_matches_the_chunked_stage(built):
+    cfg, inputs, out, stats = built
+    tok = tokenizer.load(inputs["tokenizer"])
+    sft = shards.sft_examples(tok, inputs["corpus"], cfg.shards.sft_tasks, "validation")
+    stored = {r["id"]: r["input_ids"] for r in shards.load(out, "sft", "validation").to_pylist()}
+    assert len(sft) == len(stored) + stats["sft_validation"]["rejected_too_long"]
+    assert all(stored[ex["id"]] == ex["input_ids"] for ex in sft if ex["id"] in stored)
+    pairs = shards.dpo_examples(tok, inputs["corpus"], "train")
+    assert len(pairs) == stats["dpo_train"]["examples"] + stats["dpo_train"]["rejected_too_long"]
+
+
 def test_packed_sft_rows_hold_every_example_whole(built):
     cfg, _, out, stats = built
     examples = {r["id"]: r for r in shards.load(out, "sft", "train").to_pylist()}
