@@ -8,6 +8,7 @@ Baselines: `pyarrow.json.read_json` and `datasets.load_dataset("json")` on the s
 """
 
 import argparse
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -29,6 +30,9 @@ def sources(work: Path, limit: int | None) -> CorpusConfig:
     cfg = load_config("tiny").corpus
     if limit is None:
         return cfg
+    # The cut files live in the benchmark's own temp folder: let the corpus stage read them.
+    roots = os.environ.get("LMPIPE_DATA_ROOTS", "")
+    os.environ["LMPIPE_DATA_ROOTS"] = os.pathsep.join(filter(None, [roots, str(work)]))
     cut = []
     for src in cfg.sources:
         path = work / Path(src.path).name

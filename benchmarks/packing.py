@@ -12,8 +12,10 @@ import random
 import sys
 
 from benchmarks.common import raw_texts, summary, timed, write_results
+from benchmarks.suite import measured
+from schemas.templates import PRETRAIN
 from schemas.tokenizer import TokenizerConfig
-from tasks import packing, tokenizer
+from tasks import packing, shards, tokenizer
 
 SEQ_LEN = 512
 
@@ -63,6 +65,51 @@ def padding_rows(lengths: list[int], boundaries: list[int]) -> list[dict]:
     return [
         {"method": k, "padding": round(packing.padding_fraction(lengths, v), 4)} for k, v in plans.items()
     ]
+
+
+def trl_packed(seqs: list[list[int]], seq_len: int, strategy: str = "bfd") -> list[int]:
+    """Token counts of the rows TRL's `pack_dataset` makes (inside `datasets.map`)."""
+    from datasets import Dataset
+    from trl.data_utils import pack_dataset
+
+    packed = pack_dataset(Dataset.from_dict({"input_ids": seqs}), seq_len, strategy)
+    return [sum(x) for x in packed["seq_lengths"]]
+
+
+def suite(data, repeats: int) -> list[dict]:
+    """Rows of `python -m benchmarks`: the shards stage's pretraining rows at seq_len 512."""
+    rows = shards.read_split(data.corpus, "pretrain", "train")
+    docs = shards.encode_template(data.tok, PRETRAIN.prompt + PRETRAIN.answer, rows)
+    total = sum(map(len, docs))
+    packed, _ = shards.pack_pretrain(docs, SEQ_LEN)
+    ours_fill = sum(r["n_tokens"] for r in packed) / (len(packed) * SEQ_LEN)
+    lost = total - sum(r["n_tokens"] for r in packed)
+    sizes = [n for _, _, n in packing.split_long(list(map(len, docs)), SEQ_LEN)]
+    trl = trl_packed(docs, SEQ_LEN)
+    baselines = {
+        "global best-fit-decreasing": fill(sizes, packing.best_fit_decreasing(sizes, SEQ_LEN)),
+        "greedy next-fit": fill(sizes, packing.next_fit(sizes, SEQ_LEN)),
+        "TRL pack_dataset bfd": sum(trl) / (len(trl) * SEQ_LEN),
+    }
+    trl_lost = f"TRL bfd keeps {sum(trl):,} of {total:,} tokens ({1 - sum(trl) / total:.1%} lost by truncation)"
+    out = []
+    for name, base in baselines.items():
+        goal = name.startswith("global")
+        out.append(
+            measured(
+                f"pretraining packing at seq_len {SEQ_LEN}, long documents split",
+                "shards.pack_pretrain",
+                name,
+                "fill %",
+                [100 * ours_fill],
+                [100 * base],
+                "fill ≥ BFD − 0.05 points, zero tokens lost" if goal else "",
+                (lambda o, r, b=100 * base: o >= b - 0.05 and lost == 0) if goal else None,
+                f"{len(docs):,} documents, {total:,} tokens, {lost} lost"
+                + ("; " + trl_lost if name.startswith("TRL") else ""),
+            )
+        )
+    return out
 
 
 def main(quick: bool = False) -> None:
