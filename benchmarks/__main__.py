@@ -90,9 +90,13 @@ def run(quick: bool = False, repeats: int = 3, only: list[str] | None = None, ou
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tiny slice, one round (smoke test)")
-    parser.add_argument("--repeats", type=int, default=None, help="alternating rounds (default 3; 1 with --quick)")
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="alternating rounds (default 3; 1 with --quick)"
+    )
     parser.add_argument("--only", default="", help="comma-separated: " + ",".join(c[0] for c in COMPARISONS))
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1: steadier when shared)")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: steadier when shared)"
+    )
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)

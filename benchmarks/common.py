@@ -25,15 +25,16 @@ def timed(fn: Callable[[], object], repeats: int) -> tuple[list[float], object]:
 def alternate(sides: dict[str, Callable[[], object]], repeats: int) -> tuple[dict, dict]:
     """Run the sides in turn, A B A B ..., so drift on a shared machine hits each alike.
 
-    Returns ({side: {"wall": [s, ...], "cpu": [s, ...]}}, {side: its last result}). CPU time
-    is the whole process's (every thread), which a busy neighbour disturbs less than wall time.
+    Returns ({side: {"wall": [s, ...], "cpu": [s, ...]}}, {side: [its result each round]}).
+    CPU time is the whole process's (every thread), which a busy neighbour disturbs less than
+    wall time.
     """
     times = {k: {"wall": [], "cpu": []} for k in sides}
-    results: dict[str, object] = {}
+    results: dict[str, list] = {k: [] for k in sides}
     for _ in range(repeats):
         for name, fn in sides.items():
             wall, cpu = time.perf_counter(), time.process_time()
-            results[name] = fn()
+            results[name].append(fn())
             times[name]["cpu"].append(time.process_time() - cpu)
             times[name]["wall"].append(time.perf_counter() - wall)
     return times, results

@@ -29,7 +29,9 @@ class Embedded:
 
     def all_texts(self) -> list[str]:
         """Every text field of every record, both splits, all tasks."""
-        return [row[f] for task, _, row in tokenizer.corpus_rows(self.corpus, None) for f in TASK_FIELDS[task]]
+        return [
+            row[f] for task, _, row in tokenizer.corpus_rows(self.corpus, None) for f in TASK_FIELDS[task]
+        ]
 
     def sft_examples(self, max_len: int) -> list[dict]:
         """The shards stage's SFT training examples of at most `max_len` tokens."""
@@ -41,7 +43,9 @@ class Embedded:
         """The shards stage's DPO training pairs whose longer side fits in `max_len` tokens."""
         pairs = shards.dpo_examples(self.tok, self.corpus, "train")
         return [
-            p for p in pairs if len(p["prompt_ids"]) + max(len(p["chosen_ids"]), len(p["rejected_ids"])) <= max_len
+            p
+            for p in pairs
+            if len(p["prompt_ids"]) + max(len(p["chosen_ids"]), len(p["rejected_ids"])) <= max_len
         ]
 
 

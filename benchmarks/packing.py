@@ -91,7 +91,9 @@ def suite(data, repeats: int) -> list[dict]:
         "greedy next-fit": fill(sizes, packing.next_fit(sizes, SEQ_LEN)),
         "TRL pack_dataset bfd": sum(trl) / (len(trl) * SEQ_LEN),
     }
-    trl_lost = f"TRL bfd keeps {sum(trl):,} of {total:,} tokens ({1 - sum(trl) / total:.1%} lost by truncation)"
+    trl_lost = (
+        f"TRL bfd keeps {sum(trl):,} of {total:,} tokens ({1 - sum(trl) / total:.1%} lost by truncation)"
+    )
     out = []
     for name, base in baselines.items():
         goal = name.startswith("global")

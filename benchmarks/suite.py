@@ -17,7 +17,20 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
 
-COLUMNS = ("work", "lmpipe", "baseline", "unit", "ours", "ours_range", "base", "base_range", "ratio", "goal", "met", "note")
+COLUMNS = (
+    "work",
+    "lmpipe",
+    "baseline",
+    "unit",
+    "ours",
+    "ours_range",
+    "base",
+    "base_range",
+    "ratio",
+    "goal",
+    "met",
+    "note",
+)
 LIBRARIES = ("torch", "tokenizers", "transformers", "trl", "peft", "datasets", "pyarrow", "prefect")
 
 
@@ -73,7 +86,9 @@ def machine() -> dict:
     model = platform.processor() or ""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+            model = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model
+            )
     except OSError:
         pass
     return {
@@ -101,6 +116,8 @@ def markdown(rows: list[dict], info: dict, setup: str) -> str:
         "|" + "---|" * len(COLUMNS),
     ]
     lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
-    missed = [r["work"] + (f" ({r['baseline']})" if r["baseline"] else "") for r in rows if r["met"] == "missed"]
+    missed = [
+        r["work"] + (f" ({r['baseline']})" if r["baseline"] else "") for r in rows if r["met"] == "missed"
+    ]
     lines += ["", "Goals missed: " + ("; ".join(missed) if missed else "none") + "."]
     return "\n".join(lines) + "\n"

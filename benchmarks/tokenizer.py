@@ -50,7 +50,7 @@ def suite(data, repeats: int) -> list[dict]:
     """Rows of `python -m benchmarks`: tokenizer training and encoding all text, CPU time."""
     cfg = data.cfg
     texts = list(tokenizer.training_texts(data.corpus, cfg.max_train_chars))
-    times, last = alternate(
+    times, results = alternate(
         {
             # ours reads its sample from the corpus stage's Parquet files; the baseline gets it in memory
             "ours": lambda: tokenizer.train(tokenizer.training_texts(data.corpus, cfg.max_train_chars), cfg),
@@ -58,7 +58,7 @@ def suite(data, repeats: int) -> list[dict]:
         },
         repeats,
     )
-    same = same_merges(last["ours"], last["base"])
+    same = same_merges(results["ours"][-1], results["base"][-1])
     train = measured(
         f"tokenizer training (byte-level BPE, {cfg.vocab_size // 1024}k)",
         "tokenizer.train on the stage's sample",
@@ -81,15 +81,15 @@ def encoding(data, repeats: int) -> dict:
     rows = [{"text": t} for t in texts]
     default = Tokenizer.from_str(data.tok.to_str())
     default.encode_special_tokens = False  # the library default
-    times, last = alternate(
+    times, results = alternate(
         {
             "ours": lambda: shards.encode_template(data.tok, ("{text}",), rows),
             "base": lambda: [e.ids for e in default.encode_batch_fast(texts)],
         },
         repeats,
     )
-    same = last["ours"] == last["base"]
-    n = sum(map(len, last["base"]))
+    same = results["ours"][-1] == results["base"][-1]
+    n = sum(map(len, results["base"][-1]))
     ours, base = times["ours"]["cpu"], times["base"]["cpu"]
     return measured(
         "encoding all text",

@@ -76,12 +76,62 @@ def progress_callback():
     return LogProgress()
 
 
-def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
+def make_trainer(cfg: DpoConfig, model, train, val, tokenizer, scratch: str):
+    """TRL's DPO trainer as the stage runs it: LoRA, one-bucket batches, float32 on CPU.
+
+    `train`/`val` are DPO shard tables; `scratch` is TRL's output_dir (nothing is saved there).
+    """
     from datasets import Dataset
     from peft import LoraConfig
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig
+
+    args = DPOConfig(
+        output_dir=scratch,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=torch.cuda.is_available(),
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
+        warmup_steps=cfg.warmup_steps,
+        max_grad_norm=cfg.max_grad_norm,
+        beta=cfg.beta,
+        seed=cfg.seed,
+        logging_steps=cfg.log_every,
+        save_strategy="no",
+        report_to=[],
+        disable_tqdm=True,
+        max_length=None,
+        dataloader_num_workers=0,
+    )
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM",
+    )
+    trainer_class = make_trainer_class()
+    trainer_class.bucket_sampler = BucketBatchSampler(train["bucket"].to_pylist(), cfg.batch_size, cfg.seed)
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(train.select(COLUMNS).to_pydict()),
+        eval_dataset=Dataset.from_dict(val.select(COLUMNS).to_pydict()),
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[progress_callback()],
+    )
+    trainer.remove_callback(PrinterCallback)
+    return trainer
+
+
+def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     training.setup(cfg)
     train = shards_task.load(inputs["shards"], "dpo", "train")
@@ -93,49 +143,7 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
         out / training.RESUME / "before.json", lambda: evaluation.preference_accuracy(model, val, device)
     )
     with tempfile.TemporaryDirectory() as scratch:
-        args = DPOConfig(
-            output_dir=scratch,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=torch.cuda.is_available(),
-            max_steps=cfg.max_steps,
-            per_device_train_batch_size=cfg.batch_size,
-            per_device_eval_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
-            learning_rate=cfg.lr,
-            weight_decay=cfg.weight_decay,
-            lr_scheduler_type=cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
-            warmup_steps=cfg.warmup_steps,
-            max_grad_norm=cfg.max_grad_norm,
-            beta=cfg.beta,
-            seed=cfg.seed,
-            logging_steps=cfg.log_every,
-            save_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-            max_length=None,
-            dataloader_num_workers=0,
-        )
-        lora = LoraConfig(
-            r=cfg.lora_r,
-            lora_alpha=cfg.lora_alpha,
-            lora_dropout=cfg.lora_dropout,
-            target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-            task_type="CAUSAL_LM",
-        )
-        trainer_class = make_trainer_class()
-        trainer_class.bucket_sampler = BucketBatchSampler(
-            train["bucket"].to_pylist(), cfg.batch_size, cfg.seed
-        )
-        trainer = trainer_class(
-            model=model,
-            args=args,
-            train_dataset=Dataset.from_dict(train.select(COLUMNS).to_pydict()),
-            eval_dataset=Dataset.from_dict(val.select(COLUMNS).to_pydict()),
-            processing_class=tokenizer,
-            peft_config=lora,
-            callbacks=[progress_callback()],
-        )
-        trainer.remove_callback(PrinterCallback)
+        trainer = make_trainer(cfg, model, train, val, tokenizer, scratch)
         before = trainer.evaluate()
         result = trainer.train()
         after = trainer.evaluate()
