@@ -2,7 +2,7 @@
 
     python -m benchmarks                 # the full embedded corpus, 3 alternating repeats
     python -m benchmarks --repeats 5     # more rounds (A B A B ...)
-    python -m benchmarks --quick         # the first 40 lines of each file, 1 round (smoke test)
+    python -m benchmarks --quick         # the first 20 lines of each file, 1 round (smoke test)
     python -m benchmarks --only batching,steps
 
 Writes benchmarks/results/benchmarks.{md,json} (`benchmarks-quick.*` with --quick): one row
@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from pathlib import Path
 
 import torch
@@ -60,8 +61,19 @@ def run_one(name: str, module: str, work: str, data, repeats: int) -> tuple[list
     return rows, True
 
 
+def quiet() -> None:
+    """Keep progress bars, trainer log dicts and deprecation chatter out of the table's output."""
+    import datasets
+    import transformers
+
+    logging.getLogger("tasks").setLevel(logging.WARNING)
+    datasets.disable_progress_bars()
+    transformers.logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
 def run(quick: bool = False, repeats: int = 3, only: list[str] | None = None, out: Path = RESULTS) -> dict:
-    logging.getLogger("tasks").setLevel(logging.WARNING)  # keep training progress lines out
+    quiet()
     chosen = [c for c in COMPARISONS if not only or c[0] in only]
     rows, ok = [], True
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,7 +84,7 @@ def run(quick: bool = False, repeats: int = 3, only: list[str] | None = None, ou
             ok &= ran
     info = machine()
     setup = (
-        f"Embedded corpus ({'first 40 lines of each file' if quick else 'all of data/raw'}), one run, "
+        f"Embedded corpus ({'first 20 lines of each file' if quick else 'all of data/raw'}), one run, "
         f"{repeats} alternating round(s) per comparison; ratio = lmpipe / baseline in the row's unit. "
         "The machine is shared, so absolute numbers are noisy; the ratios, measured side by side "
         "in the same run, are what count."

@@ -4,8 +4,8 @@ Rows of `python -m benchmarks` (run alone: `python -m benchmarks --only batching
 
 SFT at seq_len 512, 16 examples a batch, examples never split: one-bucket batches (the SFT
 stage's sampler) against random batches, transformers' `LengthGroupedSampler` (what
-`group_by_length=True` uses) and TRL's `pack_dataset` (bfd, inside `datasets.map`) with its
-packed rows batched 16 at a time.
+`group_by_length=True` uses) and TRL's `pack_dataset` (bfd, inside `datasets.map`; rows
+padded to 512). Packed SFT rows (the shards stage's `sft_packing`) against TRL's packing.
 
 DPO, 8 pairs a batch: TRL's collator puts prompt+chosen and prompt+rejected of every pair in
 one batch, right-padded to the longest of the 16 sequences; that is the padding counted here.
@@ -17,7 +17,7 @@ import torch
 from benchmarks.packing import trl_packed
 from benchmarks.suite import measured
 from schemas.config import load_config
-from tasks import packing
+from tasks import packing, shards
 
 SFT_LEN, SFT_BATCH, DPO_BATCH, SEED = 512, 16, 8, 0
 
@@ -57,7 +57,20 @@ def sft_rows(data) -> list[dict]:
         "TRL packing (pack_dataset bfd, rows padded to 512)": 1 - sum(trl_rows) / (len(trl_rows) * SFT_LEN),
     }
     note = f"{len(examples):,} examples, {sum(lengths):,} tokens; buckets {bounds}"
-    return [
+    packed, stats = shards.pack_sft(examples, SFT_LEN)
+    whole = sorted(i for r in packed for i in r["ids"]) == sorted(ex["id"] for ex in examples)
+    packed_row = measured(
+        f"SFT batches at seq_len {SFT_LEN}, examples never split",
+        "packed SFT rows (shards.pack_sft, BFD)",
+        "TRL packing (pack_dataset bfd, rows padded to 512)",
+        "padding %",
+        [pct(1 - stats["fill_rate"])],
+        [pct(baselines["TRL packing (pack_dataset bfd, rows padded to 512)"])],
+        "packed ≤ 0.1% padding, examples whole",
+        lambda o, r: o <= 0.1 and whole,
+        f"{len(packed)} rows of {SFT_LEN}; every example whole, once: {'yes' if whole else 'NO'}",
+    )
+    return [packed_row] + [
         measured(
             f"SFT batches at seq_len {SFT_LEN}, examples never split",
             f"one-bucket batches of {SFT_BATCH}",

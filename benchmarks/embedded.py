@@ -3,7 +3,7 @@
 The tiny preset's five raw files go through our corpus stage once; the 8k byte-level BPE is
 trained on the stage's sample once; the SFT and DPO examples are what the shards stage would
 write (templates, control tokens by id, examples over max_len left out). `--quick` cuts every
-file to its first 40 lines.
+file to its first 20 lines and the tokenizer's sample to 50k characters.
 """
 
 from dataclasses import dataclass
@@ -16,7 +16,7 @@ from schemas.tokenizer import TokenizerConfig
 from tasks import corpus, shards, tokenizer
 
 VOCAB = 8192
-QUICK_LINES = 40
+QUICK_LINES, QUICK_TRAIN_CHARS = 20, 50_000
 
 
 @dataclass
@@ -53,7 +53,7 @@ def build(work: Path, quick: bool) -> Embedded:
     corpus_dir, tok_dir = work / "corpus", work / "tokenizer"
     corpus_dir.mkdir()
     corpus.build(sources(work, QUICK_LINES if quick else None), {}, corpus_dir)
-    cfg = TokenizerConfig(vocab_size=VOCAB)
+    cfg = TokenizerConfig(vocab_size=VOCAB, **({"max_train_chars": QUICK_TRAIN_CHARS} if quick else {}))
     tok = tokenizer.train(tokenizer.training_texts(corpus_dir, cfg.max_train_chars), cfg)
     tokenizer.save(tok, tok_dir)
     return Embedded(corpus_dir, tok_dir, tokenizer.load(tok_dir), cfg, quick)

@@ -54,6 +54,10 @@ def measured(
     `check(ours_median, ratio)` says whether the goal is met.
     """
     o, b = statistics.median(ours), statistics.median(base)
+
+    def spread(xs: list[float]) -> str:  # one measurement (a count, a padding share) has none
+        return f"{_fmt(min(xs))}–{_fmt(max(xs))}" if len(xs) > 1 else ""
+
     ratio = o / b if b else float("nan")
     met = None if check is None else check(o, ratio)
     return {
@@ -62,9 +66,9 @@ def measured(
         "baseline": baseline,
         "unit": unit,
         "ours": _fmt(o),
-        "ours_range": f"{_fmt(min(ours))}–{_fmt(max(ours))}",
+        "ours_range": spread(ours),
         "base": _fmt(b),
-        "base_range": f"{_fmt(min(base))}–{_fmt(max(base))}",
+        "base_range": spread(base),
         "ratio": round(ratio, 3),
         "goal": goal,
         "met": "—" if met is None else ("met" if met else "missed"),
