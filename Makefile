@@ -1,5 +1,5 @@
 # Everyday targets. `make run` and `make test` install what is missing first.
-.PHONY: install run test lint plan server clean
+.PHONY: install run test lint plan server bench clean
 
 install:
 	./scripts/install.sh
@@ -18,6 +18,9 @@ lint: install
 
 plan: install
 	.venv/bin/lmpipe plan
+
+bench: install
+	.venv/bin/python -m benchmarks
 
 server: install
 	.venv/bin/prefect server start --host 127.0.0.1
