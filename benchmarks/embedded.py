@@ -13,7 +13,7 @@ from benchmarks.corpus import sources
 from schemas.config import load_config
 from schemas.corpus import TASK_FIELDS
 from schemas.tokenizer import TokenizerConfig
-from tasks import corpus, shards, tokenizer
+from tasks import corpus, shard_chunks, tokenizer
 
 VOCAB = 8192
 QUICK_LINES, QUICK_TRAIN_CHARS = 20, 50_000
@@ -33,15 +33,22 @@ class Embedded:
             row[f] for task, _, row in tokenizer.corpus_rows(self.corpus, None) for f in TASK_FIELDS[task]
         ]
 
+    def train(self, task: str) -> list[dict]:
+        """The task's training records, source weights applied, as the shards stage reads them."""
+        return shard_chunks.read_split(self.corpus, task, "train")
+
     def sft_examples(self, max_len: int) -> list[dict]:
         """The shards stage's SFT training examples of at most `max_len` tokens."""
-        cfg = load_config("tiny").shards
-        examples = shards.sft_examples(self.tok, self.corpus, cfg.sft_tasks, "train")
+        examples = [
+            ex
+            for task in load_config("tiny").shards.sft_tasks
+            for ex in shard_chunks.sft_examples(self.tok, task, self.train(task), None)
+        ]
         return [ex for ex in examples if len(ex["input_ids"]) <= max_len]
 
     def dpo_examples(self, max_len: int) -> list[dict]:
         """The shards stage's DPO training pairs whose longer side fits in `max_len` tokens."""
-        pairs = shards.dpo_examples(self.tok, self.corpus, "train")
+        pairs = shard_chunks.dpo_examples(self.tok, "preference", self.train("preference"), None)
         return [
             p
             for p in pairs

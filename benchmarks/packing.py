@@ -78,7 +78,7 @@ def trl_packed(seqs: list[list[int]], seq_len: int, strategy: str = "bfd") -> li
 
 def suite(data, repeats: int) -> list[dict]:
     """Rows of `python -m benchmarks`: the shards stage's pretraining rows at seq_len 512."""
-    rows = shards.read_split(data.corpus, "pretrain", "train")
+    rows = data.train("pretrain")
     docs = shards.encode_template(data.tok, PRETRAIN.prompt + PRETRAIN.answer, rows)
     total = sum(map(len, docs))
     packed, _ = shards.pack_pretrain(docs, SEQ_LEN)

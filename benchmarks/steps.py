@@ -29,7 +29,7 @@ from benchmarks.suite import measured
 from schemas.config import load_config
 from schemas.shards import IGNORE_INDEX
 from schemas.training import DpoConfig, SftConfig
-from tasks import dpo, packing, sft, shards, training
+from tasks import dpo, packing, sft, training
 
 SEQ_LEN, BATCH, PAIRS = pretrain_bench.SEQ_LEN, pretrain_bench.BATCH, 4
 CPU = torch.device("cpu")
@@ -199,7 +199,7 @@ def dpo_tables(data) -> tuple[pa.Table, list[dict]]:
     keep = {p["id"] for p in pairs}
     text = [
         {k: r[k] for k in ("prompt", "chosen", "rejected")}
-        for r in shards.read_split(data.corpus, "preference", "train")
+        for r in data.train("preference")
         if r["id"] in keep
     ]
     return table, text

@@ -12,10 +12,11 @@ from tasks import training
 
 
 def test_quick_run_writes_one_table_with_goals(tmp_path):
-    result = runner.run(quick=True, repeats=1, only=["tokenizer", "batching"], out=tmp_path)
+    result = runner.run(quick=True, repeats=1, only=["tokenizer", "packing", "batching"], out=tmp_path)
     rows = result["rows"]
     works = {r["work"] for r in rows}
     assert {"tokenizer training (byte-level BPE, 8k)", "encoding all text", "DPO batches of 8 pairs"} <= works
+    assert any(r["work"].startswith("pretraining packing") and r["met"] == "met" for r in rows)
     assert all(r["met"] in {"met", "missed", "—"} for r in rows) and result["ok"]
     assert all(r["ratio"] > 0 for r in rows)
     assert "identical merges: yes" in rows[0]["note"] and "identical ids: yes" in rows[1]["note"]
