@@ -106,10 +106,11 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 "(reads are memory-mapped and cost microseconds)"
             )
         while True:
-            k = self.position
-            sample = self.sample(k)
-            self.position = k + 1  # counted before yielding: a saved state resumes after this sample
-            yield sample
+            epoch, start = divmod(self.position, self.rows)
+            for i in self.order(epoch)[start:].tolist():
+                sample = self.row(i)
+                self.position += 1  # counted before yielding: a saved state resumes after this sample
+                yield sample
 
     def take(self, n: int) -> list[dict]:
         """The next n samples (moves the position)."""

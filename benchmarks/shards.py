@@ -1,0 +1,275 @@
+"""Shards: tokenise + pack throughput and shard reading, against the raw libraries.
+
+    python -m benchmarks.shards [--quick] [--repeats N]
+
+On the embedded pretraining texts, with a 4096-token BPE trained on them:
+- tokenise + pack: the stage's chunk job (`shard_chunks.tokenize_chunk`: read the corpus table,
+  templates, control tokens by id, write the chunk file), reading the chunks back and
+  best-fit-decreasing packing at seq_len 512, against raw `tokenizers` `encode_batch_fast` of
+  the same texts (ids extracted) on the same cores. Goal: >= 0.8 of raw throughput.
+- reading: every row of the written shards through `ShardDataset` (stored and shuffled order),
+  against a plain loop over pyarrow's memory-mapped IPC record batches that slices the same
+  numpy views per row (in the same orders). Goal: >= 0.8x raw throughput.
+- one random batch of 8 rows as tensors (`ShardDataset.batch`; goal <= 1 ms), next to the
+  pyarrow `take` + `to_pydict` path that tasks/pretrain.py uses today.
+
+Sides alternate A B A B ... `--repeats` times; medians. Writes benchmarks/results/shards.{json,md}.
+"""
+
+import argparse
+import bisect
+import random
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from benchmarks.common import RESULTS, raw_texts, save_results, timing_markdown
+from schemas.shards import ShardsConfig
+from schemas.tokenizer import TokenizerConfig
+from tasks import pretrain, shard_chunks, shards, tokenizer
+from tasks.dataset import ShardDataset
+
+SEQ_LEN = 512
+BATCH = 8
+RAW_ENCODE, OURS_ENCODE = "raw encode_batch_fast", "tokenise + pack (stage)"
+RAW_READ, OURS_READ = "raw pyarrow read, stored order", "ShardDataset, stored order"
+RAW_SHUFFLED, OURS_SHUFFLED = "raw pyarrow read, shuffled", "ShardDataset, shuffled"
+OURS_BATCH, RAW_BATCH = "ShardDataset.batch", "pyarrow take + to_pydict (pretrain.packed_batch)"
+
+
+def alternate(sides: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:
+    """Wall seconds of each side, run in turn A B A B ... so machine drift hits both alike."""
+    times: dict[str, list[float]] = {k: [] for k in sides}
+    for _ in range(repeats):
+        for name, fn in sides.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def corpus_dir(work: Path, texts: list[str]) -> Path:
+    """A corpus artifact's pretrain table (all records in the training split)."""
+    out = work / "corpus"
+    out.mkdir()
+    n = len(texts)
+    table = pa.table(
+        {"id": [f"d{i}" for i in range(n)], "text": texts, "split": ["train"] * n, "weight": [1.0] * n}
+    )
+    pq.write_table(table, out / "pretrain.parquet")
+    return out
+
+
+def tokenise_and_pack(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> list[dict]:
+    """The stage's path from corpus table to packed rows (chunk files rewritten every time)."""
+    jobs = shard_chunks.plan(cfg, inputs, out)
+    for job in jobs:
+        (Path(job["work"]) / job["file"]).unlink(missing_ok=True)
+    shard_chunks.serial(shard_chunks.tokenize_chunk, jobs)
+    docs = shard_chunks.read_chunks(jobs, "pretrain", "train")
+    return shards.pack_pretrain([d["input_ids"] for d in docs], SEQ_LEN)[0]
+
+
+def raw_rows(files: list[Path], order: list[int] | None) -> int:
+    """Baseline reader: pyarrow memory-mapped IPC batches, numpy views sliced per row."""
+    segments, starts, n = [], [], 0
+    for f in files:
+        reader = pa.ipc.open_file(pa.memory_map(str(f)))
+        for b in range(reader.num_record_batches):
+            batch = reader.get_batch(b)
+            cols = {}
+            for name, col in zip(batch.schema.names, batch.columns, strict=True):
+                is_list = pa.types.is_list(col.type)
+                cols[name] = (col.values.to_numpy(), col.offsets.to_numpy()) if is_list else col.to_numpy()
+            segments.append(cols)
+            starts.append(n)
+            n += batch.num_rows
+    tokens = 0
+    for i in order if order is not None else range(n):
+        s = bisect.bisect_right(starts, i) - 1
+        k = i - starts[s]
+        row = {}
+        for name, col in segments[s].items():
+            row[name] = col[0][col[1][k] : col[1][k + 1]] if isinstance(col, tuple) else col[k]
+        tokens += len(row["input_ids"])
+    return tokens
+
+
+def dataset_rows(directory: Path, shuffle: bool) -> int:
+    ds = ShardDataset(directory, "pretrain", "train", seed=0, shuffle=shuffle)
+    return sum(len(s["input_ids"]) for s in ds.take(len(ds)))
+
+
+def measure(inputs: dict[str, Path], repeats: int) -> dict:
+    """Every timing of this module on one corpus artifact's pretraining records (training split)."""
+    texts = [r["text"] for r in shards.read_split(inputs["corpus"], "pretrain", "train")]
+    safe = tokenizer.load(inputs["tokenizer"])
+    cfg = ShardsConfig(seq_len=SEQ_LEN, chunk_rows=max(1, len(texts) // 4))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rows = tokenise_and_pack(cfg, inputs, work / "out")
+        shard_dir = work / "shards"
+        shard_dir.mkdir()
+        shards.write_shards(rows, "pretrain", "train", shard_dir, 128)
+        files = sorted(shard_dir.glob("pretrain-train-*.arrow"))
+        order = ShardDataset(shard_dir, "pretrain", "train", seed=0).order(0).tolist()
+        seconds = alternate(
+            {
+                RAW_ENCODE: lambda: [e.ids for e in safe.encode_batch_fast(texts, add_special_tokens=False)],
+                OURS_ENCODE: lambda: tokenise_and_pack(cfg, inputs, work / "out"),
+            },
+            repeats,
+        )
+        seconds |= alternate(
+            {
+                RAW_READ: lambda: raw_rows(files, None),
+                OURS_READ: lambda: dataset_rows(shard_dir, False),
+                RAW_SHUFFLED: lambda: raw_rows(files, order),
+                OURS_SHUFFLED: lambda: dataset_rows(shard_dir, True),
+            },
+            repeats,
+        )
+        batch_ms = random_batch_ms(shard_dir, repeats)
+    return {
+        "texts": len(texts),
+        "tokens": sum(r["n_tokens"] for r in rows),
+        "rows": len(rows),
+        "repeats": repeats,
+        "seconds": seconds,
+        "batch_ms": batch_ms,
+    }
+
+
+def random_batch_ms(shard_dir: Path, repeats: int) -> dict[str, list[float]]:
+    """Milliseconds for one batch of BATCH random rows; median of 100 draws per round."""
+    ds = ShardDataset(shard_dir, "pretrain", "train")
+    table = shards.load(shard_dir, "pretrain", "train")
+    rng = random.Random(0)
+    draws = [rng.sample(range(len(ds)), min(BATCH, len(ds))) for _ in range(100)]
+
+    def per_batch(fn) -> float:
+        start = time.perf_counter()
+        for rows in draws:
+            fn(rows)
+        return (time.perf_counter() - start) / len(draws) * 1000
+
+    out: dict[str, list[float]] = {
+        "ShardDataset.batch": [],
+        "pyarrow take + to_pydict (pretrain.packed_batch)": [],
+    }
+    for _ in range(repeats):
+        out["ShardDataset.batch"].append(per_batch(ds.batch))
+        out["pyarrow take + to_pydict (pretrain.packed_batch)"].append(
+            per_batch(lambda rows: pretrain.packed_batch(table, rows))
+        )
+    return out
+
+
+def report(r: dict) -> tuple[dict, str]:
+    med = {k: statistics.median(v) for k, v in r["seconds"].items()}
+    batch = {k: statistics.median(v) for k, v in r["batch_ms"].items()}
+    r["median_s"], r["median_batch_ms"] = med, batch
+    r["ratios"] = {
+        "tokenise + pack throughput / raw encode_batch_fast (goal >= 0.8)": round(
+            med[RAW_ENCODE] / med[OURS_ENCODE], 3
+        ),
+        "ShardDataset / raw pyarrow read throughput, stored order (goal >= 0.8)": round(
+            med[RAW_READ] / med[OURS_READ], 3
+        ),
+        "ShardDataset / raw pyarrow read throughput, shuffled (goal >= 0.8)": round(
+            med[RAW_SHUFFLED] / med[OURS_SHUFFLED], 3
+        ),
+        f"one random batch of {BATCH} rows, ShardDataset.batch (ms, goal <= 1)": round(batch[OURS_BATCH], 4),
+        f"one random batch of {BATCH} rows, {RAW_BATCH} (ms)": round(batch[RAW_BATCH], 4),
+    }
+    rates = {k: f"{r['tokens'] / v:,.0f} tokens/s" for k, v in med.items()}
+    intro = (
+        f"{r['texts']} pretraining texts, {r['tokens']:,} tokens, {r['rows']} rows of {SEQ_LEN}; "
+        f"sides alternated {r['repeats']}x, medians. Throughput ratios are ours / raw (higher is better)."
+    )
+    return r, timing_markdown(
+        "Shards: tokenise + pack, and reading", intro, med, "throughput", rates, r["ratios"]
+    )
+
+
+def suite(data, repeats: int) -> list[dict]:
+    """Rows of `python -m benchmarks` (data: benchmarks.embedded.Embedded)."""
+    from benchmarks.suite import measured
+
+    r = measure({"corpus": data.corpus, "tokenizer": data.tokenizer_dir}, repeats)
+    s, b = r["seconds"], r["batch_ms"]
+    note = f"{r['texts']:,} texts, {r['tokens']:,} tokens, {r['rows']} rows"
+    read = "reading every pretraining shard row as numpy views"
+    throughput_goal = "≤ 1.25× time (≥ 0.8 of raw throughput)"
+    return [
+        measured(
+            f"tokenise + pack at seq_len {SEQ_LEN}",
+            "shard_chunks + pack_pretrain",
+            RAW_ENCODE,
+            "s",
+            s[OURS_ENCODE],
+            s[RAW_ENCODE],
+            throughput_goal,
+            lambda o, ratio: ratio <= 1.25,
+            note,
+        ),
+        measured(
+            f"{read}, stored order",
+            "ShardDataset",
+            "pyarrow IPC memory-mapped",
+            "s",
+            s[OURS_READ],
+            s[RAW_READ],
+            throughput_goal,
+            lambda o, ratio: ratio <= 1.25,
+            note,
+        ),
+        measured(
+            f"{read}, shuffled",
+            "ShardDataset",
+            "pyarrow IPC memory-mapped",
+            "s",
+            s[OURS_SHUFFLED],
+            s[RAW_SHUFFLED],
+            throughput_goal,
+            lambda o, ratio: ratio <= 1.25,
+            note,
+        ),
+        measured(
+            f"one random batch of {BATCH} rows x {SEQ_LEN}",
+            OURS_BATCH,
+            RAW_BATCH,
+            "ms",
+            b[OURS_BATCH],
+            b[RAW_BATCH],
+            "≤ 1 ms",
+            lambda o, ratio: o <= 1.0,
+            note,
+        ),
+    ]
+
+
+def main(quick: bool = False, repeats: int = 3, out: Path = RESULTS) -> dict:
+    texts = raw_texts("pretrain", ("text",), 20 if quick else None)
+    tok = tokenizer.train(iter(texts), TokenizerConfig(vocab_size=4096))
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_dir = Path(tmp) / "tokenizer"
+        tok_dir.mkdir()
+        tok.save(str(tok_dir / tokenizer.TOKENIZER_FILE))  # all the stage reads of a tokenizer artifact
+        inputs = {"corpus": corpus_dir(Path(tmp), texts), "tokenizer": tok_dir}
+        result, md = report(measure(inputs, 1 if quick else repeats))
+    save_results("shards", result, md, out)
+    return result
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="20 texts, one round (smoke test)")
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    main(args.quick, args.repeats)
