@@ -34,8 +34,7 @@ COMPARISONS = [
     ("packing", "benchmarks.packing", "pretraining packing at seq_len 512"),
     ("batching", "benchmarks.batching", "SFT and DPO batches"),
     ("shards", "benchmarks.shards", "shard reading"),
-    ("training", "benchmarks.training", "pretraining step"),
-    ("steps", "benchmarks.steps", "SFT step; DPO + LoRA"),
+    ("steps", "benchmarks.steps", "pretraining step; SFT step; DPO + LoRA"),
     ("overhead", "benchmarks.overhead", "whole tiny pipeline"),
 ]
 

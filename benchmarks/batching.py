@@ -55,6 +55,9 @@ def sft_rows(data) -> list[dict]:
             lengths, length_grouped(lengths, SFT_BATCH)
         ),
         "TRL packing (pack_dataset bfd, rows padded to 512)": 1 - sum(trl_rows) / (len(trl_rows) * SFT_LEN),
+        "fully length-sorted (the floor; no randomness)": packing.padding_fraction(
+            lengths, sorted_batches(lengths, SFT_BATCH)
+        ),
     }
     note = f"{len(examples):,} examples, {sum(lengths):,} tokens; buckets {bounds}"
     packed, stats = shards.pack_sft(examples, SFT_LEN)

@@ -12,6 +12,7 @@ from pathlib import Path
 from benchmarks.corpus import sources
 from schemas.config import load_config
 from schemas.corpus import TASK_FIELDS
+from schemas.templates import PRETRAIN
 from schemas.tokenizer import TokenizerConfig
 from tasks import corpus, shard_chunks, tokenizer
 
@@ -36,6 +37,12 @@ class Embedded:
     def train(self, task: str) -> list[dict]:
         """The task's training records, source weights applied, as the shards stage reads them."""
         return shard_chunks.read_split(self.corpus, task, "train")
+
+    def pretrain_docs(self) -> list[list[int]]:
+        """Token ids of the pretraining documents (<bos> text <eos>), as the shards stage makes them."""
+        return shard_chunks.encode_template(
+            self.tok, PRETRAIN.prompt + PRETRAIN.answer, self.train("pretrain")
+        )
 
     def sft_examples(self, max_len: int) -> list[dict]:
         """The shards stage's SFT training examples of at most `max_len` tokens."""

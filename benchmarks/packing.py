@@ -13,7 +13,6 @@ import sys
 
 from benchmarks.common import raw_texts, summary, timed, write_results
 from benchmarks.suite import measured
-from schemas.templates import PRETRAIN
 from schemas.tokenizer import TokenizerConfig
 from tasks import packing, shards, tokenizer
 
@@ -78,8 +77,7 @@ def trl_packed(seqs: list[list[int]], seq_len: int, strategy: str = "bfd") -> li
 
 def suite(data, repeats: int) -> list[dict]:
     """Rows of `python -m benchmarks`: the shards stage's pretraining rows at seq_len 512."""
-    rows = data.train("pretrain")
-    docs = shards.encode_template(data.tok, PRETRAIN.prompt + PRETRAIN.answer, rows)
+    docs = data.pretrain_docs()
     total = sum(map(len, docs))
     packed, _ = shards.pack_pretrain(docs, SEQ_LEN)
     ours_fill = sum(r["n_tokens"] for r in packed) / (len(packed) * SEQ_LEN)

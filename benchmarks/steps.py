@@ -1,8 +1,12 @@
-"""SFT and DPO training throughput: our stages' loops against a bare loop and TRL's trainers.
+"""Training throughput: our stages' loops against a bare loop and TRL's trainers.
 
 Rows of `python -m benchmarks` (alone: `python -m benchmarks --only steps`). Every side trains
 a fresh copy of the same tiny Llama (hidden 128, 2 layers, the 8k tokenizer's vocab) on CPU
 in float32, on the embedded SFT examples / preference pairs, sides alternating each round.
+
+Pretraining, batch 8 × 256 packed tokens: `training.fit` reading the packed Arrow rows against
+the bare loop over the same batches in memory (benchmarks.training's two sides). Unit: scored
+tokens per second.
 
 SFT, batch 8 × up to 256 tokens: `training.fit` over the SFT stage's one-bucket padded batches
 against the bare PyTorch loop of benchmarks.training over the same batches in memory, and
@@ -27,9 +31,9 @@ from benchmarks import training as pretrain_bench
 from benchmarks.common import alternate
 from benchmarks.suite import measured
 from schemas.config import load_config
-from schemas.shards import IGNORE_INDEX
+from schemas.shards import IGNORE_INDEX, PRETRAIN_SCHEMA
 from schemas.training import DpoConfig, SftConfig
-from tasks import dpo, packing, sft, training
+from tasks import dpo, packing, pretrain, sft, shards, training
 
 SEQ_LEN, BATCH, PAIRS = pretrain_bench.SEQ_LEN, pretrain_bench.BATCH, 4
 CPU = torch.device("cpu")
@@ -55,6 +59,38 @@ class Clock:
                 return self.end - self.start
 
         return _Clock()
+
+
+def pretrain_rows(data, repeats: int) -> list[dict]:
+    """The stage loop (`fit` reading the packed Arrow table) vs the bare loop over the same batches."""
+    table = pa.Table.from_pylist(
+        shards.pack_pretrain(data.pretrain_docs(), SEQ_LEN)[0], schema=PRETRAIN_SCHEMA
+    )
+    vocab = data.tok.get_vocab_size()
+    plan = pretrain.epoch_plan(table.num_rows, BATCH, 0)(0)
+    steps = min(3 if data.quick else 30, len(plan))
+    batches = [pretrain.packed_batch(table, rows) for rows in plan[:steps]]
+    pretrain_bench.bare(batches[:1], vocab)  # warm-up, as for SFT
+    _, rates = alternate(
+        {
+            "ours": lambda: pretrain_bench.ours(table, vocab, steps),
+            "bare": lambda: pretrain_bench.bare(batches, vocab),
+        },
+        repeats,
+    )
+    return [
+        measured(
+            f"pretraining step, tiny Llama, vocab {vocab:,}, batch {BATCH}×{SEQ_LEN}, CPU float32",
+            "training.fit (packed Arrow rows)",
+            "bare PyTorch loop (AdamW), batches in memory",
+            "scored tokens/s",
+            rates["ours"],
+            rates["bare"],
+            "≥ 0.9× tokens/s",
+            lambda o, r: r >= 0.9,
+            f"{table.num_rows:,} packed rows, {steps} steps a run, {torch.get_num_threads()} torch thread(s)",
+        )
+    ]
 
 
 def sft_table(data) -> pa.Table:
@@ -221,8 +257,9 @@ def dpo_ours(data, table: pa.Table, vocab: int, steps: int) -> float:
     return steps * PAIRS / clock.seconds
 
 
-def dpo_trl(data, text: list[dict], vocab: int, steps: int, bf16: bool) -> float:
-    """Pairs/s of TRL's DPOTrainer on the records' text (bf16: TRL's default autocast on CPU)."""
+def dpo_trl(data, text: list[dict], vocab: int, steps: int, bf16: bool) -> tuple[float, float]:
+    """Pairs/s of TRL's DPOTrainer on the records' text (bf16: TRL's default autocast on CPU),
+    and the tokens per pair its own tokenization made (prompt counted twice, as it is run)."""
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
@@ -257,7 +294,9 @@ def dpo_trl(data, text: list[dict], vocab: int, steps: int, bf16: bool) -> float
             callbacks=[clock],
         )
         trainer.train()
-    return steps * PAIRS / clock.seconds
+    ds = trainer.train_dataset
+    tokens = sum(len(p) * 2 + len(c) + len(r) for p, c, r in zip(*(ds[k] for k in dpo.COLUMNS), strict=True))
+    return steps * PAIRS / clock.seconds, tokens / len(ds)
 
 
 def dpo_rows(data, repeats: int) -> list[dict]:
@@ -273,8 +312,16 @@ def dpo_rows(data, repeats: int) -> list[dict]:
     )
     # TRL's default (bf16 autocast on this CPU) once: it only shows why float32 is our default.
     _, slow = alternate({"trl_bf16": lambda: dpo_trl(data, text, vocab, steps, bf16=True)}, 1)
+    trl, trl_tokens = [r for r, _ in rates["trl"]], rates["trl"][-1][1]
+    ours_tokens = sum(
+        2 * len(p) + len(c) + len(r)
+        for p, c, r in zip(*table.select(dpo.COLUMNS).to_pydict().values(), strict=True)
+    )
     work = f"DPO + LoRA (r=8), batch {PAIRS} pairs, CPU"
-    note = f"{table.num_rows:,} pairs, {steps} steps a run, {torch.get_num_threads()} torch thread(s)"
+    note = (
+        f"{table.num_rows:,} pairs, {steps} steps a run, {torch.get_num_threads()} torch thread(s); tokens per pair: "
+        f"ours {ours_tokens / table.num_rows:.0f}, TRL's tokenization {trl_tokens:.0f}"
+    )
     return [
         measured(
             work,
@@ -282,7 +329,7 @@ def dpo_rows(data, repeats: int) -> list[dict]:
             "TRL DPOTrainer, float32",
             "pairs/s",
             rates["ours"],
-            rates["trl"],
+            trl,
             "≥ TRL's pairs/s",
             lambda o, r: r >= 1.0,
             note,
@@ -293,7 +340,7 @@ def dpo_rows(data, repeats: int) -> list[dict]:
             "TRL DPOTrainer, its default bf16 autocast",
             "pairs/s",
             rates["ours"],
-            slow["trl_bf16"],
+            [r for r, _ in slow["trl_bf16"]],
             "",
             None,
             "one bf16 run: why lmpipe picks float32 on CPU",
@@ -302,4 +349,4 @@ def dpo_rows(data, repeats: int) -> list[dict]:
 
 
 def suite(data, repeats: int) -> list[dict]:
-    return sft_rows(data, repeats) + dpo_rows(data, repeats)
+    return pretrain_rows(data, repeats) + sft_rows(data, repeats) + dpo_rows(data, repeats)

@@ -45,5 +45,5 @@ def test_cpu_training_picks_float32_and_says_so(caplog):
 @pytest.mark.slow
 def test_quick_training_steps_run(tmp_path):
     rows = runner.run(quick=True, repeats=1, only=["steps"], out=tmp_path)["rows"]
-    assert [r["unit"] for r in rows] == ["tokens/s", "tokens/s", "pairs/s", "pairs/s"]
+    assert [r["unit"] for r in rows] == ["scored tokens/s", "tokens/s", "tokens/s", "pairs/s", "pairs/s"]
     assert all(r["ratio"] > 0 for r in rows)
