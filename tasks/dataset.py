@@ -33,22 +33,21 @@ class _Segment:
     """One record batch of one shard: list columns as (values, offsets), others as arrays."""
 
     def __init__(self, batch: pa.RecordBatch):
-        self.lists, self.scalars = {}, {}
+        self.lists, self.numbers, self.strings = [], [], []
         for name, col in zip(batch.schema.names, batch.columns, strict=True):
             if pa.types.is_list(col.type):
-                offsets = col.offsets.to_numpy()
-                self.lists[name] = (col.values.to_numpy(), offsets)
+                self.lists.append((name, col.values.to_numpy(), col.offsets.to_numpy()))
             elif pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-                self.scalars[name] = col.to_numpy()
+                self.numbers.append((name, col.to_numpy()))
             else:
-                self.scalars[name] = col  # strings: converted one value at a time
+                self.strings.append((name, col))  # converted one value at a time
 
     def row(self, i: int) -> dict:
-        out = {}
-        for name, (values, offsets) in self.lists.items():
-            out[name] = values[offsets[i] : offsets[i + 1]]
-        for name, col in self.scalars.items():
-            out[name] = col[i].as_py() if isinstance(col, pa.Array) else col[i]
+        out = {name: values[offsets[i] : offsets[i + 1]] for name, values, offsets in self.lists}
+        for name, col in self.numbers:
+            out[name] = col[i]
+        for name, col in self.strings:
+            out[name] = col[i].as_py()
         return out
 
 
@@ -105,10 +104,12 @@ class ShardDataset(torch.utils.data.IterableDataset):
                 "ShardDataset keeps its position in the iterating process: use DataLoader(num_workers=0) "
                 "(reads are memory-mapped and cost microseconds)"
             )
+        starts, segments = self._starts, self._segments
         while True:
             epoch, start = divmod(self.position, self.rows)
             for i in self.order(epoch)[start:].tolist():
-                sample = self.row(i)
+                s = bisect.bisect_right(starts, i) - 1
+                sample = segments[s].row(i - starts[s])
                 self.position += 1  # counted before yielding: a saved state resumes after this sample
                 yield sample
 
@@ -152,10 +153,14 @@ def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
     for name, first in samples[0].items():
         if not isinstance(first, np.ndarray):
             continue
-        width = max(len(s[name]) for s in samples)
-        block = np.full((len(samples), width), PAD_VALUES.get(name, token_id(PAD)), dtype=np.int64)
-        for r, s in enumerate(samples):
-            block[r, : len(s[name])] = s[name]
+        rows = [s[name] for s in samples]
+        width = max(len(r) for r in rows)
+        if all(len(r) == width for r in rows):  # packed rows: one copy, no padding
+            out[name] = torch.from_numpy(np.stack(rows).astype(np.int64))
+            continue
+        block = np.full((len(rows), width), PAD_VALUES.get(name, token_id(PAD)), dtype=np.int64)
+        for r, row in enumerate(rows):
+            block[r, : len(row)] = row
         out[name] = torch.from_numpy(block)
     if "input_ids" in out and "position_ids" not in out:
         lengths = torch.tensor([len(s["input_ids"]) for s in samples])

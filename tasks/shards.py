@@ -23,20 +23,15 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pyarrow as pa
 from tokenizers import Tokenizer
 
-from schemas.contracts import shard_suite
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum, ShardsConfig
-from schemas.templates import PREFERENCE_PROMPT, SFT_TEMPLATES
-from schemas.tokens import BOS, EOS, token_id
-from tasks import curriculum, packing, shard_chunks
+from schemas.tokens import token_id
+from tasks import curriculum, packing, shard_checks, shard_chunks
 from tasks import tokenizer as tokenizer_task
 from tasks.artifacts import fsync_path, sha256_file, write_json
-from tasks.contracts import require, run_suite
 from tasks.faults import crash_point
 from tasks.shard_chunks import encode_template, read_split, weighted  # noqa: F401  (part of this stage's API)
 
@@ -375,104 +370,6 @@ def _set_difficulty(cfg: Curriculum, examples: list[dict]) -> None:
 
 
 def validate(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
-    vocab = stats["vocab_size"]
-    results = []
-    for kind in ("pretrain", "sft", "dpo") + (("sft_packed",) if cfg.sft_packing else ()):
-        table = load(out, kind, "train")
-        summary, bad = _check_rows(kind, table.to_pylist(), cfg)
-        results.append(run_suite(f"shards/{kind}", summary, shard_suite(kind, vocab)))
-        results.append(require(f"shards/{kind}-layout", bad, table.num_rows, _LAYOUT_RULES[kind]))
-    return results
-
-
-_LAYOUT_RULES = {
-    "pretrain": "position ids restart at each document; no loss on document starts or padding",
-    "sft": "<bos> first, task token ends the prompt, loss only on the answer, which ends with <eos>",
-    "dpo": "prompt <bos> ... <answer>; both completions non-empty, end with <eos>, and differ",
-    "sft_packed": "positions restart at each example; each example is a valid SFT example; no loss on padding",
-}
-
-
-def _check_rows(kind: str, rows: list[dict], cfg: ShardsConfig) -> tuple[pd.DataFrame, list[str]]:
-    """Per-row summary for the GX suite, and exact layout violations."""
-    summary, bad = [], []
-    for i, row in enumerate(rows):
-        rid = row.get("id", f"row {i}")
-        if kind == "dpo":
-            ids = row["prompt_ids"] + row["chosen_ids"] + row["rejected_ids"]
-            n_loss = min(len(row["chosen_ids"]), len(row["rejected_ids"]))
-            problem = _dpo_problem(row)
-        else:
-            ids, n_loss = row["input_ids"], sum(x != IGNORE_INDEX for x in row["labels"])
-            problem = _row_problem(kind, row, cfg)
-        summary.append({"id": rid, "min_id": min(ids), "max_id": max(ids), "n_loss": n_loss})
-        if problem:
-            bad.append(f"id={rid}: {problem}")
-    return pd.DataFrame(summary, columns=["id", "min_id", "max_id", "n_loss"]), bad
-
-
-def _row_problem(kind: str, row: dict, cfg: ShardsConfig) -> str:
-    if kind == "pretrain":
-        return _pretrain_problem(row, cfg.seq_len)
-    return _sft_packed_problem(row, cfg.max_len) if kind == "sft_packed" else _sft_problem(row)
-
-
-def _positions_problem(row: dict, seq_len: int) -> str:
-    if len(row["input_ids"]) != seq_len or sum(row["doc_lens"]) != seq_len:
-        return f"row length {len(row['input_ids'])}, doc_lens sum {sum(row['doc_lens'])}, seq_len {seq_len}"
-    expected_pos = np.concatenate([np.arange(n) for n in row["doc_lens"]])
-    if not np.array_equal(expected_pos, row["position_ids"]):
-        return "position ids do not restart at each document"
-    return ""
-
-
-def _pretrain_problem(row: dict, seq_len: int) -> str:
-    if problem := _positions_problem(row, seq_len):
-        return problem
-    starts = np.cumsum([0] + row["doc_lens"][:-1])
-    if any(row["labels"][s] != IGNORE_INDEX for s in starts):
-        return "a document's first token carries loss (cross-document prediction)"
-    if any(x != IGNORE_INDEX for x in row["labels"][row["n_tokens"] :]):
-        return "loss on padding"
-    return ""
-
-
-def _sft_packed_problem(row: dict, row_len: int) -> str:
-    """Positions reset per example, and every packed example passes the single-example checks."""
-    if problem := _positions_problem(row, row_len):
-        return problem
-    start = 0
-    for rid, task, n in zip(row["ids"], row["tasks"], row["doc_lens"], strict=False):  # padding: no id
-        end = start + n
-        example = {"input_ids": row["input_ids"][start:end], "labels": row["labels"][start:end], "task": task}
-        if problem := _sft_problem(example):
-            return f"example {rid}: {problem}"
-        start = end
-    if any(x != IGNORE_INDEX for x in row["labels"][row["n_tokens"] :]):
-        return "loss on padding"
-    return ""
-
-
-def _sft_problem(row: dict) -> str:
-    ids, labels = row["input_ids"], row["labels"]
-    first = next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), None)
-    if first is None:
-        return "no loss token"
-    if ids[0] != token_id(BOS) or ids[-1] != token_id(EOS) or labels[-1] != token_id(EOS):
-        return "does not start with <bos> and end with a scored <eos>"
-    if ids[first - 1] != token_id(SFT_TEMPLATES[row["task"]].prompt[-1]):
-        return f"token before the answer is {ids[first - 1]}, not the task token"
-    if any(x != IGNORE_INDEX for x in labels[:first]) or labels[first:] != ids[first:]:
-        return "labels are not -100 on the prompt and the tokens themselves on the answer"
-    return ""
-
-
-def _dpo_problem(row: dict) -> str:
-    p, c, r = row["prompt_ids"], row["chosen_ids"], row["rejected_ids"]
-    if p[0] != token_id(BOS) or p[-1] != token_id(PREFERENCE_PROMPT[-1]):
-        return "prompt does not start with <bos> and end with <answer>"
-    if len(c) < 2 or len(r) < 2 or c[-1] != token_id(EOS) or r[-1] != token_id(EOS):
-        return "a completion is empty or does not end with <eos>"
-    if c == r:
-        return "chosen equals rejected"
-    return ""
+    """The contracts of tasks.shard_checks on the training split of every shard kind."""
+    kinds = ("pretrain", "sft", "dpo") + (("sft_packed",) if cfg.sft_packing else ())
+    return shard_checks.check(cfg, {kind: load(out, kind, "train") for kind in kinds}, stats["vocab_size"])

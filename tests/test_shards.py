@@ -9,7 +9,7 @@ import pytest
 from schemas.config import load_config
 from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum
 from schemas.tokens import token_id
-from tasks import corpus, curriculum, shard_chunks, shards, tokenizer
+from tasks import corpus, curriculum, shard_checks, shard_chunks, shards, tokenizer
 from tasks.contracts import ContractError
 from tests.conftest import tiny_config_data
 
@@ -106,7 +106,7 @@ def test_packed_sft_rows_hold_every_example_whole(built):
     s = stats["sft_packed_train"]
     assert s["padding"] < stats["sft_train"]["padding_random@16"] and s["rows"] == len(packed)
     scored_bos = {**packed[0], "labels": [packed[0]["input_ids"][0]] + packed[0]["labels"][1:]}
-    problem = shards._sft_packed_problem(scored_bos, cfg.shards.max_len)
+    problem = shard_checks.sft_packed_problem(scored_bos, cfg.shards.max_len)
     assert problem.startswith(f"example {packed[0]['ids'][0]}: token before the answer")
 
 
