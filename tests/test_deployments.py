@@ -5,6 +5,7 @@ import importlib
 import pytest
 import yaml
 
+from flows.server import POOLS
 from schemas.config import PROJECT_ROOT, load_config
 from schemas.stages import ORDER, STAGES
 
@@ -35,3 +36,15 @@ def test_every_stage_and_the_pipeline_are_deployed_on_the_right_pool():
 def test_scheduled_refresh_ships_inactive():
     scheduled = [d for d in DEPLOYMENTS if d.get("schedules")]
     assert scheduled and all(not s["active"] for d in scheduled for s in d["schedules"])
+
+
+EXAMPLES = SPEC["definitions"]["examples"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e["name"] for e in EXAMPLES])
+def test_example_deployments_fit_their_flow_and_stay_out_of_deploy_all(example):
+    """Examples (Kubernetes pool) validate like real ones, but `prefect deploy --all` must not
+    see them: their pool is not one `lmpipe setup-server` creates, so deploying would fail."""
+    test_deployment_parameters_validate(example)
+    assert example["name"] not in {d["name"] for d in DEPLOYMENTS}
+    assert example["work_pool"]["name"] not in POOLS
