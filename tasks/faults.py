@@ -6,7 +6,7 @@ Set `LMPIPE_CRASH_AT="<stage>:<point>:<action>"`; the process then fails at that
 
 Points: `after_build`, `after_validate` (flows/stage.py), `before_rename`, `after_rename`
 (tasks/artifacts.publish), `push_before_manifest` (tasks/remote.push), `after_<shard file>`
-and `after_<chunk file>` (tokenised chunk, e.g. `after_tok-sft-train-qa-00000.arrow`) in the
+and `after_<chunk file>` (tokenised chunk, e.g. `after_tok-sft-train-qa-000000000-000005000.arrow`) in the
 shards stage and `step-<N>` after
 optimizer step N of pretrain/sft and `training:saving-step-<N>` inside a resume-state
 save (tasks/training.py). Actions: `SIGKILL`,

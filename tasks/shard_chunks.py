@@ -4,7 +4,7 @@ Each (task, split) of the corpus is cut into chunks of `chunk_rows` records, and
 tokenised by its own job (a Prefect task on a thread pool or on Dask workers, see
 flows/shards.py), which writes one Arrow file into the staging directory:
 
-    out/.work/tok-sft-train-translation-00003.arrow    token ids of records 6000..7999
+    out/.work/tok-sft-train-translation-000006000-000008000.arrow   records 6000..7999
 
 A chunk file is written under a temporary name, fsynced and renamed, so its presence is its
 completion marker: a rerun after a kill tokenises only the missing chunks. The stage then reads
@@ -62,15 +62,18 @@ def plan(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> list[dict]:
     for split in SPLITS:
         for kind, task in kinds:
             n = split_size(corpus / f"{task}.parquet", split)
-            for index, start in enumerate(range(0, n, cfg.chunk_rows)):
+            for start in range(0, n, cfg.chunk_rows):
+                stop = min(n, start + cfg.chunk_rows)
                 jobs.append(
                     {
                         "kind": kind,
                         "task": task,
                         "split": split,
                         "start": start,
-                        "stop": min(n, start + cfg.chunk_rows),
-                        "file": f"tok-{kind}-{split}-{task}-{index:05d}.arrow",
+                        "stop": stop,
+                        # the record range is in the name: a rerun with another chunk_rows
+                        # (a runtime setting) never mistakes one chunk for another
+                        "file": f"tok-{kind}-{split}-{task}-{start:09d}-{stop:09d}.arrow",
                         "corpus": str(corpus),
                         "tokenizer": str(inputs["tokenizer"]),
                         "work": str(out / WORK),

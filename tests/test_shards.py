@@ -227,16 +227,17 @@ def files_of(directory) -> dict[str, bytes]:
 
 
 def test_killed_build_reruns_only_missing_chunks_and_shards_and_matches(built, tmp_path, monkeypatch):
-    """Chunks of 20 records (the fixture used one chunk per split): the same bytes either way."""
+    """Killed while tokenising (chunks of 7), then while writing shards (chunks of 20): the
+    rerun tokenises nothing, keeps finished shards, and equals the fixture's one-chunk build."""
     cfg, inputs, reference, _ = built
     section = cfg.shards.model_copy(update={"chunk_rows": 20})
     out = tmp_path / "staging"
     out.mkdir()
-    jobs = shard_chunks.plan(section, inputs, out)
-    assert len(jobs) > 12
-    monkeypatch.setenv("LMPIPE_CRASH_AT", f"shards:after_{jobs[5]['file']}:raise")
+    small = shard_chunks.plan(cfg.shards.model_copy(update={"chunk_rows": 7}), inputs, out)
+    monkeypatch.setenv("LMPIPE_CRASH_AT", f"shards:after_{small[5]['file']}:raise")
     with pytest.raises(RuntimeError, match="injected"):
-        shards.build(section, inputs, out)
+        shards.build(cfg.shards.model_copy(update={"chunk_rows": 7}), inputs, out)
+    assert len(list((out / shard_chunks.WORK).glob("tok-*.arrow"))) == 6
     monkeypatch.setenv("LMPIPE_CRASH_AT", "shards:after_pretrain-train-00001.arrow:raise")
     with pytest.raises(RuntimeError, match="injected"):
         shards.build(section, inputs, out)
