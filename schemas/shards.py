@@ -10,6 +10,7 @@ import pyarrow as pa
 from pydantic import Field, model_validator
 
 from schemas.base import StrictModel, runtime_field
+from schemas.instruct import InstructConfig
 
 IGNORE_INDEX = -100  # label value that carries no loss (prompt, padding, document starts)
 
@@ -29,6 +30,7 @@ SFT_SCHEMA = pa.schema(
     [
         pa.field("id", pa.string(), nullable=False),
         pa.field("task", pa.string(), nullable=False),
+        pa.field("format", pa.string(), nullable=False),  # task | instruct | heldout (tasks.instruct)
         pa.field("input_ids", ids, nullable=False),
         pa.field("labels", ids, nullable=False),
         pa.field("length", pa.int32(), nullable=False),
@@ -76,6 +78,7 @@ TOKENIZED_SCHEMAS = {
         [
             pa.field("id", pa.string()),
             pa.field("task", pa.string()),
+            pa.field("format", pa.string()),
             pa.field("input_ids", ids),
             pa.field("labels", ids),
             _score,
@@ -124,6 +127,7 @@ class ShardsConfig(StrictModel):
     sft_packing: bool = False
     curriculum: Curriculum | None = None  # None: stored by bucket (SFT, DPO) / packing order
     sft_tasks: list[str] = Field(default_factory=lambda: ["translation", "summarization", "qa"])
+    instruct: InstructConfig = Field(default_factory=InstructConfig)
     seed: int = 0
     # How tokenising runs (none of it changes a byte of the output): records per chunk job, and
     # where the jobs run: Prefect's thread pool, or a local Dask cluster of `workers` processes.

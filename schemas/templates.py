@@ -36,8 +36,19 @@ SFT_TEMPLATES: dict[str, Template] = {
     ),
 }
 
-# Preference pairs share the prompt; each side is scored on its own completion.
-PREFERENCE_PROMPT: tuple[str, ...] = (BOS, PROMPT, "{prompt}", ANSWER)
+# Instruct format: the task is named in natural language between generic markers, so one
+# template serves every task (and tasks nobody made a token for). `<answer>` closes the prompt
+# and `<eos>` the answer, so no closing markers are needed. Example, translation:
+#   {"prompt": "Translate from English to French:\nHello", "target_text": "Bonjour"}
+#   prompt: <bos> <prompt> Translate from English to French:\nHello <answer>   answer: Bonjour <eos>
+INSTRUCT_PROMPT: tuple[str, ...] = (BOS, PROMPT, "{prompt}", ANSWER)
+INSTRUCT_TEMPLATES: dict[str, Template] = {
+    task: Template(prompt=INSTRUCT_PROMPT, answer=t.answer) for task, t in SFT_TEMPLATES.items()
+}
+
+# Preference pairs share the prompt (a natural-language instruction, so the instruct prompt);
+# each side is scored on its own completion.
+PREFERENCE_PROMPT: tuple[str, ...] = INSTRUCT_PROMPT
 PREFERENCE_COMPLETION: tuple[str, ...] = ("{completion}", EOS)
 
 
@@ -49,5 +60,6 @@ def registry_payload() -> dict:
         "special_tokens": list(SPECIAL_TOKENS),
         "pretrain": [PRETRAIN.prompt, PRETRAIN.answer],
         "sft": {k: [t.prompt, t.answer] for k, t in sorted(SFT_TEMPLATES.items())},
+        "instruct": {k: [t.prompt, t.answer] for k, t in sorted(INSTRUCT_TEMPLATES.items())},
         "preference": [PREFERENCE_PROMPT, PREFERENCE_COMPLETION],
     }

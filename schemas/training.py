@@ -50,12 +50,21 @@ class PretrainConfig(TrainConfig):
     mask_prob: float = Field(0.15, gt=0, lt=1)
 
 
+class NoiseConfig(StrictModel):
+    """Noisy teacher forcing (tasks.noise): this share of the ordinary input tokens of each
+    training example is replaced by a random token or `<mask>`; labels and special tokens never."""
+
+    fraction: float = Field(0.0, ge=0, lt=1)
+    replace_with: Literal["random", "mask"] = "random"
+
+
 class SftConfig(TrainConfig, LoraFields):
     lr: float = Field(5e-4, gt=0)
     # full: every weight trains; lora: adapters on attention + the task tokens' embeddings.
     method: Literal["full", "lora"] = "full"
     eval_examples: int = Field(48, ge=1)  # per task, for generation metrics (before vs after)
     eval_max_new_tokens: int = Field(64, ge=1)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
 
 
 class DpoConfig(TrainConfig, LoraFields):

@@ -16,7 +16,7 @@ from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, PAD, TASK_TOKENS, token_id
 from schemas.training import SftConfig
-from tasks import evaluation, packing, training
+from tasks import instruct, noise, packing, training
 from tasks import shards as shards_task
 from tasks.pretrain import check_checkpoint
 
@@ -68,10 +68,16 @@ def with_lora(model, cfg: SftConfig):
 
 def measure(model, cfg: SftConfig, inputs: dict[str, Path], val: pa.Table, val_batches, device) -> dict:
     """Validation loss and generation metrics of the model as it is now."""
-    gen = evaluation.generation_metrics(
+    gen = instruct.generation_by_format(
         model, inputs["tokenizer"], val, cfg.eval_examples, cfg.eval_max_new_tokens, device
     )
-    return {"val_loss": round(training.evaluate(model, val_batches, device), 4), "generation": gen}
+    return {"val_loss": round(training.evaluate(model, val_batches, device), 4), **gen}
+
+
+def noise_check(train: pa.Table, data: training.Stream, cfg: SftConfig, micro_batches: int = 32) -> dict:
+    """Input corruption as it was applied to the first training micro-batches (for the manifest)."""
+    ks = range(min(micro_batches, cfg.max_steps * cfg.grad_accum))
+    return noise.summary(cfg.noise, [padded_batch(train, data.rows(k)) for k in ks], [data(k) for k in ks])
 
 
 def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
@@ -90,7 +96,8 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
     if cfg.method == "lora":
         model = with_lora(model, cfg)
     # train
-    history = training.fit(model, stream(train, cfg.batch_size, cfg.seed), cfg, device, out, inputs, "sft")
+    data = noise.noisy(stream(train, cfg.batch_size, cfg.seed), cfg.noise, model.config.vocab_size, cfg.seed)
+    history = training.fit(model, data, cfg, device, out, inputs, "sft")
     # evaluate
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if cfg.method == "lora":
@@ -101,12 +108,15 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
         "val_loss_before": before["val_loss"],
         "val_loss": after["val_loss"],
         "train_loss": round(sum(h["loss"] for h in history[-10:]) / len(history[-10:]), 4),
-        "generation_before": before["generation"],
-        "generation": after["generation"],
+        # per format (task token, instruct, held-out instructions): generation_<format>[_before]
+        **{f"{k}_before": v for k, v in before.items() if k.startswith("generation")},
+        **{k: v for k, v in after.items() if k.startswith("generation")},
         "trainable_parameters": trainable,
         "steps": cfg.max_steps,
         "padding_fraction": padding_of(train, cfg.batch_size, cfg.seed),
     }
+    if cfg.noise.fraction:
+        metrics["noise"] = noise_check(train, data, cfg)
     # save
     training.finish(
         out, model, inputs["tokenizer"], history, metrics, training.model_card("sft", metrics, cfg, inputs)

@@ -12,8 +12,9 @@ import pyarrow as pa
 from schemas.contracts import shard_suite
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX, ShardsConfig
-from schemas.templates import PREFERENCE_PROMPT, SFT_TEMPLATES
-from schemas.tokens import BOS, EOS, token_id
+from schemas.templates import PREFERENCE_PROMPT
+from schemas.tokens import BOS, EOS, PROMPT, token_id
+from tasks import instruct
 from tasks.contracts import require, run_suite
 
 
@@ -29,7 +30,7 @@ def check(cfg: ShardsConfig, tables: dict[str, pa.Table], vocab: int) -> list[Co
 
 _LAYOUT_RULES = {
     "pretrain": "position ids restart at each document; no loss on document starts or padding",
-    "sft": "<bos> first, task token ends the prompt, loss only on the answer, which ends with <eos>",
+    "sft": "<bos> first, task token (or <prompt> ... <answer>) ends the prompt, loss only on the answer, ending with <eos>",
     "dpo": "prompt <bos> ... <answer>; both completions non-empty, end with <eos>, and differ",
     "sft_packed": "positions restart at each example; each example is a valid SFT example; no loss on padding",
 }
@@ -102,8 +103,9 @@ def _sft_problem(row: dict) -> str:
         return "no loss token"
     if ids[0] != token_id(BOS) or ids[-1] != token_id(EOS) or labels[-1] != token_id(EOS):
         return "does not start with <bos> and end with a scored <eos>"
-    if ids[first - 1] != token_id(SFT_TEMPLATES[row["task"]].prompt[-1]):
-        return f"token before the answer is {ids[first - 1]}, not the task token"
+    fmt = "instruct" if ids[1] == token_id(PROMPT) else "task"  # packed rows carry no format column
+    if ids[first - 1] != token_id(instruct.template(row["task"], fmt).prompt[-1]):
+        return f"token before the answer is {ids[first - 1]}, not the end of the {fmt} template's prompt"
     if any(x != IGNORE_INDEX for x in labels[:first]) or labels[first:] != ids[first:]:
         return "labels are not -100 on the prompt and the tokens themselves on the answer"
     return ""

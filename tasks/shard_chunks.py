@@ -13,7 +13,6 @@ on the chunk size. Jobs are plain dicts of strings and numbers (they travel to o
 """
 
 import functools
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,10 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
+from schemas.instruct import InstructConfig
 from schemas.shards import IGNORE_INDEX, TOKENIZED_SCHEMAS, ShardsConfig
-from schemas.templates import PREFERENCE_COMPLETION, PREFERENCE_PROMPT, PRETRAIN, SFT_TEMPLATES
+from schemas.templates import PREFERENCE_COMPLETION, PREFERENCE_PROMPT, PRETRAIN
 from schemas.tokens import token_id
-from tasks import curriculum
+from tasks import curriculum, instruct
 from tasks import tokenizer as tokenizer_task
 from tasks.artifacts import fsync_path
 from tasks.faults import crash_point
@@ -78,6 +78,7 @@ def plan(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> list[dict]:
                         "tokenizer": str(inputs["tokenizer"]),
                         "work": str(out / WORK),
                         "column": cfg.curriculum.column if cfg.curriculum else None,
+                        "instruct": cfg.instruct.model_dump(mode="json"),
                     }
                 )
     return jobs
@@ -102,9 +103,13 @@ def tokenize_chunk(job: dict) -> str:
         return job["file"]
     records = _records(Path(job["corpus"]), job["task"], job["split"], job["start"], job["stop"])
     tok = _tokenizer(job["tokenizer"])
-    examples = {"pretrain": pretrain_docs, "sft": sft_examples, "dpo": dpo_examples}[job["kind"]](
-        tok, job["task"], records, job["column"]
-    )
+    if job["kind"] == "sft":
+        cfg = InstructConfig.model_validate(job["instruct"])
+        examples = sft_examples(tok, job["task"], records, job["column"], job["split"], cfg)
+    else:
+        examples = {"pretrain": pretrain_docs, "dpo": dpo_examples}[job["kind"]](
+            tok, job["task"], records, job["column"]
+        )
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}")
     table = pa.Table.from_pylist(examples, schema=TOKENIZED_SCHEMAS[job["kind"]])
@@ -167,7 +172,7 @@ def weighted(rows: list[dict]) -> list[dict]:
     out = []
     for r in rows:
         w = r.get("weight", 1.0)
-        fraction = int(hashlib.sha256(r["id"].encode()).hexdigest()[:8], 16) / 16**8
+        fraction = instruct.hash_unit(r["id"])
         copies = int(w) + (fraction < w - int(w))
         out += [r if k == 0 else {**r, "id": f"{r['id']}#{k + 1}"} for k in range(copies)]
     return out
@@ -178,19 +183,31 @@ def pretrain_docs(tok: Tokenizer, task: str, rows: list[dict], column: str | Non
     return [_scored({"id": r["id"], "input_ids": d}, r, column) for r, d in zip(rows, docs, strict=True)]
 
 
-def sft_examples(tok: Tokenizer, task: str, rows: list[dict], column: str | None) -> list[dict]:
-    """Prompt + answer ids, labels -100 on the prompt; with `column`, that corpus value as "score"."""
-    template = SFT_TEMPLATES[task]
-    prompts = encode_template(tok, template.prompt, rows)
-    answers = encode_template(tok, template.answer, rows)
-    return [
-        _scored(
-            {"id": r["id"], "task": task, "input_ids": p + a, "labels": [IGNORE_INDEX] * len(p) + a},
-            r,
-            column,
-        )
-        for r, p, a in zip(rows, prompts, answers, strict=True)
-    ]
+def sft_examples(
+    tok: Tokenizer, task: str, rows: list[dict], column: str | None, split: str, cfg: InstructConfig
+) -> list[dict]:
+    """Prompt + answer ids, labels -100 on the prompt, in the task-token and instruct formats
+    (which records get which: tasks.instruct.formats); with `column`, that corpus value as "score"."""
+    out = []
+    for fmt, records in instruct.formats(rows, task, split, cfg).items():
+        template = instruct.template(task, fmt)
+        prompts = encode_template(tok, template.prompt, records)
+        answers = encode_template(tok, template.answer, records)
+        out += [
+            _scored(
+                {
+                    "id": r["id"],
+                    "task": task,
+                    "format": fmt,
+                    "input_ids": p + a,
+                    "labels": [IGNORE_INDEX] * len(p) + a,
+                },
+                r,
+                column,
+            )
+            for r, p, a in zip(records, prompts, answers, strict=True)
+        ]
+    return out
 
 
 def dpo_examples(tok: Tokenizer, task: str, rows: list[dict], column: str | None) -> list[dict]:
