@@ -55,9 +55,9 @@ def training_figures(stage: str, s: dict) -> str:
     for task, metric in (("translation", "chrf"), ("summarization", "rougeL"), ("qa", "f1")):
         if metric in after.get(task, {}):
             figures += f", {metric} {before[task][metric]:.1f} -> {after[task][metric]:.1f}"
-    instruct, heldout = s.get("generation_instruct", {}), s.get("generation_heldout", {})
-    if "chrf" in heldout.get("translation", {}):
-        figures += f", instruct chrf {instruct['translation']['chrf']:.1f} (held-out {heldout['translation']['chrf']:.1f})"
+    seen, heldout = (s.get(k, {}).get("translation", {}) for k in ("generation_instruct", "generation_heldout"))
+    if "chrf" in seen and "chrf" in heldout:
+        figures += f", instruct chrf {seen['chrf']:.1f} (held-out phrasings {heldout['chrf']:.1f})"
     if "val_preference_accuracy" in s:
         figures += (
             f", preference accuracy {s['val_preference_accuracy_before']} -> {s['val_preference_accuracy']}"
