@@ -2,6 +2,7 @@
 
 lmpipe run                      # the whole pipeline on the tiny preset
 lmpipe run sft --set sft.lr=1e-4 --force
+lmpipe run reward && lmpipe run rl   # the optional RLHF stages (not part of `lmpipe run`)
 lmpipe plan --config my.yaml
 lmpipe lineage checkpoints/dpo/tiny-0123456789ab
 lmpipe verify  checkpoints/dpo/tiny-0123456789ab
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import flows  # noqa: F401  (sets offline/telemetry defaults before anything heavy loads)
 from schemas.config import ConfigError, load_config
-from schemas.stages import ORDER
+from schemas.stages import ORDER, PIPELINE
 from tasks import lineage, remote
 from tasks.artifacts import ArtifactError, Home, published, read_manifest, verify
 from tasks.contracts import ContractError
@@ -95,7 +96,7 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config, args.overrides)  # fail fast, before Prefect starts
     if not args.force:
         home = open_home(args.home)
-        plans = plan_pipeline(cfg, home, (args.stage,) if args.stage else ORDER)
+        plans = plan_pipeline(cfg, home, (args.stage,) if args.stage else PIPELINE)
         if all(p.up_to_date for p in plans):
             # Nothing to build: answer from the manifests without starting a Prefect server.
             for p in plans if home.remote else ():
@@ -122,7 +123,7 @@ def print_summary(results: list[dict], seconds: float) -> None:
 
 
 def cmd_plan(args) -> int:
-    for p in plan_pipeline(load_config(args.config, args.overrides), open_home(args.home)):
+    for p in plan_pipeline(load_config(args.config, args.overrides), open_home(args.home), PIPELINE):
         why = "up to date" if p.up_to_date else "; ".join(p.reasons)
         print(f"{p.stage:<10} {p.action:<5} {p.fingerprint[:12]}  {why}")
     return 0

@@ -2,6 +2,9 @@
 
     corpus -> tokenizer -> shards -> pretrain -> sft -> dpo
 
+The optional RLHF stages (reward, rl) are flows of their own, run with `lmpipe run reward`
+and `lmpipe run rl`; they are not part of this run.
+
 Each stage is its own flow (a subflow here) that skips itself when its artifact is up to
 date. The plan (run or skip, and why) is published first as a Prefect markdown artifact.
 """
@@ -12,10 +15,13 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from flows.corpus import corpus_flow
 from flows.dpo import dpo_flow
 from flows.pretrain import pretrain_flow
+from flows.reward import reward_flow
+from flows.rl import rl_flow
 from flows.sft import sft_flow
 from flows.shards import shards_flow
 from flows.tokenizer import tokenizer_flow
 from schemas.config import load_config
+from schemas.stages import PIPELINE
 from tasks.artifacts import Home
 from tasks.plan import plan_pipeline
 
@@ -26,6 +32,8 @@ STAGE_FLOWS = {
     "pretrain": pretrain_flow,
     "sft": sft_flow,
     "dpo": dpo_flow,
+    "reward": reward_flow,
+    "rl": rl_flow,
 }
 
 
@@ -35,13 +43,13 @@ def pipeline(
 ) -> list[dict]:
     """Run every stage in order; `force` rebuilds all of them."""
     logger = get_run_logger()
-    plan = plan_pipeline(load_config(config, overrides), Home.resolve(home))
+    plan = plan_pipeline(load_config(config, overrides), Home.resolve(home), PIPELINE)
     create_markdown_artifact(
         key="pipeline-plan", markdown=plan_markdown(plan), description="what will run and why"
     )
     results = []
-    for stage, stage_flow in STAGE_FLOWS.items():
-        result = stage_flow(config=config, overrides=overrides, force=force, home=home)
+    for stage in PIPELINE:
+        result = STAGE_FLOWS[stage](config=config, overrides=overrides, force=force, home=home)
         logger.info(f"{stage}: {result['status']} in {result['seconds']}s: {result['figures']}")
         results.append(result)
     create_table_artifact(

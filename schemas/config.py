@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError
 
 from schemas.base import StrictModel
 from schemas.corpus import CorpusConfig
+from schemas.rlhf import RewardConfig, RlConfig
 from schemas.shards import ShardsConfig
 from schemas.tokenizer import TokenizerConfig
 from schemas.training import DpoConfig, PretrainConfig, SftConfig
@@ -34,6 +35,8 @@ class PipelineConfig(StrictModel):
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
     dpo: DpoConfig = Field(default_factory=DpoConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    rl: RlConfig = Field(default_factory=RlConfig)
 
     def section(self, stage: str) -> StrictModel:
         return getattr(self, stage)

@@ -16,6 +16,7 @@ class StageDef:
     version: int
     uses_registry: bool  # output depends on special tokens / templates
     resumable: bool = False  # a killed build continues from what it left in its staging dir
+    optional: bool = False  # not part of `lmpipe run`; built on request (`lmpipe run reward`)
 
 
 STAGES: dict[str, StageDef] = {
@@ -27,9 +28,20 @@ STAGES: dict[str, StageDef] = {
         StageDef("pretrain", ("shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),
         StageDef("sft", ("pretrain", "shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),
         StageDef("dpo", ("sft", "shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),
+        StageDef("reward", ("sft", "shards", "tokenizer"), "checkpoints", "gpu", 1, False, optional=True),
+        StageDef(
+            "rl",
+            ("sft", "reward", "dpo", "shards", "tokenizer"),
+            "checkpoints",
+            "gpu",
+            1,
+            False,
+            optional=True,
+        ),
     )
 }
 ORDER: tuple[str, ...] = tuple(STAGES)
+PIPELINE: tuple[str, ...] = tuple(s for s in ORDER if not STAGES[s].optional)  # what `lmpipe run` builds
 
 
 def downstream(stage: str) -> list[str]:

@@ -132,8 +132,10 @@ def check_checkpoint(out: Path, stats: dict) -> list[ContractResult]:
     stray = [p.name for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
     stray += [str(p.relative_to(out)) for p in out.glob(f"{training.RESUME}*")]
     results = [require("checkpoint/no-pickle", stray, 1, "weights in safetensors only; no resume state left")]
-    masked = stats.get("objective") == "masked"
-    auto = transformers.AutoModelForMaskedLM if masked else transformers.AutoModelForCausalLM
+    auto = {
+        "masked": transformers.AutoModelForMaskedLM,
+        "reward": transformers.AutoModelForSequenceClassification,
+    }.get(stats.get("objective"), transformers.AutoModelForCausalLM)
     model = auto.from_pretrained(out, use_safetensors=True)
     ids = torch.tensor([[1, 20, 30, 40]])
     with torch.no_grad():
@@ -141,6 +143,8 @@ def check_checkpoint(out: Path, stats: dict) -> list[ContractResult]:
     results.append(
         require("checkpoint/loads", [] if finite else ["non-finite logits"], 1, "reloads with finite logits")
     )
+    if "val_loss" not in stats:  # online RL has no validation loss; it records comparisons instead
+        return results
     worse = (
         []
         if stats["val_loss"] < stats["val_loss_before"]

@@ -40,6 +40,19 @@ def key_figures(stage: str, s: dict) -> str:
                 else ""
             )
         )
+    if stage == "reward":
+        return (
+            f"train loss {s['train_loss']}, val loss {s['val_loss_before']} -> {s['val_loss']}, "
+            f"reward accuracy {s['val_reward_accuracy_before']} -> {s['val_reward_accuracy']}"
+        )
+    if stage == "rl":
+        return (
+            ", ".join(
+                f"{m}: reward {s[f'val_mean_reward_{m}']}, preference accuracy {s[f'val_preference_accuracy_{m}']}"
+                for m in ("sft", "dpo", "rl")
+            )
+            + f" (KL {s['train_kl_last']})"
+        )
     return training_figures(stage, s)
 
 
@@ -55,7 +68,9 @@ def training_figures(stage: str, s: dict) -> str:
     for task, metric in (("translation", "chrf"), ("summarization", "rougeL"), ("qa", "f1")):
         if metric in after.get(task, {}):
             figures += f", {metric} {before[task][metric]:.1f} -> {after[task][metric]:.1f}"
-    seen, heldout = (s.get(k, {}).get("translation", {}) for k in ("generation_instruct", "generation_heldout"))
+    seen, heldout = (
+        s.get(k, {}).get("translation", {}) for k in ("generation_instruct", "generation_heldout")
+    )
     if "chrf" in seen and "chrf" in heldout:
         figures += f", instruct chrf {seen['chrf']:.1f} (held-out phrasings {heldout['chrf']:.1f})"
     if "val_preference_accuracy" in s:

@@ -62,6 +62,15 @@ def tiny_config_data(raw_dir: Path) -> dict:
         },
         "sft": {**train, "max_steps": 6, "lr": 5e-3},
         "dpo": {**train, "max_steps": 6, "lr": 2e-2},
+        "reward": {**train, "max_steps": 4, "lr": 2e-2, "eval_pairs": 16},
+        "rl": {
+            **train,
+            "max_steps": 2,
+            "num_generations": 2,
+            "max_completion_length": 8,
+            "eval_prompts": 4,
+            "eval_max_new_tokens": 8,
+        },
     }
 
 

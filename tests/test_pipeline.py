@@ -7,8 +7,10 @@ import pytest
 
 from flows.pipeline import pipeline
 from flows.pretrain import pretrain_flow
+from flows.reward import reward_flow
+from flows.rl import rl_flow
 from schemas.config import load_config
-from schemas.stages import ORDER
+from schemas.stages import ORDER, PIPELINE
 from tasks import lineage
 from tasks.artifacts import ArtifactError, Home, read_manifest, verify
 from tasks.plan import plan_pipeline
@@ -25,7 +27,7 @@ def test_pipeline_end_to_end(prefect_harness, tiny_config, tmp_path):
     config = str(tiny_config)
 
     first = pipeline(config=config, home=home)
-    assert statuses(first) == dict.fromkeys(ORDER, "ran")
+    assert statuses(first) == dict.fromkeys(PIPELINE, "ran")
     for r in first:
         m = read_manifest(Path(r["path"]))
         assert m.stage == r["stage"] and m.flow_run_id and m.files and all(c.success for c in m.contracts)
@@ -43,26 +45,28 @@ def test_pipeline_end_to_end(prefect_harness, tiny_config, tmp_path):
     assert metrics["val_loss"] < metrics["val_loss_before"]
 
     chain = "\n".join(lineage.render(lineage.upstream(dpo_dir)))
-    for stage in ORDER:
+    for stage in PIPELINE:
         assert f"{stage} t fp=" in chain
     assert "raw " + str(tiny_config.parent / "raw" / "qa.jsonl") in chain
     assert verify(dpo_dir) == []
     used = lineage.downstream(Home.resolve(home), tiny_config.parent / "raw" / "qa.jsonl")
-    assert [d["stage"] for d in used] == list(ORDER)
+    assert [d["stage"] for d in used] == list(PIPELINE)
 
-    assert statuses(pipeline(config=config, home=home)) == dict.fromkeys(ORDER, "skipped")
+    check_rlhf_stages(config, home)
+    assert statuses(pipeline(config=config, home=home)) == dict.fromkeys(PIPELINE, "skipped")
 
     changed = statuses(pipeline(config=config, overrides=["sft.lr=0.004"], home=home))
     assert changed == {**dict.fromkeys(ORDER[:4], "skipped"), "sft": "ran", "dpo": "ran"}
 
-    plan = {p.stage: p for p in plan_pipeline(load_config(config, ["sft.lr=0.003"]), Home.resolve(home))}
+    pipeline_plan = plan_pipeline(load_config(config, ["sft.lr=0.003"]), Home.resolve(home), PIPELINE)
+    plan = {p.stage: p for p in pipeline_plan}
     assert [s for s, p in plan.items() if not p.up_to_date] == ["sft", "dpo"]
     assert plan["sft"].reasons == ["config sft.lr: 0.004 -> 0.003"]
 
     with open(tiny_config.parent / "raw" / "qa.jsonl", "a") as f:
         f.write('{"id": "qa-new", "context": "Some context.", "question": "What?", "answer": "Some"}\n')
     plan = plan_pipeline(load_config(config), Home.resolve(home))
-    assert all(not p.up_to_date for p in plan)
+    assert all(not p.up_to_date for p in plan) and [p.stage for p in plan] == list(ORDER)
     assert any(r.startswith("raw file") and "qa.jsonl" in r for r in plan[0].reasons)
 
     shard = sorted(Path(first[2]["path"]).glob("pretrain-train-*.arrow"))[0]
@@ -70,3 +74,24 @@ def test_pipeline_end_to_end(prefect_harness, tiny_config, tmp_path):
     assert any(str(shard) in p for p in verify(dpo_dir))
     with pytest.raises(ArtifactError, match="integrity check"):
         pretrain_flow(config=config, home=home, force=True, overrides=[])
+
+
+def check_rlhf_stages(config: str, home: str) -> None:
+    """The optional reward and rl stages, as Prefect flows on the pipeline's artifacts."""
+    results = {
+        r["stage"]: r for r in (reward_flow(config=config, home=home), rl_flow(config=config, home=home))
+    }
+    for stage, r in results.items():
+        m = read_manifest(Path(r["path"]))
+        assert r["status"] == "ran" and m.flow_run_id and all(c.success for c in m.contracts)
+        assert {c.name for c in m.contracts} >= {"reward/chosen-differs", f"{stage}/finite"}
+    reward_stats = read_manifest(Path(results["reward"]["path"])).stats
+    assert 0 <= reward_stats["val_reward_accuracy"] <= 1 and reward_stats["val_pairs"] > 0
+    rl_stats = read_manifest(Path(results["rl"]["path"])).stats
+    for model in ("sft", "dpo", "rl"):  # the RL model compared with DPO (and SFT) on the same data
+        assert 0 <= rl_stats[f"val_preference_accuracy_{model}"] <= 1
+        assert isinstance(rl_stats[f"val_mean_reward_{model}"], float)
+    assert rl_stats["rewards_finite"] and rl_stats["method"] == "rloo"
+    chain = "\n".join(lineage.render(lineage.upstream(Path(results["rl"]["path"]))))
+    assert all(f"{stage} t fp=" in chain for stage in ("reward", "dpo", "sft", "shards"))
+    assert statuses([reward_flow(config=config, home=home)]) == {"reward": "skipped"}

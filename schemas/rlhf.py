@@ -1,0 +1,40 @@
+"""Configs of the two RLHF stages: a reward model from the preference pairs, and online RL
+of the SFT model against it (TRL's RLOO; TRL 1.16 has no PPO trainer, see the README)."""
+
+from pydantic import Field, model_validator
+
+from schemas.training import LoraFields, TrainConfig
+
+
+class RewardConfig(TrainConfig, LoraFields):
+    """A sequence-score head on the SFT model (LoRA on attention, the head trained in full)."""
+
+    lr: float = Field(5e-4, gt=0)
+    # Pulls the mean reward of each pair towards 0 (TRL's center_rewards_coefficient), so the
+    # RL stage sees rewards on a stable scale; null turns it off.
+    center_rewards: float | None = Field(0.01, ge=0)
+    eval_pairs: int = Field(512, ge=1)  # validation pairs scored for reward accuracy
+
+
+class RlConfig(TrainConfig, LoraFields):
+    """RLOO: `num_generations` sampled completions per prompt, each one's advantage its reward
+    minus the mean reward of the others; the KL to the SFT model (`beta`) is subtracted from
+    the reward. `batch_size` counts completions, so it holds batch_size / num_generations prompts."""
+
+    lr: float = Field(5e-4, gt=0)
+    max_steps: int = Field(20, ge=1)
+    beta: float = Field(0.05, ge=0)  # KL penalty to the SFT model (0 turns it off)
+    num_generations: int = Field(4, ge=2)
+    max_completion_length: int = Field(48, ge=1)
+    temperature: float = Field(1.0, gt=0)
+    eval_prompts: int = Field(64, ge=1)  # validation prompts answered greedily and scored
+    eval_max_new_tokens: int = Field(48, ge=1)
+
+    @model_validator(mode="after")
+    def whole_groups(self) -> "RlConfig":
+        if self.batch_size % self.num_generations:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of num_generations ({self.num_generations}): "
+                "every prompt's completions go into the same batch"
+            )
+        return self

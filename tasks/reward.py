@@ -1,0 +1,240 @@
+"""Reward stage: a sequence-score head on the SFT model, trained on the preference pairs.
+
+TRL's `RewardTrainer` with a LoRA adapter (the new score head trains in full) on our
+pre-tokenized DPO shards: each pair becomes `prompt + chosen` and `prompt + rejected`, and the
+loss is -log sigmoid(r(chosen) - r(rejected)). Batches come from one length bucket each, as in
+DPO. The score is read at the last non-padding token, the `<eos>` that ends each completion:
+
+    <bos> <prompt> Translate from English to French:\\nHello <answer> Bonjour <eos>  -> 1.7
+
+Recorded: reward accuracy (share of validation pairs where r(chosen) > r(rejected)), margin,
+mean and spread of the rewards, before (random head) and after training. The published
+checkpoint loads with `AutoModelForSequenceClassification` (merged weights, safetensors).
+"""
+
+import logging
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import torch
+from torch.utils.data import DataLoader
+
+from schemas.manifest import ContractResult
+from schemas.rlhf import RewardConfig
+from schemas.tokens import PAD, token_id
+from tasks import shards as shards_task
+from tasks import training
+from tasks.contracts import require
+from tasks.dpo import BucketBatchSampler
+from tasks.pretrain import check_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+def load(path: Path):
+    """A reward model (one score per sequence) from a checkpoint: a reward stage's, or an LM's
+    (then the score head starts random)."""
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, use_safetensors=True)
+    model.config.pad_token_id = token_id(PAD)  # the score is read before the first padding
+    return model
+
+
+@torch.no_grad()
+def scores(model, seqs: list[list[int]], device, batch_size: int = 32) -> list[float]:
+    """One reward per token sequence (right-padded batches)."""
+    model.to(device).eval()
+    out: list[float] = []
+    for k in range(0, len(seqs), batch_size):
+        chunk = seqs[k : k + batch_size]
+        width = max(map(len, chunk))
+        ids = torch.tensor([s + [token_id(PAD)] * (width - len(s)) for s in chunk], device=device)
+        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk], device=device)
+        out += model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, 0].float().tolist()
+    return out
+
+
+def pair_sequences(table: pa.Table) -> tuple[list[list[int]], list[list[int]]]:
+    """(prompt + chosen, prompt + rejected) token ids of every pair."""
+    cols = table.select(["prompt_ids", "chosen_ids", "rejected_ids"]).to_pydict()
+    chosen = [p + c for p, c in zip(cols["prompt_ids"], cols["chosen_ids"], strict=True)]
+    rejected = [p + r for p, r in zip(cols["prompt_ids"], cols["rejected_ids"], strict=True)]
+    return chosen, rejected
+
+
+def reward_accuracy(model, table: pa.Table, device, limit: int = 512) -> dict:
+    """Share of pairs with r(chosen) > r(rejected), mean margin, mean and std of all rewards."""
+    chosen, rejected = pair_sequences(table.slice(0, limit))
+    rc, rr = scores(model, chosen, device), scores(model, rejected, device)
+    both = torch.tensor(rc + rr)
+    return {
+        "reward_accuracy": round(sum(c > r for c, r in zip(rc, rr, strict=True)) / len(rc), 4),
+        "reward_margin": round(sum(c - r for c, r in zip(rc, rr, strict=True)) / len(rc), 4),
+        "mean_reward": round(both.mean().item(), 4),
+        "reward_std": round(both.std().item(), 4),
+        "finite": bool(torch.isfinite(both).all()),
+        "pairs": len(rc),
+    }
+
+
+def trainer_args(cfg, scratch: str) -> dict:
+    """The TRL/Trainer arguments every TRL-based stage shares (CPU float32, bf16 on CUDA)."""
+    cuda = torch.cuda.is_available()
+    return {
+        "output_dir": scratch,
+        "use_cpu": not cuda,  # else TRL asks for bf16/GPU on a CPU machine
+        "bf16": cuda,
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.batch_size,
+        "per_device_eval_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "learning_rate": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "lr_scheduler_type": cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
+        "warmup_steps": cfg.warmup_steps,
+        "max_grad_norm": cfg.max_grad_norm,
+        "seed": cfg.seed,
+        "logging_steps": cfg.log_every,
+        "save_strategy": "no",
+        "report_to": [],
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def lora_config(cfg, task_type: str):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type=task_type,  # SEQ_CLS also trains the new score head in full
+    )
+
+
+def log_callback(stage: str, keys: tuple[str, ...]):
+    from transformers import TrainerCallback
+
+    class LogProgress(TrainerCallback):
+        """One log line per logging step, like the other training stages."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:
+                shown = " ".join(f"{k} {logs[k]:.4f}" for k in ("loss", *keys) if k in logs)
+                log.info(f"{stage} step {state.global_step}/{state.max_steps} {shown}")
+
+    return LogProgress()
+
+
+def history_of(log_history: list[dict], keys: tuple[str, ...]) -> list[dict]:
+    """Training log lines of a TRL trainer, for history.json and loss.png."""
+    return [
+        {"step": e["step"], "loss": e["loss"], **{k: e[k] for k in keys if k in e}}
+        for e in log_history
+        if "loss" in e
+    ]
+
+
+def make_trainer_class():
+    from trl import RewardTrainer
+
+    class ShardRewardTrainer(RewardTrainer):
+        bucket_sampler: BucketBatchSampler
+
+        def get_train_dataloader(self) -> DataLoader:
+            loader = DataLoader(
+                self.train_dataset, batch_sampler=self.bucket_sampler, collate_fn=self.data_collator
+            )
+            return self.accelerator.prepare(loader)
+
+    return ShardRewardTrainer
+
+
+def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
+    from trl import RewardConfig as TrlRewardConfig
+
+    # set up
+    device = training.setup(cfg)
+    train = shards_task.load(inputs["shards"], "dpo", "train")
+    val = shards_task.load(inputs["shards"], "dpo", "validation")
+    model = load(inputs["sft"])  # the SFT body, a fresh (seeded) score head
+    before = reward_accuracy(model, val, device, cfg.eval_pairs)
+
+    def dataset(table: pa.Table) -> "Dataset":
+        chosen, rejected = pair_sequences(table)
+        return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
+
+    # train
+    with tempfile.TemporaryDirectory() as scratch:
+        args = TrlRewardConfig(
+            **trainer_args(cfg, scratch), max_length=None, center_rewards_coefficient=cfg.center_rewards
+        )
+        trainer_class = make_trainer_class()
+        trainer_class.bucket_sampler = BucketBatchSampler(
+            train["bucket"].to_pylist(), cfg.batch_size, cfg.seed
+        )
+        trainer = trainer_class(
+            model=model,
+            args=args,
+            train_dataset=dataset(train),
+            eval_dataset=dataset(val.slice(0, cfg.eval_pairs)),
+            processing_class=AutoTokenizer.from_pretrained(inputs["tokenizer"]),
+            peft_config=lora_config(cfg, "SEQ_CLS"),
+            callbacks=[log_callback("reward", ("accuracy", "margin"))],
+        )
+        trainer.remove_callback(PrinterCallback)
+        eval_before = trainer.evaluate()
+        result = trainer.train()
+        eval_after = trainer.evaluate()
+    # evaluate
+    trainer.model.save_pretrained(out / "adapter")
+    merged = trainer.model.merge_and_unload()
+    after = reward_accuracy(merged, val, device, cfg.eval_pairs)
+    metrics = {
+        "objective": "reward",
+        "val_loss_before": round(eval_before["eval_loss"], 4),
+        "val_loss": round(eval_after["eval_loss"], 4),
+        "train_loss": round(result.training_loss, 4),
+        "val_reward_accuracy_before": before["reward_accuracy"],
+        **{f"val_{k}": v for k, v in after.items() if k not in ("finite", "pairs")},
+        "val_pairs": after["pairs"],
+        "steps": cfg.max_steps,
+    }
+    # save
+    history = history_of(trainer.state.log_history, ("accuracy", "margin"))
+    card = training.model_card("reward", metrics, cfg, inputs, "AutoModelForSequenceClassification")
+    training.finish(out, merged, inputs["tokenizer"], history, metrics, card)
+    return metrics
+
+
+def validate(cfg: RewardConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
+    """The checkpoint contracts, plus: every pair differs, and the published model's rewards
+    on the validation pairs are finite."""
+    results = check_checkpoint(out, stats)
+    results.append(pairs_differ(inputs["shards"]))
+    val = shards_task.load(inputs["shards"], "dpo", "validation")
+    scored = reward_accuracy(load(out), val, torch.device("cpu"), cfg.eval_pairs)
+    bad = [] if scored["finite"] else [f"non-finite rewards on the first {scored['pairs']} validation pairs"]
+    results.append(require("reward/finite", bad, scored["pairs"], "every validation reward is finite"))
+    return results
+
+
+def pairs_differ(shards_dir: Path) -> ContractResult:
+    """chosen != rejected in every preference pair the stage reads (train and validation)."""
+    bad, checked = [], 0
+    for split in ("train", "validation"):
+        cols = (
+            shards_task.load(shards_dir, "dpo", split)
+            .select(["id", "chosen_ids", "rejected_ids"])
+            .to_pydict()
+        )
+        checked += len(cols["id"])
+        bad += [f"id={i}: chosen equals rejected" for i, c, r in zip(*cols.values(), strict=True) if c == r]
+    return require("reward/chosen-differs", bad, checked, "chosen differs from rejected in every pair")
