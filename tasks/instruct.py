@@ -5,10 +5,12 @@ template with one of the training phrasings (also picked by hash), the rest the 
 template. Validation records are written in all three formats, so the SFT stage can measure
 each on its own:
 
-    format    id              prompt
-    task      tr-1            <bos> Hello <to-fr>
-    instruct  tr-1@instruct   <bos> <prompt> Traduis en français :\\nHello <answer>
-    heldout   tr-1@heldout    <bos> <prompt> Render this English text in French:\\nHello <answer>
+    format    id (validation)  prompt
+    task      tr-1             <bos> Hello <to-fr>
+    instruct  tr-1@instruct    <bos> <prompt> Traduis en français :\\nHello <answer>
+    heldout   tr-1@heldout     <bos> <prompt> Render this English text in French:\\nHello <answer>
+
+In training each record appears once, under its corpus id.
 
 `heldout` phrasings never appear in training: a model that only memorised the training strings
 scores lower on them than on `instruct`.
@@ -45,27 +47,28 @@ def pick(phrasings: list[str], record_id: str) -> str:
     return phrasings[int(hash_unit(f"phrase:{record_id}") * len(phrasings))]
 
 
-def formats(rows: list[dict], task: str, split: str, cfg: InstructConfig) -> dict[str, list[dict]]:
-    """{format: records to encode with that format's template} (see the module docstring)."""
+def formats(rows: list[dict], task: str, split: str, cfg: InstructConfig) -> list[tuple[str, dict]]:
+    """(format, record to encode with that format's template), in record order (see the module
+    docstring), so the shards do not depend on how the records were cut into chunks."""
     train_phr, heldout_phr = cfg.instructions.get(task), cfg.heldout.get(task)
-    out: dict[str, list[dict]] = {f: [] for f in FORMATS}
+    out: list[tuple[str, dict]] = []
 
-    def instruct(row: dict, fmt: str, phrasings: list[str]) -> dict:
-        return {**row, "id": f"{row['id']}@{fmt}", "prompt": render(pick(phrasings, row["id"]), row)}
+    def instruct(row: dict, phrasings: list[str], suffix: str = "") -> dict:
+        return {**row, "id": row["id"] + suffix, "prompt": render(pick(phrasings, row["id"]), row)}
 
     for row in rows:
-        if split == "train":
+        if split == "train":  # one format per record: ids stay the corpus ids
             if train_phr and hash_unit(f"format:{row['id']}") < cfg.fraction:
-                out["instruct"].append(instruct(row, "instruct", train_phr))
+                out.append(("instruct", instruct(row, train_phr)))
             else:
-                out["task"].append(row)
+                out.append(("task", row))
             continue
-        out["task"].append(row)
+        out.append(("task", row))
         if train_phr:
-            out["instruct"].append(instruct(row, "instruct", train_phr))
+            out.append(("instruct", instruct(row, train_phr, "@instruct")))
         if heldout_phr:
-            out["heldout"].append(instruct(row, "heldout", heldout_phr))
-    return {f: r for f, r in out.items() if r}
+            out.append(("heldout", instruct(row, heldout_phr, "@heldout")))
+    return out
 
 
 def template(task: str, fmt: str) -> Template:

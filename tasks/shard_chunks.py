@@ -188,25 +188,17 @@ def sft_examples(
 ) -> list[dict]:
     """Prompt + answer ids, labels -100 on the prompt, in the task-token and instruct formats
     (which records get which: tasks.instruct.formats); with `column`, that corpus value as "score"."""
-    out = []
-    for fmt, records in instruct.formats(rows, task, split, cfg).items():
+    variants = instruct.formats(rows, task, split, cfg)
+    out: list[dict] = [{}] * len(variants)
+    for fmt in instruct.FORMATS:  # encoded in one batch per format, kept in record order
+        where = [i for i, (f, _) in enumerate(variants) if f == fmt]
+        records = [variants[i][1] for i in where]
         template = instruct.template(task, fmt)
         prompts = encode_template(tok, template.prompt, records)
         answers = encode_template(tok, template.answer, records)
-        out += [
-            _scored(
-                {
-                    "id": r["id"],
-                    "task": task,
-                    "format": fmt,
-                    "input_ids": p + a,
-                    "labels": [IGNORE_INDEX] * len(p) + a,
-                },
-                r,
-                column,
-            )
-            for r, p, a in zip(records, prompts, answers, strict=True)
-        ]
+        for i, r, p, a in zip(where, records, prompts, answers, strict=True):
+            example = {"id": r["id"], "task": task, "format": fmt, "input_ids": p + a}
+            out[i] = _scored({**example, "labels": [IGNORE_INDEX] * len(p) + a}, r, column)
     return out
 
 

@@ -18,6 +18,13 @@ ROWS = [
 ]
 
 
+def by_format(variants: list[tuple[str, dict]]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for fmt, record in variants:
+        out.setdefault(fmt, []).append(record)
+    return out
+
+
 def phrase_prefixes(phrasings: list[str]) -> list[str]:
     """The fixed text of each phrasing (around the placeholder) that must show in a prompt."""
     return [max(p.split("{source_text}"), key=len) for p in phrasings]
@@ -25,8 +32,10 @@ def phrase_prefixes(phrasings: list[str]) -> list[str]:
 
 def test_training_mix_is_deterministic_and_never_uses_heldout_phrasings():
     cfg = InstructConfig(fraction=0.3)
-    train = instruct.formats(ROWS, "translation", "train", cfg)
-    assert train == instruct.formats(ROWS, "translation", "train", cfg)
+    variants = instruct.formats(ROWS, "translation", "train", cfg)
+    assert variants == instruct.formats(ROWS, "translation", "train", cfg)
+    assert [r["id"] for _, r in variants] == [r["id"] for r in ROWS]  # record order, corpus ids
+    train = by_format(variants)
     assert set(train) == {"task", "instruct"} and 0.22 < len(train["instruct"]) / len(ROWS) < 0.38
     prompts = [r["prompt"] for r in train["instruct"]]
     for fixed in phrase_prefixes(HELDOUT["translation"]):
@@ -34,11 +43,13 @@ def test_training_mix_is_deterministic_and_never_uses_heldout_phrasings():
     used = {f for f in phrase_prefixes(INSTRUCTIONS["translation"]) if any(f in p for p in prompts)}
     assert len(used) == len(INSTRUCTIONS["translation"])  # English and French phrasings both used
     assert all(p.count(r["source_text"]) == 1 for p, r in zip(prompts, train["instruct"], strict=True))
-    assert instruct.formats(ROWS, "translation", "train", InstructConfig(fraction=0)).keys() == {"task"}
+    assert {f for f, _ in instruct.formats(ROWS, "translation", "train", InstructConfig(fraction=0))} == {
+        "task"
+    }
 
 
 def test_validation_has_every_format_and_heldout_uses_only_heldout_phrasings():
-    val = instruct.formats(ROWS[:50], "translation", "validation", InstructConfig())
+    val = by_format(instruct.formats(ROWS[:50], "translation", "validation", InstructConfig()))
     assert {f: len(r) for f, r in val.items()} == {"task": 50, "instruct": 50, "heldout": 50}
     assert val["heldout"][0]["id"] == "tr-0@heldout"
     fixed = phrase_prefixes(HELDOUT["translation"])

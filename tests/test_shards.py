@@ -38,7 +38,7 @@ def test_sft_labels_cover_only_the_answer(built):
     cfg, inputs, out, _ = built
     tok = tokenizer.load(inputs["tokenizer"])
     rows = shards.load(out, "sft", "train").to_pylist()
-    row = next(r for r in rows if r["task"] == "translation")
+    row = next(r for r in rows if r["task"] == "translation" and r["format"] == "task")
     first = next(i for i, x in enumerate(row["labels"]) if x != IGNORE_INDEX)
     assert row["input_ids"][first - 1] == token_id("<to-fr>")
     assert row["input_ids"][0] == token_id("<bos>") and row["labels"][-1] == token_id("<eos>")
