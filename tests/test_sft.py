@@ -74,3 +74,17 @@ def test_sft_resume_after_crash_is_exact(data, pretrained, tmp_path, monkeypatch
     a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("whole", "run"))
     assert all(torch.equal(a[k], b[k]) for k in a) and resumed == whole
     assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["step"] == 8
+
+
+def test_noise_benchmark_compares_settings_from_one_checkpoint(data, pretrained):  # noqa: F811
+    """Smoke test of benchmarks/noise.py: same checkpoint, seed and data; only the noise differs."""
+    from benchmarks import noise as bench
+    from schemas.training import NoiseConfig
+
+    cfg, inputs = data
+    settings = {"none": NoiseConfig(), "mask 30%": NoiseConfig(fraction=0.3, replace_with="mask")}
+    base = sft_cfg(cfg, max_steps=3, eval_examples=2, eval_max_new_tokens=4)
+    rows = bench.compare(base, {**inputs, "pretrain": pretrained}, settings)
+    assert [r["noise"] for r in rows] == ["none", "mask 30%"]
+    assert rows[0]["val loss ratio"] == 1 and rows[0]["realized fraction"] == 0
+    assert abs(rows[1]["realized fraction"] - 0.3) < 0.02 and rows[1]["val loss"] != rows[0]["val loss"]
