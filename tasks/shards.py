@@ -26,6 +26,7 @@ from pathlib import Path
 import pyarrow as pa
 from tokenizers import Tokenizer
 
+from schemas.instruct import InstructConfig
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum, ShardsConfig
 from schemas.tokens import token_id
@@ -125,9 +126,16 @@ def _pack_stats(docs: list[list[int]], pieces: int, rows: list[dict], seq_len: i
     }
 
 
-def sft_examples(tok: Tokenizer, corpus: Path, tasks: list[str], split: str) -> list[dict]:
+def sft_examples(
+    tok: Tokenizer, corpus: Path, tasks: list[str], split: str, formats: InstructConfig | None = None
+) -> list[dict]:
     """Every SFT example of one split, tokenised here in one go (the stage does it in chunks)."""
-    return [ex for t in tasks for ex in shard_chunks.sft_examples(tok, t, read_split(corpus, t, split), None)]
+    cfg = formats or InstructConfig()
+    return [
+        ex
+        for t in tasks
+        for ex in shard_chunks.sft_examples(tok, t, read_split(corpus, t, split), None, split, cfg)
+    ]
 
 
 def dpo_examples(tok: Tokenizer, corpus: Path, split: str) -> list[dict]:
