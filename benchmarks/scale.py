@@ -1,7 +1,7 @@
 """Scale: the data stages on 1x, 10x (and 100x) the embedded corpus, one child process per stage.
 
-    python -m benchmarks.scale                       # 1x and 10x
-    python -m benchmarks.scale --scales 1,10,100     # 100x too (long on 2 cores)
+    python -m benchmarks.scale                       # 1x, 3x and 10x
+    python -m benchmarks.scale --scales 1,10,100     # to 100x (long on 2 cores)
     python -m benchmarks.scale --limit 50 --scales 1 # smoke: the first 50 lines of each file
 
 The bigger corpora: replica r (r >= 1) of every record gets the id `<id>~r<r>` and the word
@@ -19,7 +19,8 @@ Each stage (corpus, tokenizer training on its bounded sample, shards = tokenise 
 (`os.wait4` rusage) are per stage. The shards stage runs twice at every scale, on 1 core and on
 2 (the child's CPU affinity; the tokenizer's Rust thread pool follows it), to give the speedup
 of tokenisation. Goals: peak RSS flat (<= 1.2x from 1x to the largest scale), CPU cost per
-token constant (within 10%), tokenisation on 2 cores >= 1.8x one core.
+token constant (the marginal cost of the last step of scale within 10% of the first's; needs
+three scales), tokenisation on 2 cores >= 1.8x one core.
 Writes benchmarks/results/scale.{json,md}.
 """
 
@@ -115,6 +116,7 @@ def run_stage(stage: str, run_dir: Path, cores: int) -> dict:
     inputs = {name: run_dir / name for name in STAGES[stage].inputs}
     out = run_dir / (f"shards-c{cores}" if stage == "shards" else stage)
     out.mkdir(parents=True, exist_ok=False)
+    warm_up()
     tokenise = Tokenising(cores)
     extra = {"map_chunks": tokenise.map_chunks} if stage == "shards" else {}
     start, cpu = time.perf_counter(), time.process_time()
@@ -131,6 +133,13 @@ def run_stage(stage: str, run_dir: Path, cores: int) -> dict:
         "tokenise_s": tokenise.seconds,
         "failed_contracts": failed,
     }
+
+
+def warm_up() -> None:
+    """Import what the stages import lazily, so the work's CPU time leaves out library loading."""
+    import great_expectations  # noqa: F401
+    import matplotlib.pyplot  # noqa: F401
+    import transformers  # noqa: F401
 
 
 class Tokenising:
@@ -224,14 +233,7 @@ def goals(rows: list[dict]) -> list[dict]:
     for stage in DATA_STAGES:
         ratio = at(hi, stage)["peak_rss_mib"] / at(lo, stage)["peak_rss_mib"]
         out.append(_goal(f"{stage}: peak RSS x{hi} / x{lo}", ratio, RSS_GOAL, "<="))
-    cost = {
-        s: sum(at(s, stage)["work_cpu_s"] for stage in DATA_STAGES) / at(s, "shards")["tokens"]
-        for s in (lo, hi)
-    }
-    out.append(_goal(f"data stages: CPU s per token x{hi} / x{lo}", cost[hi] / cost[lo], COST_GOAL, "<="))
-    for stage in DATA_STAGES:
-        ratio = at(hi, stage)["work_cpu_us_per_token"] / at(lo, stage)["work_cpu_us_per_token"]
-        out.append(_goal(f"{stage}: CPU s per token x{hi} / x{lo}", ratio, COST_GOAL, "<="))
+    out += cost_goals(sorted({r["scale"] for r in rows}), at)
     if 1 in {r["cores"] for r in rows} and top > 1:
         one, many = at(hi, "shards", 1), at(hi, "shards", top)
         if one["tokenise_s"] and many["tokenise_s"]:
@@ -241,6 +243,34 @@ def goals(rows: list[dict]) -> list[dict]:
             )
         ratio = one["wall_s"] / many["wall_s"]
         out.append(_goal(f"shards stage x{hi}: {top} cores / 1 core (speedup)", ratio, SPEEDUP_GOAL, ">="))
+    return out
+
+
+def cost_goals(scales: list[int], at) -> list[dict]:
+    """CPU cost per token, constant: the marginal cost (extra CPU s / extra tokens) of the last
+    step of scale against the first. Needs three scales: every stage has fixed costs (lazy
+    imports, the GX context, the tokenizer's bounded training) that make the average fall."""
+    if len(scales) < 3:
+        return [
+            {
+                "what": "CPU s per token constant",
+                "value": "",
+                "goal": f"<= {COST_GOAL}",
+                "result": "not shown (needs 3 scales)",
+            }
+        ]
+
+    def marginal(a: int, b: int, stages: tuple[str, ...]) -> float:
+        extra = sum(at(b, s)["work_cpu_s"] - at(a, s)["work_cpu_s"] for s in stages)
+        return extra / (at(b, "shards")["tokens"] - at(a, "shards")["tokens"])
+
+    first, last = scales[:2], scales[-2:]
+    out = []
+    # not the tokenizer alone: it trains on a bounded sample, its marginal cost goes to 0
+    for name, stages in (("data stages", DATA_STAGES), ("corpus", ("corpus",)), ("shards", ("shards",))):
+        ratio = marginal(*last, stages) / marginal(*first, stages)
+        what = f"{name}: marginal CPU s per token, x{last[0]}->x{last[1]} / x{first[0]}->x{first[1]}"
+        out.append(_goal(what, ratio, COST_GOAL, "<="))
     return out
 
 
@@ -269,7 +299,8 @@ def markdown(rows: list[dict], goal_rows: list[dict], load: tuple) -> str:
     return (
         "# scale\n\nThe data stages on the embedded corpus replicated (see benchmarks/scale.py), one child "
         "process per stage (build + validate); wall, CPU time and peak RSS of the whole child from "
-        "os.wait4; work_cpu_s is the CPU time of build + validate alone (no imports), the cost per token. "
+        "os.wait4; work_cpu_s is the CPU time of build + validate alone (libraries imported before), "
+        "the cost per token. "
         f"Load average at the start and end: {load[0]} / {load[1]} on {os.cpu_count()} cores.\n\n"
         + "\n".join(table)
         + "\n\n"
@@ -280,7 +311,7 @@ def markdown(rows: list[dict], goal_rows: list[dict], load: tuple) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n")[0])
-    p.add_argument("--scales", default="1,10", help="comma-separated replication factors")
+    p.add_argument("--scales", default="1,3,10", help="comma-separated replication factors")
     p.add_argument("--limit", type=int, help="lines per raw file (a slice, for smoke tests)")
     p.add_argument("--cores", default="1,2", help="core counts for the shards stage")
     p.add_argument(
