@@ -67,7 +67,10 @@ def compare(base: SftConfig, inputs: dict[str, Path], settings: dict[str, NoiseC
     base_row = rows[0]
     for row in rows:
         row["val loss ratio"] = round(row["val loss"] / base_row["val loss"], 4)
-        row["chrF ratio"] = round(row["chrF (task token)"] / max(base_row["chrF (task token)"], 1e-9), 3)
+        base_chrf = base_row["chrF (task token)"]
+        row["chrF ratio"] = (
+            round(row["chrF (task token)"] / base_chrf, 3) if base_chrf else "n/a (baseline 0)"
+        )
     return rows
 
 
