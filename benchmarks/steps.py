@@ -37,6 +37,17 @@ from tasks import dpo, packing, pretrain, sft, shards, training
 
 SEQ_LEN, BATCH, PAIRS = pretrain_bench.SEQ_LEN, pretrain_bench.BATCH, 4
 CPU = torch.device("cpu")
+# What both TRL baselines share: CPU, no saving, no logging in the timed steps, seeded.
+TRL_ARGS = {
+    "use_cpu": True,
+    "warmup_steps": 1,
+    "logging_steps": 10**6,
+    "save_strategy": "no",
+    "report_to": [],
+    "disable_tqdm": True,
+    "dataloader_num_workers": 0,
+    "seed": 0,
+}
 
 
 class Clock:
@@ -146,21 +157,14 @@ def sft_trl(data, table: pa.Table, vocab: int, steps: int) -> float:
     with tempfile.TemporaryDirectory() as scratch:
         args = SFTConfig(
             output_dir=scratch,
-            use_cpu=True,
             bf16=False,
             packing=True,
             max_length=SEQ_LEN,
             per_device_train_batch_size=BATCH,
             max_steps=steps,
             learning_rate=1e-3,
-            warmup_steps=1,
-            logging_steps=10**6,
-            save_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-            dataloader_num_workers=0,
             include_num_input_tokens_seen="non_padding",
-            seed=0,
+            **TRL_ARGS,
         )
         trainer = SFTTrainer(
             model=pretrain_bench.model(vocab),
@@ -269,18 +273,11 @@ def dpo_trl(data, text: list[dict], vocab: int, steps: int, bf16: bool) -> tuple
     with tempfile.TemporaryDirectory() as scratch:
         args = DPOConfig(
             output_dir=scratch,
-            use_cpu=True,
             bf16=bf16,
             per_device_train_batch_size=PAIRS,
             max_steps=steps,
             learning_rate=5e-4,
-            warmup_steps=1,
-            logging_steps=10**6,
-            save_strategy="no",
-            report_to=[],
-            disable_tqdm=True,
-            dataloader_num_workers=0,
-            seed=0,
+            **TRL_ARGS,
         )
         lora = LoraConfig(
             r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"], task_type="CAUSAL_LM"
