@@ -151,6 +151,7 @@ def sft_trl(data, table: pa.Table, vocab: int, steps: int) -> float:
     """Real tokens/s of TRL's packed, padding-free SFTTrainer on the same ids and labels."""
     from datasets import Dataset
     from transformers import AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig, SFTTrainer
 
     clock = Clock()
@@ -173,6 +174,7 @@ def sft_trl(data, table: pa.Table, vocab: int, steps: int) -> float:
             processing_class=AutoTokenizer.from_pretrained(data.tokenizer_dir),
             callbacks=[clock],
         )
+        trainer.remove_callback(PrinterCallback)  # its log dicts would interleave with the table
         trainer.train()
     return trainer.state.num_input_tokens_seen / clock.seconds
 
@@ -267,6 +269,7 @@ def dpo_trl(data, text: list[dict], vocab: int, steps: int, bf16: bool) -> tuple
     from datasets import Dataset
     from peft import LoraConfig
     from transformers import AutoTokenizer
+    from transformers.trainer_callback import PrinterCallback
     from trl import DPOConfig, DPOTrainer
 
     clock = Clock()
@@ -290,6 +293,7 @@ def dpo_trl(data, text: list[dict], vocab: int, steps: int, bf16: bool) -> tuple
             peft_config=lora,
             callbacks=[clock],
         )
+        trainer.remove_callback(PrinterCallback)  # its log dicts would interleave with the table
         trainer.train()
     ds = trainer.train_dataset
     tokens = sum(len(p) * 2 + len(c) + len(r) for p, c, r in zip(*(ds[k] for k in dpo.COLUMNS), strict=True))
