@@ -14,7 +14,7 @@ from schemas.config import load_config
 from schemas.corpus import TASK_FIELDS
 from schemas.templates import PRETRAIN
 from schemas.tokenizer import TokenizerConfig
-from tasks import corpus, shard_chunks, tokenizer
+from tasks import corpus, shard_chunks, shards, tokenizer
 
 VOCAB = 8192
 QUICK_LINES, QUICK_TRAIN_CHARS = 20, 50_000
@@ -46,16 +46,13 @@ class Embedded:
 
     def sft_examples(self, max_len: int) -> list[dict]:
         """The shards stage's SFT training examples of at most `max_len` tokens."""
-        examples = [
-            ex
-            for task in load_config("tiny").shards.sft_tasks
-            for ex in shard_chunks.sft_examples(self.tok, task, self.train(task), None)
-        ]
+        cfg = load_config("tiny").shards
+        examples = shards.sft_examples(self.tok, self.corpus, cfg.sft_tasks, "train", cfg.instruct)
         return [ex for ex in examples if len(ex["input_ids"]) <= max_len]
 
     def dpo_examples(self, max_len: int) -> list[dict]:
         """The shards stage's DPO training pairs whose longer side fits in `max_len` tokens."""
-        pairs = shard_chunks.dpo_examples(self.tok, "preference", self.train("preference"), None)
+        pairs = shards.dpo_examples(self.tok, self.corpus, "train")
         return [
             p
             for p in pairs
