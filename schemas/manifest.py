@@ -46,5 +46,6 @@ class Manifest(BaseModel):
     contracts: list[ContractResult] = Field(default_factory=list)
     timings: dict[str, float] = Field(default_factory=dict)
     flow_run_id: str | None = None
+    flow_run_url: str | None = None  # the run's page in the Prefect UI (from PREFECT_UI_URL)
     libraries: dict[str, str] = Field(default_factory=dict)
     created_at: str

@@ -23,6 +23,7 @@ def upstream(path: Path, home: Home | None = None) -> dict:
         "fingerprint": m.fingerprint,
         "path": str(path),
         "flow_run_id": m.flow_run_id,
+        "flow_run_url": m.flow_run_url,
         "created_at": m.created_at,
         "inputs": [],
     }
@@ -67,3 +68,21 @@ def render(node: dict, depth: int = 0, seen: set[str] | None = None) -> list[str
         return [head + " (see above)"]
     seen.add(node["fingerprint"])
     return [head] + [line for child in node["inputs"] for line in render(child, depth + 1, seen)]
+
+
+def rows(node: dict, parent: str = "", seen: set[str] | None = None) -> list[dict]:
+    """The upstream tree as table rows, one per (artifact or raw file, reader), ancestors once.
+
+    rows(upstream(shards_dir)) ->
+    [{"stage": "shards", "name": "tiny", "fingerprint": "9f8e...", "input of": "", "path": "..."},
+     {"stage": "corpus", ..., "input of": "shards"}, {"stage": "raw", "name": "data/raw/qa.jsonl",
+      "fingerprint": "<sha256>", "input of": "corpus", ...}, {"stage": "tokenizer", ...}, ...]
+    """
+    seen = set() if seen is None else seen
+    fp = node.get("sha256") or node["fingerprint"]
+    row = {"stage": node["stage"], "name": node["name"], "fingerprint": fp, "input of": parent}
+    out = [{**row, "path": node["path"]}]
+    if node["stage"] == "raw" or fp in seen:
+        return out
+    seen.add(fp)
+    return out + [r for child in node["inputs"] for r in rows(child, node["stage"], seen)]

@@ -87,3 +87,13 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+@pytest.fixture
+def no_openlineage_config(monkeypatch, tmp_path):
+    """OpenLineage at its default (a file under the artifact home): no OPENLINEAGE_* variables,
+    no openlineage.yml in the cwd or ~/.openlineage."""
+    for key in [k for k in os.environ if k.startswith("OPENLINEAGE")]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))

@@ -12,7 +12,8 @@ from flows.rl import rl_flow
 from schemas.config import load_config
 from schemas.stages import ORDER, PIPELINE
 from tasks import lineage
-from tasks.artifacts import ArtifactError, Home, read_manifest, verify
+from tasks.artifacts import ArtifactError, Home, read_manifest, sha256_file, verify
+from tasks.lineage_events import events_file
 from tasks.plan import plan_pipeline
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +23,7 @@ def statuses(results: list[dict]) -> dict[str, str]:
     return {r["stage"]: r["status"] for r in results}
 
 
-def test_pipeline_end_to_end(prefect_harness, tiny_config, tmp_path):
+def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config, tmp_path):
     home = str(tmp_path / "home")
     config = str(tiny_config)
 
@@ -43,6 +44,8 @@ def test_pipeline_end_to_end(prefect_harness, tiny_config, tmp_path):
     assert not list(dpo_dir.rglob("*.bin")) and not list(dpo_dir.rglob("*.pt"))
     metrics = json.loads((dpo_dir / "metrics.json").read_text())
     assert metrics["val_loss"] < metrics["val_loss_before"]
+
+    assert_openlineage_graph(home, first)
 
     chain = "\n".join(lineage.render(lineage.upstream(dpo_dir)))
     for stage in PIPELINE:
@@ -95,3 +98,23 @@ def check_rlhf_stages(config: str, home: str) -> None:
     chain = "\n".join(lineage.render(lineage.upstream(Path(results["rl"]["path"]))))
     assert all(f"{stage} t fp=" in chain for stage in ("reward", "dpo", "sft", "shards"))
     assert statuses([reward_flow(config=config, home=home)]) == {"reward": "skipped"}
+
+
+def assert_openlineage_graph(home: str, results: list[dict]) -> None:
+    """OpenLineage events (file transport by default): START + COMPLETE per stage run, and every
+    stage reads exactly the datasets (path, version) that earlier runs wrote, down to raw files."""
+    events = [json.loads(line) for line in events_file(Home.resolve(home)).read_text().splitlines()]
+    wrote: dict[str, str] = {}
+    for r in results:
+        m = read_manifest(Path(r["path"]))
+        start, complete = (e for e in events if e["job"]["name"] == r["stage"])
+        assert (start["eventType"], complete["eventType"]) == ("START", "COMPLETE")
+        assert start["run"]["runId"] == complete["run"]["runId"] == m.flow_run_id
+        assert m.flow_run_url.endswith(f"/runs/flow-run/{m.flow_run_id}")
+        read = {d["name"]: d["facets"]["version"]["datasetVersion"] for d in start["inputs"]}
+        assert read == {ref.path: ref.fingerprint for ref in m.inputs}
+        for name, version in read.items():
+            assert version == (wrote[name] if name in wrote else sha256_file(Path(name)))
+        (out,) = complete["outputs"]
+        assert (out["name"], out["facets"]["version"]["datasetVersion"]) == (r["path"], m.fingerprint)
+        wrote[out["name"]] = m.fingerprint

@@ -245,21 +245,25 @@ def chrome():
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-def open_artifacts_tab(server: Server, run_id: str, keys: set[str], screenshot: Path) -> str:
+def wait_text(driver, *texts: str, timeout_s: float = 90) -> str:
+    """The page's text once every one of `texts` shows in it."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(driver, timeout_s).until(
+        lambda d: all(t in d.find_element("tag name", "body").text for t in texts)
+    )
+    return driver.find_element("tag name", "body").text
+
+
+def open_artifacts_tab(driver, server: Server, run_id: str, keys: set[str], screenshot: Path) -> str:
     """The run's page in the UI, Artifacts tab; returns the page text once every key shows."""
     from selenium.webdriver.support.ui import WebDriverWait
 
-    driver = chrome()
-    try:
-        driver.get(f"{server.url}/runs/flow-run/{run_id}")
-        wait = WebDriverWait(driver, 90)
-        wait.until(lambda d: d.find_element("css selector", "li.p-tab#artifacts")).click()
-        wait.until(lambda d: all(k in d.find_element("tag name", "body").text for k in keys))
-        text = driver.find_element("tag name", "body").text
-        driver.save_screenshot(str(screenshot))
-        return text
-    finally:
-        driver.quit()
+    driver.get(f"{server.url}/runs/flow-run/{run_id}")
+    WebDriverWait(driver, 90).until(lambda d: d.find_element("css selector", "li.p-tab#artifacts")).click()
+    text = wait_text(driver, *keys)
+    driver.save_screenshot(str(screenshot))
+    return text
 
 
 needs_chromium = pytest.mark.skipif(
@@ -268,31 +272,72 @@ needs_chromium = pytest.mark.skipif(
 )
 
 
-@needs_chromium
-def test_ui_shows_the_stage_run_and_its_artifacts(server, tmp_path):
-    run_id = getattr(server, "corpus_run", None)
-    if run_id is None:
-        pytest.skip("the deployment test did not leave a corpus run to look at")
-    run = server.flow_run(run_id)
-    shot = tmp_path / "corpus-run.png"
-    text = open_artifacts_tab(server, run_id, {"corpus-t", "corpus-t-stats"}, shot)
-    assert run["name"] in text and "Completed" in text
-    assert shot.stat().st_size > 10_000
-    print(f"\nscreenshot: {shot}")
+@pytest.fixture
+def browser():
+    driver = chrome()
+    yield driver
+    driver.quit()
+
+
+def subflow_runs(server: Server, run_id: str) -> dict[str, dict]:
+    """The stage runs under a pipeline run, by flow name."""
+    body = {"flow_runs": {"parent_flow_run_id": {"any_": [run_id]}}}
+    runs = server.http.post("/flow_runs/filter", json=body).raise_for_status().json()
+    names = {f["id"]: f["name"] for f in server.http.post("/flows/filter", json={}).json()}
+    return {names[r["flow_id"]]: r for r in runs}
+
+
+def artifact(server: Server, run_id: str, key: str) -> dict:
+    body = {"artifacts": {"flow_run_id": {"any_": [run_id]}, "key": {"any_": [key]}}}
+    (found,) = server.http.post("/artifacts/filter", json=body).raise_for_status().json()
+    return found
+
+
+def artifact_link(server: Server, run_id: str, key: str) -> Path:
+    """The file a link artifact points at (its markdown is `[text](file:///...)`)."""
+    data = artifact(server, run_id, key)["data"]
+    return Path(data[data.index("(file://") + len("(file://") : -1])
 
 
 @pytest.mark.slow
+@pytest.mark.browser
 @needs_chromium
-def test_pipeline_deployment_in_the_browser(server, tmp_path):
+def test_pipeline_run_in_the_browser(server, browser, tmp_path):
+    """The pipeline deployment through a worker, then found in the UI's runs list as a person
+    would: its plan and summary, a stage's manifest link and lineage table, a loss plot."""
     params = {"config": server.config, "home": server.home}
     run_id = server.create_run("pipeline", **params).raise_for_status().json()["id"]
     server.work()
     run = server.flow_run(run_id)
-    assert run["state"]["type"] == "COMPLETED"
-    shot = tmp_path / "pipeline-run.png"
-    text = open_artifacts_tab(server, run_id, {"pipeline-plan", "pipeline-summary"}, shot)
-    assert run["name"] in text
-    print(f"\nscreenshot: {shot}")
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+
+    browser.get(f"{server.url}/runs")
+    wait_text(browser, run["name"])
+    browser.find_element("link text", run["name"]).click()
+    wait_text(browser, "Artifacts")
+    browser.find_element("css selector", "li.p-tab#artifacts").click()
+    wait_text(browser, "pipeline-plan", "pipeline-summary")
+    assert run_id in browser.current_url
+    browser.save_screenshot(str(tmp_path / "pipeline-run.png"))
+
+    stages = subflow_runs(server, run_id)
+    shards = stages["shards"]["id"]
+    keys = {"shards-t", "shards-t-stats", "shards-t-manifest", "shards-t-lineage"}
+    text = open_artifacts_tab(browser, server, shards, keys, tmp_path / "shards-run.png")
+    assert stages["shards"]["name"] in text
+    m = read_manifest(artifact_link(server, shards, "shards-t-manifest").parent)
+    assert m.flow_run_id == shards and m.flow_run_url == f"{server.url}/runs/flow-run/{shards}"
+    rows = json.loads(artifact(server, shards, "shards-t-lineage")["data"])
+    assert {r["stage"] for r in rows} == {"shards", "corpus", "tokenizer", "raw"}
+    assert {r["fingerprint"] for r in rows} >= {ref.fingerprint for ref in m.inputs}
+
+    plots = artifact(server, stages["pretrain"]["id"], "pretrain-t-plots")
+    browser.get(f"{server.url}/artifacts/artifact/{plots['id']}")
+    wait_text(browser, "loss.png")
+    images = browser.find_elements("css selector", "img[alt='loss.png']")
+    assert images and browser.execute_script("return arguments[0].naturalWidth", images[0]) > 100
+    browser.save_screenshot(str(tmp_path / "pretrain-plots.png"))
+    print(f"\nscreenshots in {tmp_path}: {sorted(p.name for p in tmp_path.glob('*.png'))}")
 
 
 @pytest.mark.slow

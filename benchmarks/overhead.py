@@ -1,0 +1,171 @@
+"""Orchestration overhead: the pipeline through Prefect flows against its stage functions called
+as plain Python, in the same process and run.
+
+    python -m benchmarks.overhead [--quick]
+
+Prefect side: the `pipeline` flow (every stage a subflow with build/validate tasks, planning,
+input re-hashing, manifests, OpenLineage events, UI artifacts, API calls) against a Prefect
+server started beforehand, on a fresh artifact home; then again with `force=True`.
+Plain side: each stage's `build` + `validate` (tasks/<stage>.py) called directly on the same
+inputs, into a scratch directory. The two sides alternate; the best of each counts.
+
+    overhead = flow wall - sum of plain stage work      (goal: < 5% of flow wall)
+
+The breakdown separates the same stage work measured inside the flows (manifest timings) from
+what surrounds it. Default: the tiny preset with few training steps (a few minutes); `--quick`:
+the test suite's tiny slice, corpus -> tokenizer -> shards only (the smoke test).
+Results: benchmarks/results/overhead.{json,md} (overhead-quick.* for --quick).
+"""
+
+import importlib
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from benchmarks.common import save_results
+from schemas.config import PROJECT_ROOT, load_config
+from schemas.stages import ORDER
+from tasks.artifacts import Home, read_manifest
+from tasks.plan import plan_single, read_input
+
+# The tiny preset with fewer training steps: every stage runs, the whole thing in minutes.
+REDUCED = [
+    "pretrain.max_steps=30",
+    "pretrain.warmup_steps=3",
+    "sft.max_steps=15",
+    "sft.warmup_steps=2",
+    "dpo.max_steps=6",
+    "dpo.warmup_steps=1",
+]
+GOAL = 0.05
+
+
+def through_prefect(stages: tuple[str, ...], params: dict) -> tuple[float, dict[str, float]]:
+    """Wall of the flows, and each stage's build + validate seconds as its manifest records them."""
+    from flows.pipeline import STAGE_FLOWS, pipeline
+
+    start = time.perf_counter()
+    if stages == ORDER:
+        results = pipeline(**params)
+    else:
+        results = [STAGE_FLOWS[s](**params) for s in stages]
+    wall = time.perf_counter() - start
+    inside = {}
+    for r in results:
+        assert r["status"] == "ran", f"{r['stage']} was {r['status']}: the benchmark needs a fresh build"
+        t = read_manifest(Path(r["path"])).timings
+        inside[r["stage"]] = t["build_s"] + t["validate_s"]
+    return wall, inside
+
+
+def plain(stages: tuple[str, ...], config: str, overrides: list[str], home: Home) -> dict[str, float]:
+    """Each stage's build + validate as plain calls, on the inputs the flows published."""
+    cfg = load_config(config, overrides)
+    seconds = {}
+    for stage in stages:
+        module = importlib.import_module(f"tasks.{stage}")
+        plan = plan_single(stage, cfg, home)
+        inputs = {ref.stage: read_input(ref) for ref in plan.inputs if ref.stage != "raw"}
+        section = cfg.section(stage)
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            stats = module.build(section, inputs, Path(tmp))
+            module.validate(section, inputs, Path(tmp), stats)
+            seconds[stage] = time.perf_counter() - start
+    return seconds
+
+
+def measure(stages: tuple[str, ...], config: str, overrides: list[str], repeats: int) -> dict:
+    """Alternate flows and plain calls `repeats` times; keep every run."""
+    runs: dict[str, list] = {"flow_wall": [], "inside": [], "plain": []}
+    with tempfile.TemporaryDirectory() as home:
+        params = {"config": config, "overrides": overrides, "home": home}
+        for k in range(repeats):
+            wall, inside = through_prefect(stages, {**params, "force": k > 0})
+            runs["flow_wall"].append(wall)
+            runs["inside"].append(inside)
+            runs["plain"].append(plain(stages, config, overrides, Home.resolve(home)))
+    return runs
+
+
+def report(runs: dict, stages: tuple[str, ...]) -> tuple[dict, str]:
+    best = min(range(len(runs["flow_wall"])), key=runs["flow_wall"].__getitem__)
+    wall = runs["flow_wall"][best]
+    inside = sum(runs["inside"][best].values())
+    plain_s = {s: min(r[s] for r in runs["plain"]) for s in stages}
+    work = sum(plain_s.values())
+    data = {
+        "stages": list(stages),
+        "flow_wall_s": round(wall, 2),
+        "plain_work_s": round(work, 2),
+        "stage_work_in_flows_s": round(inside, 2),
+        "overhead_s": round(wall - work, 2),
+        "overhead_fraction": round((wall - work) / wall, 4),
+        "around_stage_work_fraction": round((wall - inside) / wall, 4),
+        "goal_fraction": GOAL,
+        "runs": {
+            "flow_wall_s": [round(x, 2) for x in runs["flow_wall"]],
+            "plain_s": [{s: round(v, 2) for s, v in r.items()} for r in runs["plain"]],
+            "in_flows_s": [{s: round(v, 2) for s, v in r.items()} for r in runs["inside"]],
+        },
+    }
+    rows = [f"| {s} | {plain_s[s]:.2f} s | {runs['inside'][best][s]:.2f} s |" for s in stages]
+    md = (
+        "# Orchestration overhead\n\nThe pipeline through Prefect flows against its stage functions "
+        "called as plain Python (best of each side, alternated).\n\n"
+        "| stage | build+validate, plain | build+validate, in the flow |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n\n| figure | value |\n|---|---|\n| flow wall | {wall:.2f} s |\n| sum of plain stage work | {work:.2f} s |\n"
+        f"| overhead (flow wall - plain work) | {wall - work:.2f} s |\n"
+        f"| overhead fraction of flow wall | {data['overhead_fraction']:.2%} (goal < {GOAL:.0%}) |\n"
+        f"| outside build+validate inside the flows | {data['around_stage_work_fraction']:.2%} |\n"
+    )
+    return data, md
+
+
+def main(quick: bool = False) -> dict:
+    logging.getLogger("tasks").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="overhead-") as scratch:
+        if quick:
+            stages, config, overrides, repeats = ORDER[:3], quick_config(Path(scratch)), [], 1
+        else:
+            stages, config, overrides, repeats = (
+                ORDER,
+                str(PROJECT_ROOT / "configs" / "tiny.yaml"),
+                REDUCED,
+                2,
+            )
+        runs = with_server(lambda: measure(stages, config, overrides, repeats))
+    data, md = report(runs, stages)
+    data["config"] = {"config": config, "overrides": overrides, "repeats": repeats}
+    save_results("overhead-quick" if quick else "overhead", data, md)
+    return data
+
+
+def quick_config(scratch: Path) -> str:
+    """The test suite's tiny slice of data/raw (a 1-layer model, seconds per stage)."""
+    from tests.conftest import tiny_config_data
+
+    path = scratch / "tiny-test.yaml"
+    path.write_text(yaml.safe_dump(tiny_config_data(scratch / "raw")))
+    return str(path)
+
+
+def with_server(fn):
+    """Against PREFECT_API_URL when set, else a temporary server started before any timing."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    if PREFECT_API_URL.value():  # a server of your own, or the test suite's
+        return fn()
+
+    with prefect_test_harness(server_startup_timeout=120):
+        return fn()
+
+
+if __name__ == "__main__":
+    main(quick="--quick" in sys.argv)
