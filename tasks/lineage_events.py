@@ -89,7 +89,8 @@ def library_configured() -> bool:
         str(Path.home() / ".openlineage/openlineage.yml"),
     ]
     return (
-        any(k in env for k in ("OPENLINEAGE_URL", "OPENLINEAGE_DISABLED"))
+        bool(env.get("OPENLINEAGE_URL"))
+        or env.get("OPENLINEAGE_DISABLED", "").strip().lower() == "true"
         or any(k.startswith("OPENLINEAGE__TRANSPORT") for k in env)
         or any(f and Path(f).is_file() for f in files)
     )

@@ -31,6 +31,7 @@ from tests.conftest import tiny_config_data
 pytestmark = pytest.mark.e2e
 SPEC = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"  # git-ignored; kept after the run for CI
 
 
 def free_port() -> int:
@@ -302,7 +303,7 @@ def artifact_link(server: Server, run_id: str, key: str) -> Path:
 @pytest.mark.slow
 @pytest.mark.browser
 @needs_chromium
-def test_pipeline_run_in_the_browser(server, browser, tmp_path):
+def test_pipeline_run_in_the_browser(server, browser):
     """The pipeline deployment through a worker, then found in the UI's runs list as a person
     would: its plan and summary, a stage's manifest link and lineage table, a loss plot."""
     params = {"config": server.config, "home": server.home}
@@ -318,12 +319,14 @@ def test_pipeline_run_in_the_browser(server, browser, tmp_path):
     browser.find_element("css selector", "li.p-tab#artifacts").click()
     wait_text(browser, "pipeline-plan", "pipeline-summary")
     assert run_id in browser.current_url
-    browser.save_screenshot(str(tmp_path / "pipeline-run.png"))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    browser.save_screenshot(str(SCREENSHOTS / "pipeline-run.png"))
+    assert (SCREENSHOTS / "pipeline-run.png").stat().st_size > 10_000
 
     stages = subflow_runs(server, run_id)
     shards = stages["shards"]["id"]
     keys = {"shards-t", "shards-t-stats", "shards-t-manifest", "shards-t-lineage"}
-    text = open_artifacts_tab(browser, server, shards, keys, tmp_path / "shards-run.png")
+    text = open_artifacts_tab(browser, server, shards, keys, SCREENSHOTS / "shards-run.png")
     assert stages["shards"]["name"] in text
     m = read_manifest(artifact_link(server, shards, "shards-t-manifest").parent)
     assert m.flow_run_id == shards and m.flow_run_url == f"{server.url}/runs/flow-run/{shards}"
@@ -336,8 +339,8 @@ def test_pipeline_run_in_the_browser(server, browser, tmp_path):
     wait_text(browser, "loss.png")
     images = browser.find_elements("css selector", "img[alt='loss.png']")
     assert images and browser.execute_script("return arguments[0].naturalWidth", images[0]) > 100
-    browser.save_screenshot(str(tmp_path / "pretrain-plots.png"))
-    print(f"\nscreenshots in {tmp_path}: {sorted(p.name for p in tmp_path.glob('*.png'))}")
+    browser.save_screenshot(str(SCREENSHOTS / "pretrain-plots.png"))
+    print(f"\nscreenshots: {SCREENSHOTS}/{{pipeline-run,shards-run,pretrain-plots}}.png")
 
 
 @pytest.mark.slow
