@@ -10,5 +10,5 @@ def test_overhead_benchmark_runs_quick(prefect_harness):
     data = overhead.main(quick=True)
     assert data["stages"] == ["corpus", "tokenizer", "shards"]
     assert 0 < data["plain_work_s"] < data["flow_wall_s"]
-    assert data["overhead_s"] == round(data["flow_wall_s"] - data["plain_work_s"], 2)
+    assert abs(data["overhead_s"] - (data["flow_wall_s"] - data["plain_work_s"])) <= 0.02
     assert json.loads((RESULTS / "overhead-quick.json").read_text()) == data
