@@ -11,4 +11,6 @@ def test_overhead_benchmark_runs_quick(prefect_harness):
     assert data["stages"] == ["corpus", "tokenizer", "shards"]
     assert 0 < data["plain_work_s"] < data["flow_wall_s"]
     assert abs(data["overhead_s"] - (data["flow_wall_s"] - data["plain_work_s"])) <= 0.02
+    row = data["row"]  # what `python -m benchmarks` puts in its table
+    assert row["unit"] == "s" and row["ratio"] > 1 and row["met"] in {"met", "missed"}
     assert json.loads((RESULTS / "overhead-quick.json").read_text()) == data
