@@ -178,6 +178,10 @@ def _ui_artifacts(stage: str, name: str, manifest: Manifest, result: dict) -> No
     )
     flat = [{"stat": k, "value": str(v)} for k, v in manifest.stats.items() if k != "rows"]
     create_table_artifact(key=f"{key}-stats", table=flat, description=f"{stage} stats")
+    if "comparisons" in manifest.stats:  # training stages: before -> after on validation
+        create_table_artifact(
+            key=f"{key}-evaluation", table=manifest.stats["comparisons"], description=f"{stage} evaluation"
+        )
     create_link_artifact(
         key=f"{key}-manifest",
         link=(path / MANIFEST).as_uri(),

@@ -28,6 +28,9 @@ class TrainConfig(StrictModel):
     max_steps: int = Field(100, ge=1)
     schedule: Literal["cosine", "linear", "constant"] = "cosine"
     batch_size: int = Field(8, ge=1)  # per process
+    # N > 1: the stage trains as N processes through torchrun (DDP; gloo on CPU, one GPU each on
+    # CUDA). Each optimizer step then sees processes x grad_accum x batch_size rows.
+    processes: int = Field(1, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
     eval_batches: int = Field(8, ge=1)

@@ -6,10 +6,16 @@ saved on its own (adapter/) and merged into full safetensors weights for the nex
 Besides TRL's reward accuracy (implicit reward vs the reference), the stage measures the
 preference accuracy of the SFT model and of the merged result: the share of validation pairs
 where log p(chosen) > log p(rejected) (tasks.evaluation).
+
+Resume: every `checkpoint_every` steps the trainer writes its checkpoint (adapter weights,
+optimizer, scheduler, RNG, trainer state with the step; transformers reads them back with
+`torch.load(weights_only=True)`), and the `Resume` callback adds the input fingerprints and
+commits it as `out/resume/step-N` exactly like `training.fit` does. A rerun after a kill
+continues from there with the same batches (the sampler's order is a function of the epoch).
 """
 
 import logging
-import tempfile
+import time
 from pathlib import Path
 
 import torch
@@ -19,6 +25,8 @@ from schemas.manifest import ContractResult
 from schemas.training import DpoConfig
 from tasks import evaluation, packing, training
 from tasks import shards as shards_task
+from tasks.artifacts import write_json
+from tasks.faults import crash_point
 from tasks.pretrain import check_checkpoint
 from tasks.sft import padding_of
 
@@ -28,15 +36,25 @@ COLUMNS = ["prompt_ids", "chosen_ids", "rejected_ids"]
 
 
 class BucketBatchSampler:
-    """Batches drawn from one length bucket each; a new seeded order every epoch."""
+    """Batches drawn from one length bucket each; a new seeded order every epoch.
 
-    def __init__(self, buckets: list[int], batch_size: int, seed: int):
-        self.buckets, self.batch_size, self.seed, self.epoch = buckets, batch_size, seed, 0
+    Each pass uses the epoch it is set to and moves to the next, so a resumed run that sets the
+    epoch it stopped in draws the same batches. Given `lengths` (tokens per row) it counts the
+    tokens it hands out, for the tokens/s progress line.
+    """
+
+    def __init__(self, buckets: list[int], batch_size: int, seed: int, lengths: list[int] | None = None):
+        self.buckets, self.batch_size, self.seed, self.lengths = buckets, batch_size, seed, lengths
+        self.epoch, self.tokens = 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __iter__(self):
-        batches = packing.bucket_batches(self.buckets, self.batch_size, self.seed, self.epoch)
-        self.epoch += 1
-        return iter(batches)
+        epoch, self.epoch = self.epoch, self.epoch + 1
+        for rows in packing.bucket_batches(self.buckets, self.batch_size, self.seed, epoch):
+            self.tokens += sum(self.lengths[i] for i in rows) if self.lengths else 0
+            yield rows
 
     def __len__(self) -> int:
         return len(packing.bucket_batches(self.buckets, self.batch_size, self.seed))
@@ -60,72 +78,66 @@ def make_trainer_class():
     return ShardDPOTrainer
 
 
-def progress_callback():
+def progress_callback(sampler: BucketBatchSampler):
     from transformers import TrainerCallback
 
-    class LogProgress(TrainerCallback):
-        """One log line per logging step, like the other training stages."""
+    class Progress(TrainerCallback):
+        """One log line per logging step with tokens/s, like the other training stages."""
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.start, self.tokens = time.perf_counter(), sampler.tokens
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:
+                rate = (sampler.tokens - self.tokens) / (time.perf_counter() - self.start)
                 log.info(
                     f"step {state.global_step}/{state.max_steps} loss {logs['loss']:.4f} "
-                    f"reward accuracy {logs.get('rewards/accuracies', float('nan')):.3f}"
+                    f"reward accuracy {logs.get('rewards/accuracies', float('nan')):.3f} {rate:,.0f} tok/s"
                 )
 
-    return LogProgress()
+    return Progress()
 
 
-def make_trainer(cfg: DpoConfig, model, train, val, tokenizer, scratch: str):
+def resume_callback(out: Path, guard: dict):
+    from transformers import TrainerCallback
+
+    class Resume(TrainerCallback):
+        """After each step: the crash point; after each save: the guard, then the atomic commit
+        (the same `resume/step-N` layout and rename as `training.fit`)."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            crash_point("dpo", f"step-{state.global_step}")
+
+        def on_save(self, args, state, control, **kwargs):
+            step = state.global_step
+            written = Path(args.output_dir) / f"checkpoint-{step}"
+            write_json(written / "state.json", {"step": step, "inputs": guard})
+            training.commit_resume(written, out / training.RESUME, step)
+
+    return Resume()
+
+
+def make_trainer(cfg: DpoConfig, model, train, val, tokenizer, scratch: str, resume=None):
     """TRL's DPO trainer as the stage runs it: LoRA, one-bucket batches, float32 on CPU.
 
-    `train`/`val` are DPO shard tables; `scratch` is TRL's output_dir (nothing is saved there).
+    `train`/`val` are DPO shard tables; `scratch` is TRL's output_dir. With `resume` (the
+    stage's `Resume` callback) the trainer writes a checkpoint there every `checkpoint_every`
+    steps, which the callback commits as resume state; without it nothing is saved.
     """
     from datasets import Dataset
-    from peft import LoraConfig
     from transformers.trainer_callback import PrinterCallback
-    from trl import DPOConfig
 
-    args = DPOConfig(
-        output_dir=scratch,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available(),
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
-        warmup_steps=cfg.warmup_steps,
-        max_grad_norm=cfg.max_grad_norm,
-        beta=cfg.beta,
-        seed=cfg.seed,
-        logging_steps=cfg.log_every,
-        save_strategy="no",
-        report_to=[],
-        disable_tqdm=True,
-        max_length=None,
-        dataloader_num_workers=0,
-    )
-    lora = LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        task_type="CAUSAL_LM",
-    )
-    trainer_class = make_trainer_class()
-    trainer_class.bucket_sampler = BucketBatchSampler(train["bucket"].to_pylist(), cfg.batch_size, cfg.seed)
-    trainer = trainer_class(
+    sampler = BucketBatchSampler(train["bucket"].to_pylist(), cfg.batch_size, cfg.seed, pair_tokens(train))
+    trainer = make_trainer_class()(
         model=model,
-        args=args,
+        args=dpo_args(cfg, scratch, save=resume is not None),
         train_dataset=Dataset.from_dict(train.select(COLUMNS).to_pydict()),
         eval_dataset=Dataset.from_dict(val.select(COLUMNS).to_pydict()),
         processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=[progress_callback()],
+        peft_config=lora_config(cfg),
+        callbacks=[progress_callback(sampler), *([resume] if resume else [])],
     )
+    trainer.bucket_sampler = sampler
     trainer.remove_callback(PrinterCallback)
     return trainer
 
@@ -133,20 +145,33 @@ def make_trainer(cfg: DpoConfig, model, train, val, tokenizer, scratch: str):
 def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    training.setup(cfg)
+    if cfg.processes > 1:
+        raise ValueError(f"dpo.processes is {cfg.processes}: the dpo stage runs in one process; set it to 1")
+    # set up
+    device = training.setup(cfg)
     train = shards_task.load(inputs["shards"], "dpo", "train")
     val = shards_task.load(inputs["shards"], "dpo", "validation")
     model = AutoModelForCausalLM.from_pretrained(inputs["sft"], use_safetensors=True)
+    guard = training.input_fingerprints(inputs)
+    found = training.checked_resume(out, guard)  # refuses state made from other inputs
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    preference_before = training.cached_json(
-        out / training.RESUME / "before.json", lambda: evaluation.preference_accuracy(model, val, device)
+    scratch = str(out / training.RESUME / ".trainer")
+    trainer = make_trainer(cfg, model, train, val, tokenizer, scratch, resume=resume_callback(out, guard))
+    before = training.cached_json(
+        out / training.RESUME / "before.json",
+        lambda: {
+            "eval_loss": trainer.evaluate()["eval_loss"],
+            **evaluation.preference_accuracy(model, val, device),
+        },
     )
-    with tempfile.TemporaryDirectory() as scratch:
-        trainer = make_trainer(cfg, model, train, val, tokenizer, scratch)
-        before = trainer.evaluate()
-        result = trainer.train()
-        after = trainer.evaluate()
+    # train
+    if found:
+        log.info(f"resuming from {found[0]} (step {found[1]['step']})")
+        sampler = trainer.bucket_sampler
+        sampler.set_epoch(found[1]["step"] // max(1, len(sampler) // cfg.grad_accum))
+    trainer.train(resume_from_checkpoint=str(found[0]) if found else None)
+    # evaluate
+    after = trainer.evaluate()
     history = [
         {"step": e["step"], "loss": e["loss"], "lr": e.get("learning_rate")}
         for e in trainer.state.log_history
@@ -160,17 +185,79 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
         "val_loss": round(after["eval_loss"], 4),
         "val_reward_accuracy": round(after.get("eval_rewards/accuracies", float("nan")), 4),
         "val_reward_margin": round(after.get("eval_rewards/margins", float("nan")), 4),
-        "train_loss": round(result.training_loss, 4),
-        "val_preference_accuracy_before": preference_before["preference_accuracy"],
+        "train_loss": round(sum(h["loss"] for h in history[-10:]) / max(1, len(history[-10:])), 4),
+        "val_preference_accuracy_before": before["preference_accuracy"],
         "val_preference_accuracy": preference_after["preference_accuracy"],
-        "val_logprob_margin_before": preference_before["logprob_margin"],
+        "val_logprob_margin_before": before["logprob_margin"],
         "val_logprob_margin": preference_after["logprob_margin"],
         "steps": cfg.max_steps,
         "padding_fraction": padding_of(train, cfg.batch_size, cfg.seed),
     }
+    metrics["comparisons"] = [
+        evaluation.comparison("val loss", metrics["val_loss_before"], metrics["val_loss"], False),
+        evaluation.comparison(
+            "val preference accuracy",
+            metrics["val_preference_accuracy_before"],
+            metrics["val_preference_accuracy"],
+            True,
+        ),
+    ]
+    # save
     card = training.model_card("dpo", metrics, cfg, inputs)
     training.finish(out, merged, inputs["tokenizer"], history, metrics, card)
     return metrics
+
+
+def pair_tokens(table) -> list[int]:
+    """Tokens each pair feeds the model: prompt + chosen and prompt + rejected."""
+    cols = table.select(COLUMNS).to_pydict()
+    return [
+        2 * len(p) + len(c) + len(r)
+        for p, c, r in zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"], strict=True)
+    ]
+
+
+def dpo_args(cfg: DpoConfig, output_dir: str, save: bool):
+    """TRL settings from our config; with `save`, a checkpoint every `checkpoint_every` steps."""
+    from trl import DPOConfig
+
+    return DPOConfig(
+        output_dir=output_dir,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=training.precision(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        == torch.bfloat16,
+        max_steps=cfg.max_steps,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        lr_scheduler_type=cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
+        warmup_steps=cfg.warmup_steps,
+        max_grad_norm=cfg.max_grad_norm,
+        beta=cfg.beta,
+        seed=cfg.seed,
+        logging_steps=cfg.log_every,
+        save_strategy="steps" if save else "no",
+        save_steps=cfg.checkpoint_every,
+        save_total_limit=None,
+        report_to=[],
+        disable_tqdm=True,
+        max_length=None,
+        dataloader_num_workers=0,
+    )
+
+
+def lora_config(cfg: DpoConfig):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+        task_type="CAUSAL_LM",
+    )
 
 
 def validate(cfg: DpoConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:

@@ -129,6 +129,25 @@ def qa_scores(hyps: list[str], refs: list[str]) -> dict:
 
 
 SCORERS = {"translation": translation_scores, "summarization": summarization_scores, "qa": qa_scores}
+HEADLINE = {"translation": ("chrf", "bleu"), "summarization": ("rougeL",), "qa": ("f1", "exact_match")}
+
+
+def comparison(metric: str, before: float, after: float, higher_is_better: bool) -> dict:
+    """One row of a stage's evaluation table (stats "comparisons", a Prefect table artifact):
+    comparison("translation chrf", 2.9, 11.4, True) -> {..., "improved": True}."""
+    improved = after > before if higher_is_better else after < before
+    return {"metric": metric, "before": before, "after": after, "improved": improved}
+
+
+def generation_comparisons(before: dict, after: dict, label: str = "") -> list[dict]:
+    """chrF/BLEU, ROUGE-L, F1/EM and the <eos> rate of each task: before -> after SFT
+    (`label` names a prompt format other than the task tokens, e.g. "heldout")."""
+    prefix = f"{label} " if label else ""
+    return [
+        comparison(f"{prefix}{task} {m}", before[task][m], after[task][m], True)
+        for task in after
+        for m in (*HEADLINE[task], "eos_rate")
+    ]
 
 
 @torch.no_grad()

@@ -18,7 +18,7 @@ import torch
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
 from schemas.training import PretrainConfig
-from tasks import mlm, training
+from tasks import distributed, evaluation, mlm, training
 from tasks import shards as shards_task
 from tasks.contracts import require
 from tasks.tokenizer import load as load_tokenizer
@@ -85,6 +85,8 @@ def objective(cfg: PretrainConfig, train: pa.Table, val: pa.Table, vocab: int):
 
 
 def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path) -> dict:
+    if (metrics := distributed.launch("pretrain", cfg, inputs, out)) is not None:
+        return metrics  # trained by `cfg.processes` processes; rank 0 saved the checkpoint
     # set up
     device = training.setup(cfg)
     train = shards_task.load(inputs["shards"], "pretrain", "train")
@@ -98,6 +100,8 @@ def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path) -> dict:
     # train
     stream = training.Stream(epoch_plan(train.num_rows, cfg.batch_size, cfg.seed), make)
     history = training.fit(model, stream, cfg, device, out, inputs, "pretrain")
+    if not training.is_main():
+        return {}  # rank 0 evaluates and saves
     # evaluate
     val_loss = training.evaluate(model, val_batches, device)
     metrics = {
@@ -114,6 +118,15 @@ def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path) -> dict:
     else:
         metrics["val_perplexity"] = round(float(np.exp(val_loss)), 2)
         metrics["unigram_baseline"] = round(unigram_baseline(train, val, vocab), 4)
+    metrics["comparisons"] = [
+        evaluation.comparison("val loss", metrics["val_loss_before"], metrics["val_loss"], False)
+    ]
+    if "unigram_baseline" in metrics:  # learned more than token frequencies
+        metrics["comparisons"].append(
+            evaluation.comparison(
+                "val loss vs unigram baseline", metrics["unigram_baseline"], metrics["val_loss"], False
+            )
+        )
     # save
     auto = "AutoModelForMaskedLM" if cfg.objective == "masked" else "AutoModelForCausalLM"
     card = training.model_card("pretrain", metrics, cfg, inputs, auto)

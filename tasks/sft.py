@@ -16,7 +16,7 @@ from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, PAD, TASK_TOKENS, token_id
 from schemas.training import SftConfig
-from tasks import instruct, noise, packing, training
+from tasks import distributed, evaluation, instruct, noise, packing, training
 from tasks import shards as shards_task
 from tasks.pretrain import check_checkpoint
 
@@ -83,6 +83,8 @@ def noise_check(train: pa.Table, data: training.Stream, cfg: SftConfig, micro_ba
 def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
+    if (metrics := distributed.launch("sft", cfg, inputs, out)) is not None:
+        return metrics  # trained by `cfg.processes` processes; rank 0 saved the checkpoint
     # set up
     device = training.setup(cfg)
     train = shards_task.load(inputs["shards"], "sft", "train")
@@ -98,6 +100,8 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
     # train
     data = noise.noisy(stream(train, cfg.batch_size, cfg.seed), cfg.noise, model.config.vocab_size, cfg.seed)
     history = training.fit(model, data, cfg, device, out, inputs, "sft")
+    if not training.is_main():
+        return {}  # rank 0 evaluates and saves
     # evaluate
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     if cfg.method == "lora":
@@ -114,6 +118,17 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
         "trainable_parameters": trainable,
         "steps": cfg.max_steps,
         "padding_fraction": padding_of(train, cfg.batch_size, cfg.seed),
+        "comparisons": [
+            evaluation.comparison("val loss", before["val_loss"], after["val_loss"], False),
+            *[
+                row
+                for key in after
+                if key.startswith("generation")
+                for row in evaluation.generation_comparisons(
+                    before[key], after[key], key.removeprefix("generation").strip("_")
+                )
+            ],
+        ],
     }
     if cfg.noise.fraction:
         metrics["noise"] = noise_check(train, data, cfg)

@@ -48,22 +48,61 @@ class ResumeError(RuntimeError):
 
 
 def setup(cfg: TrainConfig) -> torch.device:
-    """Seeds and device: CUDA with bf16 autocast when present, else CPU float32 (and says which)."""
+    """Seeds and device: CUDA (this process's GPU under torchrun) when present, else CPU.
+
+    The precision that goes with it is `precision(device)`; both are logged once.
+    """
     torch.manual_seed(cfg.seed)
+    rank, size = world()
     if torch.cuda.is_available():
-        log.info("training on cuda with bf16 autocast")
-        return torch.device("cuda")
-    torch.set_num_threads(max(1, min(os.cpu_count() or 1, 4)))
-    # bf16 autocast on a CPU without native bf16 ran SFT/DPO 3.6-5x slower than float32 (TRL's default).
-    log.info(f"training on cpu in float32 ({torch.get_num_threads()} threads), not bf16 autocast")
-    return torch.device("cpu")
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+        torch.set_num_threads(max(1, min((os.cpu_count() or 1) // size, 4)))
+    if rank == 0:
+        log.info(f"training on {device} in {precision_note(device)}, {size} process(es)")
+    return device
+
+
+def precision(device: torch.device) -> torch.dtype:
+    """bf16 autocast on a GPU that supports it; float32 everywhere else. On CPU float32 also
+    where bf16 exists: bf16 autocast on a CPU without native bf16 ran SFT/DPO 3.6-5x slower."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def precision_note(device: torch.device) -> str:
+    """Why this precision: 'float32 (this CPU has no native bf16: AVX2)'."""
+    if precision(device) == torch.bfloat16:
+        return "bf16 autocast"
+    if device.type == "cuda":
+        return "float32 (this GPU has no bf16)"
+    capability, threads = torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()
+    if "BF16" in capability.upper() or "AMX" in capability.upper():
+        return f"float32 (CPU default, although it has native bf16: {capability}; {threads} threads)"
+    return f"float32 (this CPU has no native bf16: {capability}; {threads} threads)"
 
 
 def autocast(device: torch.device):
-    """bf16 autocast on CUDA; plain float32 on CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision(device) == torch.bfloat16:
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def world() -> tuple[int, int]:
+    """(rank, number of processes): (0, 1) unless this process is one of a torchrun group."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main() -> bool:
+    """Rank 0 (or the only process): the one that evaluates, saves and publishes."""
+    return world()[0] == 0
 
 
 def new_decoder(mcfg: ModelConfig, vocab_size: int, max_positions: int):
@@ -124,7 +163,10 @@ class Stream:
 def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict[str, Path], stage: str):
     """Train to `cfg.max_steps` optimizer steps, resuming from `out/resume/` if a run left one.
 
-    Returns the loss history, one entry per step: {"step", "loss", "lr", "tokens"}.
+    Under torchrun each of the N processes takes every N-th micro-batch of the stream and DDP
+    averages the gradients, which is the same update as `grad_accum` x N in one process
+    (tests/test_distributed.py). Only rank 0 logs and writes resume state.
+    Returns the loss history, one entry per step: {"step", "loss", "lr", "tokens"} (all ranks).
     """
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -132,28 +174,45 @@ def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
     guard = input_fingerprints(inputs)
     history = resume(out, model, optimizer, scheduler, guard)
+    runner = distributed(model, device)
     meter = Meter(cfg.max_steps, cfg.log_every)
     for step in range(len(history), cfg.max_steps):
-        loss, tokens = train_step(model, stream, step, cfg, device, params, optimizer, scheduler)
+        loss, tokens = train_step(runner, stream, step, cfg, device, params, optimizer, scheduler)
         history.append({"step": step + 1, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0]})
         history[-1]["tokens"] = tokens
         meter.update(history[-1])
         crash_point(stage, f"step-{step + 1}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.max_steps:
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.max_steps and is_main():
             save_resume(out, step + 1, model, optimizer, scheduler, history, guard)
     return history
 
 
+def distributed(model, device):
+    """The model wrapped in DDP when this is one of several processes, else the model itself."""
+    if world()[1] == 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def train_step(model, stream, step, cfg, device, params, optimizer, scheduler) -> tuple[float, int]:
-    """One optimizer step over `grad_accum` micro-batches; returns (loss, scored tokens)."""
+    """One optimizer step over `grad_accum` micro-batches per process; returns (loss, scored tokens)."""
+    rank, size = world()
     total, tokens = 0.0, 0
     for micro in range(cfg.grad_accum):
-        batch = {k: v.to(device) for k, v in stream(step * cfg.grad_accum + micro).items()}
-        with autocast(device):
-            loss = model(**batch, use_cache=False).loss / cfg.grad_accum
-        loss.backward()
+        batch = {k: v.to(device) for k, v in stream((step * cfg.grad_accum + micro) * size + rank).items()}
+        last = micro == cfg.grad_accum - 1
+        # DDP averages gradients once per optimizer step, on the last micro-batch
+        with contextlib.nullcontext() if last or size == 1 else model.no_sync():
+            with autocast(device):
+                loss = model(**batch, use_cache=False).loss / cfg.grad_accum
+            loss.backward()
         total += loss.item()
         tokens += int((batch["labels"] != -100).sum())
+    if size > 1:  # every rank records the same global figures
+        total, tokens = all_reduce_sum([total, tokens])
+        total /= size
     if not math.isfinite(total):
         raise FloatingPointError(
             f"loss is {total} at step {step + 1}; stopping before the weights are ruined"
@@ -162,7 +221,15 @@ def train_step(model, stream, step, cfg, device, params, optimizer, scheduler) -
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, tokens
+    return total, int(tokens)
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(t)
+    return t.tolist()
 
 
 class Meter:
@@ -173,7 +240,7 @@ class Meter:
 
     def update(self, h: dict) -> None:
         self.tokens += h["tokens"]
-        if h["step"] % self.every and h["step"] != self.max_steps:
+        if (h["step"] % self.every and h["step"] != self.max_steps) or not is_main():
             return
         elapsed = time.perf_counter() - self.start
         left = elapsed / max(self.tokens, 1) * h["tokens"] * (self.max_steps - h["step"])
@@ -196,7 +263,7 @@ def latest_resume(out: Path) -> Path | None:
 def save_resume(out: Path, step: int, model, optimizer, scheduler, history: list[dict], guard: dict) -> Path:
     """Write resume state for `step` atomically (temp dir, fsync, rename); keep only the newest."""
     root = out / RESUME
-    final, tmp = root / f"step-{step:06d}", root / f".tmp-step-{step:06d}"
+    tmp = root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
@@ -211,9 +278,16 @@ def save_resume(out: Path, step: int, model, optimizer, scheduler, history: list
         "scheduler": scheduler.state_dict(),
     }
     write_json(tmp / "state.json", state)
+    return commit_resume(tmp, root, step)
+
+
+def commit_resume(tmp: Path, root: Path, step: int) -> Path:
+    """Make the fully written `tmp` the resume state of `step` (fsync, rename), drop older ones."""
     crash_point("training", f"saving-step-{step}")  # written, not yet renamed: must stay invisible
-    for f in tmp.iterdir():
-        fsync_path(f)
+    for f in tmp.rglob("*"):
+        if f.is_file():
+            fsync_path(f)
+    final = root / f"step-{step:06d}"
     os.rename(tmp, final)
     fsync_path(root)
     for old in root.glob("step-*"):
@@ -225,11 +299,10 @@ def save_resume(out: Path, step: int, model, optimizer, scheduler, history: list
 
 def resume(out: Path, model, optimizer, scheduler, guard: dict) -> list[dict]:
     """Load the newest resume state into model/optimizer/scheduler/RNG; its history, or []."""
-    ckpt = latest_resume(out)
-    if ckpt is None:
+    found = checked_resume(out, guard)
+    if found is None:
         return []
-    state = json.loads((ckpt / "state.json").read_text())
-    check_inputs(state["inputs"], guard, ckpt)
+    ckpt, state = found
     load_model(model, str(ckpt / "model.safetensors"))
     tensors = load_file(str(ckpt / "optimizer.safetensors"))
     restore_rng(tensors)
@@ -242,6 +315,16 @@ def resume(out: Path, model, optimizer, scheduler, guard: dict) -> list[dict]:
     scheduler.load_state_dict(state["scheduler"])
     log.info(f"resuming from {ckpt} (step {state['step']})")
     return state["history"]
+
+
+def checked_resume(out: Path, guard: dict) -> tuple[Path, dict] | None:
+    """The newest resume state and its state.json, once it is known to come from these inputs."""
+    ckpt = latest_resume(out)
+    if ckpt is None:
+        return None
+    state = json.loads((ckpt / "state.json").read_text())
+    check_inputs(state["inputs"], guard, ckpt)
+    return ckpt, state
 
 
 def check_inputs(saved: dict, now: dict, ckpt: Path) -> None:
@@ -270,7 +353,10 @@ def restore_rng(tensors: dict[str, torch.Tensor]) -> None:
 
 
 def cached_json(path: Path, compute: Callable[[], dict]) -> dict:
-    """`compute()` once per staging dir: a resumed run reuses the figures measured before training."""
+    """`compute()` once per staging dir: a resumed run reuses the figures measured before training.
+    Only rank 0 measures; other ranks get {}."""
+    if not is_main():
+        return {}
     if path.is_file():
         return json.loads(path.read_text())
     value = compute()
@@ -343,8 +429,19 @@ def model_card(
         "tokenizer = AutoTokenizer.from_pretrained(path)",
         "```",
         "",
+        "## Evaluation (validation split)",
+        "",
+        "| metric | before | after | improved |",
+        "|---|---|---|---|",
+        *[
+            f"| {c['metric']} | {c['before']} | {c['after']} | {'yes' if c['improved'] else 'no'} |"
+            for c in metrics.get("comparisons", [])
+        ],
+        "",
         "## Metrics",
-        *[f"- {k}: {v}" for k, v in metrics.items()],
+        *[f"- {k}: {v}" for k, v in metrics.items() if not isinstance(v, dict | list)],
+        "",
+        "All figures, per task: metrics.json; loss per step: history.json, loss.png.",
         "",
         "## Inputs",
         *[f"- {k}: {p} (fingerprint {fingerprints[k][:12]})" for k, p in inputs.items()],

@@ -1,10 +1,21 @@
-"""DPO evaluation: completion log-probs ignore padding; preference accuracy can go either way."""
+"""DPO: completion log-probs ignore padding, preference accuracy can go either way, and a
+killed DPO run resumes to the weights of an uninterrupted one."""
+
+import json
+import logging
+import shutil
+import signal
+from pathlib import Path
 
 import pyarrow as pa
+import pytest
 import torch
+from safetensors.torch import load_file
+from test_sft import pretrained, sft_cfg  # noqa: F401  (module fixture)
+from test_training import data, run_build, with_manifest  # noqa: F401  (module fixture)
 
 from schemas.training import ModelConfig
-from tasks import evaluation, training
+from tasks import dpo, evaluation, sft, training
 
 PROMPTS = [[1, 9, 20, 21, 10], [1, 9, 30, 10]]
 CHOSEN = [[40, 41, 2], [50, 2]]
@@ -36,3 +47,46 @@ def test_preference_accuracy_flips_with_swapped_pairs():
     b = evaluation.preference_accuracy(model, pa.table(swapped), torch.device("cpu"))
     assert a["pairs"] == 2 and a["preference_accuracy"] + b["preference_accuracy"] == 1
     assert abs(a["logprob_margin"] + b["logprob_margin"]) < 1e-3
+
+
+@pytest.fixture(scope="module")
+def finetuned(data, pretrained, tmp_path_factory):  # noqa: F811
+    cfg, inputs = data
+    out = tmp_path_factory.mktemp("sft")
+    sft.build(sft_cfg(cfg, max_steps=4), {**inputs, "pretrain": pretrained}, out)
+    return with_manifest("sft", out)
+
+
+def test_dpo_killed_run_resumes_to_identical_weights(data, finetuned, tmp_path, caplog):  # noqa: F811
+    cfg, inputs = data
+    inputs = {**inputs, "sft": finetuned}
+    dcfg = cfg.dpo.model_copy(update={"max_steps": 6, "checkpoint_every": 2, "log_every": 2})
+    whole = dpo.build(dcfg, inputs, tmp_path / "whole")
+
+    out = tmp_path / "killed"
+    killed = run_build(dcfg, inputs, out, crash="dpo:step-5:SIGKILL", stage="dpo")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert sorted(p.name for p in (out / "resume").glob("[!.]*")) == ["before.json", "step-000004"]
+
+    tampered = tmp_path / "tampered"
+    shutil.copytree(out, tampered)
+    state = tampered / "resume" / "step-000004" / "state.json"
+    state.write_text(_other_shards(state))
+    with pytest.raises(training.ResumeError, match=r"input changed.*shards 000000000000 -> shards-fp"):
+        dpo.build(dcfg, inputs, tampered)
+
+    with caplog.at_level(logging.INFO, logger="tasks.dpo"):
+        resumed = dpo.build(dcfg, inputs, out)
+    assert "(step 4)" in caplog.text
+    for name in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        a, b = load_file(tmp_path / "whole" / name), load_file(out / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    history = [json.loads((d / "history.json").read_text()) for d in (tmp_path / "whole", out)]
+    assert history[0] == history[1] and [h["step"] for h in history[0]] == [2, 4, 6]
+    assert resumed == whole and not (out / "resume").exists()
+
+
+def _other_shards(state: Path) -> str:
+    saved = json.loads(state.read_text())
+    saved["inputs"]["shards"] = "0" * 64  # as if the state came from other shards
+    return json.dumps(saved)

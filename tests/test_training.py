@@ -61,27 +61,30 @@ def data(tmp_path_factory) -> tuple[PipelineConfig, dict[str, Path]]:
 
 
 RUNNER = """
-import json, logging, sys
+import importlib, json, logging, sys
 from pathlib import Path
-from schemas.training import PretrainConfig
-from tasks import pretrain
+from schemas.config import PipelineConfig
 logging.basicConfig(level=logging.INFO)
-cfg, inputs, out = sys.argv[1:]
-stats = pretrain.build(PretrainConfig.model_validate_json(cfg), {k: Path(v) for k, v in json.loads(inputs).items()}, Path(out))
-print(json.dumps(stats))
+stage, cfg, inputs, out = sys.argv[1:]
+section = PipelineConfig.model_fields[stage].annotation.model_validate_json(cfg)
+inputs = {k: Path(v) for k, v in json.loads(inputs).items()}
+print(json.dumps(importlib.import_module(f"tasks.{stage}").build(section, inputs, Path(out))))
 """
 
 
-def run_build(cfg, inputs: dict[str, Path], out: Path, crash: str = "") -> subprocess.CompletedProcess:
+def run_build(
+    cfg, inputs: dict[str, Path], out: Path, crash: str = "", stage: str = "pretrain"
+) -> subprocess.CompletedProcess:
+    """`tasks.<stage>.build` in a child process (so a crash point can SIGKILL it)."""
     env = {**os.environ, "LMPIPE_CRASH_AT": crash, "OMP_NUM_THREADS": "1"}
-    args = [cfg.model_dump_json(), json.dumps({k: str(v) for k, v in inputs.items()}), str(out)]
+    args = [stage, cfg.model_dump_json(), json.dumps({k: str(v) for k, v in inputs.items()}), str(out)]
     return subprocess.run(
         [sys.executable, "-c", RUNNER, *args],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=600,
     )
 
 

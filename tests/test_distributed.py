@@ -1,0 +1,28 @@
+"""Multi-process training: a stage with `processes: 2` runs under torchrun (gloo, CPU) and
+trains exactly like one process accumulating the same two micro-batches per step."""
+
+import json
+
+import torch
+from safetensors.torch import load_file
+from test_training import data  # noqa: F401  (module fixture)
+
+from tasks import pretrain
+
+
+def test_two_processes_match_gradient_accumulation(data, tmp_path):  # noqa: F811
+    cfg, inputs = data
+    base = cfg.pretrain.model_copy(update={"max_steps": 4, "batch_size": 2, "eval_batches": 1})
+    one = pretrain.build(base.model_copy(update={"grad_accum": 2}), inputs, tmp_path / "one")
+    two = pretrain.build(base.model_copy(update={"processes": 2}), inputs, tmp_path / "two")
+
+    a, b = (
+        load_file(tmp_path / "one" / "model.safetensors"),
+        load_file(tmp_path / "two" / "model.safetensors"),
+    )
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    h1, h2 = (json.loads((tmp_path / d / "history.json").read_text()) for d in ("one", "two"))
+    assert [h["tokens"] for h in h1] == [h["tokens"] for h in h2]  # both ranks' batches counted
+    assert all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(h1, h2, strict=True))
+    assert two["tokens_seen"] == one["tokens_seen"] and abs(two["val_loss"] - one["val_loss"]) < 1e-3
+    assert not (tmp_path / "two" / "resume").exists()  # rank 0 finished and cleaned up alone
