@@ -51,7 +51,10 @@ def parser() -> argparse.ArgumentParser:
             "--home", help="artifact home (default: $LMPIPE_HOME, else data/artifacts + checkpoints)"
         )
 
-    run = sub.add_parser("run", help="run the pipeline, or one stage on the latest matching inputs")
+    run = sub.add_parser(
+        "run",
+        help="run the pipeline, or one stage (optional ones too: encoder) on the latest matching inputs",
+    )
     run.add_argument("stage", nargs="?", choices=ORDER)
     run.add_argument("--force", action="store_true", help="rebuild even when up to date")
     with_config(run)

@@ -14,9 +14,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.corpus import corpus_flow
 from flows.dpo import dpo_flow
+from flows.encoder import encoder_flow
+from flows.heads import heads_flow
 from flows.pretrain import pretrain_flow
 from flows.reward import reward_flow
 from flows.rl import rl_flow
+from flows.seq2seq import seq2seq_flow
 from flows.sft import sft_flow
 from flows.shards import shards_flow
 from flows.tokenizer import tokenizer_flow
@@ -34,6 +37,10 @@ STAGE_FLOWS = {
     "dpo": dpo_flow,
     "reward": reward_flow,
     "rl": rl_flow,
+    # Optional stages: run by name (`lmpipe run encoder`), not by the pipeline.
+    "encoder": encoder_flow,
+    "heads": heads_flow,
+    "seq2seq": seq2seq_flow,
 }
 
 

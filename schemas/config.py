@@ -15,6 +15,7 @@ from pydantic import Field, ValidationError
 from schemas.base import StrictModel
 from schemas.corpus import CorpusConfig
 from schemas.rlhf import RewardConfig, RlConfig
+from schemas.encoder import EncoderConfig, HeadsConfig, Seq2SeqConfig
 from schemas.shards import ShardsConfig
 from schemas.tokenizer import TokenizerConfig
 from schemas.training import DpoConfig, PretrainConfig, SftConfig
@@ -37,6 +38,9 @@ class PipelineConfig(StrictModel):
     dpo: DpoConfig = Field(default_factory=DpoConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     rl: RlConfig = Field(default_factory=RlConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    heads: HeadsConfig = Field(default_factory=HeadsConfig)
+    seq2seq: Seq2SeqConfig = Field(default_factory=Seq2SeqConfig)
 
     def section(self, stage: str) -> StrictModel:
         return getattr(self, stage)

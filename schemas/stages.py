@@ -38,6 +38,10 @@ STAGES: dict[str, StageDef] = {
             False,
             optional=True,
         ),
+        StageDef("encoder", ("shards", "tokenizer"), "checkpoints", "gpu", 1, False, True, optional=True),
+        StageDef(
+            "heads", ("encoder", "corpus", "tokenizer"), "checkpoints", "gpu", 1, True, True, optional=True
+        ),
     )
 }
 ORDER: tuple[str, ...] = tuple(STAGES)

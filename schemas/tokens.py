@@ -17,6 +17,8 @@ QUESTION = "<question>"
 CONTEXT = "<context>"
 PROMPT = "<prompt>"
 ANSWER = "<answer>"
+# Joins the two texts of a sentence pair for encoder heads: `<bos> a <sep> b <eos>`.
+SEP = "<sep>"
 
 SPECIAL_TOKENS: tuple[str, ...] = (
     PAD,
@@ -30,8 +32,9 @@ SPECIAL_TOKENS: tuple[str, ...] = (
     CONTEXT,
     PROMPT,
     ANSWER,
+    SEP,  # appended: the ids of the tokens before it never move
 )
-TASK_TOKENS: tuple[str, ...] = SPECIAL_TOKENS[5:]
+TASK_TOKENS: tuple[str, ...] = (TO_FR, SUMMARIZE, QUESTION, CONTEXT, PROMPT, ANSWER)
 
 
 def token_id(token: str) -> int:

@@ -71,13 +71,17 @@ def generate(model, prompts: list[list[int]], max_new: int, device, batch_size: 
 
 
 def generation_metrics(
-    model, tokenizer_dir: Path, table: pa.Table, per_task: int, max_new: int, device
+    model, tokenizer_dir: Path, table: pa.Table, per_task: int, max_new: int, device, generate_fn=None
 ) -> dict:
-    """{task: {metric: value}} plus the share of generations that stopped at <eos>."""
+    """{task: {metric: value}} plus the share of generations that stopped at <eos>.
+
+    `generate_fn(model, prompts, max_new, device)` defaults to `generate` (decoder-only);
+    tasks.seq2seq passes its own, so both kinds are scored on the same rows the same way.
+    """
     tok = load_tokenizer(tokenizer_dir)
     results = {}
     for task, pairs in generation_set(table, per_task).items():
-        gens = generate(model, [p for p, _ in pairs], max_new, device)
+        gens = (generate_fn or generate)(model, [p for p, _ in pairs], max_new, device)
         hyps = [tok.decode(g, skip_special_tokens=True).strip() for g in gens]
         refs = [tok.decode(r, skip_special_tokens=True).strip() for _, r in pairs]
         scores = SCORERS[task](hyps, refs)

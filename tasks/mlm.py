@@ -15,7 +15,7 @@ import pyarrow as pa
 import torch
 
 from schemas.shards import IGNORE_INDEX
-from schemas.tokens import BOS, EOS, MASK, PAD, SPECIAL_TOKENS, token_id
+from schemas.tokens import BOS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS, token_id
 from schemas.training import ModelConfig
 
 
@@ -35,7 +35,7 @@ def new_encoder(mcfg: ModelConfig, vocab_size: int, max_positions: int):
         bos_token_id=token_id(BOS),
         cls_token_id=token_id(BOS),
         eos_token_id=token_id(EOS),
-        sep_token_id=token_id(EOS),
+        sep_token_id=token_id(SEP),
         attn_implementation="sdpa",
     )
     return ModernBertForMaskedLM(config)

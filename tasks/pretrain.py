@@ -84,8 +84,8 @@ def objective(cfg: PretrainConfig, train: pa.Table, val: pa.Table, vocab: int):
     )
 
 
-def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path) -> dict:
-    if (metrics := distributed.launch("pretrain", cfg, inputs, out)) is not None:
+def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path, stage: str = "pretrain") -> dict:
+    if (metrics := distributed.launch(stage, cfg, inputs, out)) is not None:
         return metrics  # trained by `cfg.processes` processes; rank 0 saved the checkpoint
     # set up
     device = training.setup(cfg)
@@ -99,7 +99,7 @@ def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path) -> dict:
     )
     # train
     stream = training.Stream(epoch_plan(train.num_rows, cfg.batch_size, cfg.seed), make)
-    history = training.fit(model, stream, cfg, device, out, inputs, "pretrain")
+    history = training.fit(model, stream, cfg, device, out, inputs, stage)
     if not training.is_main():
         return {}  # rank 0 evaluates and saves
     # evaluate
@@ -129,7 +129,7 @@ def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path) -> dict:
         )
     # save
     auto = "AutoModelForMaskedLM" if cfg.objective == "masked" else "AutoModelForCausalLM"
-    card = training.model_card("pretrain", metrics, cfg, inputs, auto)
+    card = training.model_card(stage, metrics, cfg, inputs, auto)
     training.finish(out, model, inputs["tokenizer"], history, metrics, card)
     return metrics
 
@@ -142,9 +142,7 @@ def check_checkpoint(out: Path, stats: dict) -> list[ContractResult]:
     """A checkpoint is safetensors only, has no resume leftovers, reloads, and learned something."""
     import transformers
 
-    stray = [p.name for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
-    stray += [str(p.relative_to(out)) for p in out.glob(f"{training.RESUME}*")]
-    results = [require("checkpoint/no-pickle", stray, 1, "weights in safetensors only; no resume state left")]
+    results = [no_pickle(out)]
     auto = {
         "masked": transformers.AutoModelForMaskedLM,
         "reward": transformers.AutoModelForSequenceClassification,
@@ -165,3 +163,10 @@ def check_checkpoint(out: Path, stats: dict) -> list[ContractResult]:
     )
     results.append(require("checkpoint/learned", worse, 1, "validation loss decreased during training"))
     return results
+
+
+def no_pickle(out: Path) -> ContractResult:
+    """Weights in safetensors only, and no resume state left anywhere in the checkpoint."""
+    stray = [str(p.relative_to(out)) for p in out.rglob("*") if p.suffix in (".bin", ".pt", ".pkl", ".pth")]
+    stray += [str(p.relative_to(out)) for p in out.rglob(f"{training.RESUME}*")]
+    return require("checkpoint/no-pickle", stray, 1, "weights in safetensors only; no resume state left")

@@ -53,7 +53,25 @@ def key_figures(stage: str, s: dict) -> str:
             )
             + f" (KL {s['train_kl_last']})"
         )
-    return training_figures(stage, s)
+    if stage == "heads":
+        return heads_figures(s)
+    figures = training_figures(stage, s)
+    if stage == "seq2seq":  # against the decoder-only SFT model, same validation rows
+        sft = s["sft_generation"]
+        figures += "; decoder-only sft " + ", ".join(
+            f"{metric} {sft[task][metric]:.1f}"
+            for task, metric in (("translation", "chrf"), ("summarization", "rougeL"), ("qa", "f1"))
+            if metric in sft.get(task, {})
+        )
+    return figures
+
+
+def heads_figures(s: dict) -> str:
+    """Per head: its main validation metric against the trivial baseline."""
+    return ", ".join(
+        f"{head} {m['primary']} {m['val'][m['primary']]} (baseline {m['baseline'][m['primary']]})"
+        for head, m in s["heads"].items()
+    )
 
 
 def training_figures(stage: str, s: dict) -> str:
@@ -66,8 +84,10 @@ def training_figures(stage: str, s: dict) -> str:
         figures += f", masked accuracy {s['val_masked_accuracy']}"
     before, after = s.get("generation_before", {}), s.get("generation", {})
     for task, metric in (("translation", "chrf"), ("summarization", "rougeL"), ("qa", "f1")):
-        if metric in after.get(task, {}):
+        if metric in after.get(task, {}) and task in before:
             figures += f", {metric} {before[task][metric]:.1f} -> {after[task][metric]:.1f}"
+        elif metric in after.get(task, {}):
+            figures += f", {metric} {after[task][metric]:.1f}"
     seen, heldout = (
         s.get(k, {}).get("translation", {}) for k in ("generation_instruct", "generation_heldout")
     )

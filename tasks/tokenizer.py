@@ -19,7 +19,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from schemas.corpus import TASK_FIELDS
 from schemas.manifest import ContractResult
 from schemas.tokenizer import TokenizerConfig
-from schemas.tokens import BOS, EOS, MASK, PAD, SPECIAL_TOKENS, TASK_TOKENS, UNK, token_id
+from schemas.tokens import BOS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS, TASK_TOKENS, UNK, token_id
 from tasks.artifacts import sha256_file
 from tasks.contracts import require
 from tasks.plan import raw_path
@@ -143,6 +143,7 @@ def save(tok: Tokenizer, out: Path) -> None:
         pad_token=PAD,
         unk_token=UNK,
         mask_token=MASK,
+        sep_token=SEP,
         extra_special_tokens=list(TASK_TOKENS),
         split_special_tokens=True,  # user text never becomes a control token
         model_max_length=1_000_000,

@@ -43,6 +43,7 @@ def tiny_config_data(raw_dir: Path) -> dict:
             records = [{**r, "text": r["text"][:1500]} for r in records]
         write_jsonl(raw_dir / name, records)
         sources.append({"task": task, "path": str(raw_dir / name)})
+    model = {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64}
     train = {"batch_size": 4, "warmup_steps": 1, "eval_batches": 2, "log_every": 2}
     return {
         "name": "t",
@@ -54,12 +55,8 @@ def tiny_config_data(raw_dir: Path) -> dict:
             "bucket_boundaries": [32, 64, 96, 160],
             "rows_per_shard": 64,
         },
-        "pretrain": {
-            **train,
-            "max_steps": 8,
-            "lr": 1e-2,
-            "model": {"hidden_size": 32, "num_layers": 1, "num_heads": 2, "intermediate_size": 64},
-        },
+        "pretrain": {**train, "max_steps": 8, "lr": 1e-2, "model": model},
+        "encoder": {**train, "max_steps": 8, "lr": 1e-2, "model": model},
         "sft": {**train, "max_steps": 6, "lr": 5e-3},
         "dpo": {**train, "max_steps": 6, "lr": 2e-2},
         "reward": {**train, "max_steps": 4, "lr": 2e-2, "eval_pairs": 16},

@@ -59,7 +59,7 @@ def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config
     assert statuses(pipeline(config=config, home=home)) == dict.fromkeys(PIPELINE, "skipped")
 
     changed = statuses(pipeline(config=config, overrides=["sft.lr=0.004"], home=home))
-    assert changed == {**dict.fromkeys(ORDER[:4], "skipped"), "sft": "ran", "dpo": "ran"}
+    assert changed == {**dict.fromkeys(PIPELINE[:4], "skipped"), "sft": "ran", "dpo": "ran"}
 
     pipeline_plan = plan_pipeline(load_config(config, ["sft.lr=0.003"]), Home.resolve(home), PIPELINE)
     plan = {p.stage: p for p in pipeline_plan}

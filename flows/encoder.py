@@ -1,0 +1,16 @@
+"""The encoder stage as a deployable Prefect flow. A ModernBERT-style encoder pretrained with masked LM on the packed shards (optional stage)."""
+
+from prefect import flow
+
+from flows.stage import run_stage
+
+
+@flow(name="encoder", log_prints=True, persist_result=False)
+def encoder_flow(
+    config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
+) -> dict:
+    """A ModernBERT-style encoder pretrained with masked LM on the packed shards (optional stage).
+
+    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...].
+    """
+    return run_stage("encoder", config, overrides, force, home)

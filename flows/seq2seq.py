@@ -1,0 +1,16 @@
+"""The seq2seq stage as a deployable Prefect flow. An encoder-decoder assembled from the encoder and the pretrained decoder, compared with SFT (optional stage)."""
+
+from prefect import flow
+
+from flows.stage import run_stage
+
+
+@flow(name="seq2seq", log_prints=True, persist_result=False)
+def seq2seq_flow(
+    config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
+) -> dict:
+    """An encoder-decoder assembled from the encoder and the pretrained decoder, compared with SFT (optional stage).
+
+    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...].
+    """
+    return run_stage("seq2seq", config, overrides, force, home)

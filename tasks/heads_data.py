@@ -1,0 +1,197 @@
+"""Labelled examples for the encoder heads, built from the corpus's own records, and their encoding.
+
+Three head kinds read the same encoder: `sequence` (a label from the first token), `token` (a
+label per word, CoNLL-style `tokens` + `tags`), `span` (answer start and end in a context).
+The embedded default derives one real task per kind from its corpus (README, "Encoder heads"):
+
+    domain   sequence  English UI string or verse -> which catalogue/Bible it comes from
+    pair     sequence  (English, French) -> "translation" or "mismatch" (the French of another
+                       record of the same source)
+    tagging  token     a code-switched sentence (English words then French words, or the
+                       reverse, cut from one translation pair) -> "en"/"fr" per word
+    qa       span      (question, context) -> the answer's token span in the context
+
+Layouts (control tokens by id, text never parsed for them); labels are -100 where not scored:
+
+    sequence  <bos> text <eos>            or   <bos> text <sep> text_pair <eos>   labels [class]
+    token     <bos> w1 w2a w2b <eos>      labels  -100 tag1 tag2 -100 -100  (first sub-token only)
+    span      <bos> question <sep> context <eos>                            labels [start, end]
+"""
+
+import hashlib
+from collections import defaultdict
+
+import pyarrow as pa
+from tokenizers import Tokenizer
+
+from schemas.shards import IGNORE_INDEX
+from schemas.tokens import BOS, EOS, SEP, token_id
+
+KINDS = {"domain": "sequence", "pair": "sequence", "tagging": "token", "qa": "span"}
+CORPUS_TASK = {"domain": "translation", "pair": "translation", "tagging": "translation", "qa": "qa"}
+PAIR_LABELS = ["mismatch", "translation"]
+TAG_LABELS = ["en", "fr"]
+
+EXAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
+        # sequence: [class]; token: one per input id (-100 unscored); span: [start, end]
+        pa.field("labels", pa.list_(pa.int32()), nullable=False),
+        pa.field("context_start", pa.int32(), nullable=False),  # span: first context token
+    ]
+)
+
+
+def _hash(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def domain_records(rows: list[dict]) -> list[dict]:
+    """`{"text": "Save", "label": "po/django-5.2.19"}`: the English side, labelled by its source."""
+    return [{"id": r["id"], "text": r["source_text"], "label": r["source"]} for r in rows]
+
+
+def pair_records(rows: list[dict]) -> list[dict]:
+    """Half the records keep their French (label "translation"); the other half get the French
+    of the next record of the same source in hashed-id order ("mismatch"), so a negative is
+    the same register and never a different language or style."""
+    by_source: dict[str, list[dict]] = defaultdict(list)
+    for r in sorted(rows, key=lambda r: _hash(r["id"])):
+        by_source[r["source"]].append(r)
+    out = []
+    for group in by_source.values():
+        for i, r in enumerate(group):
+            other = group[(i + 1) % len(group)]
+            matched = _hash("pair:" + r["id"]) % 2 == 0 or other["target_text"] == r["target_text"]
+            french = r["target_text"] if matched else other["target_text"]
+            out.append(
+                {"id": r["id"], "text": r["source_text"], "text_pair": french, "label": PAIR_LABELS[matched]}
+            )
+    return sorted(out, key=lambda r: r["id"])
+
+
+def tagging_records(rows: list[dict]) -> list[dict]:
+    """Code-switched sentences from pairs of at least 4 words a side: the first part of one
+    language, then the rest of the other (which comes first and where it switches are drawn
+    from the id's hash). `{"tokens": ["God", "saw", "sépara", "la", ...], "tags": ["en", "en", "fr", ...]}`"""
+    out = []
+    for r in rows:
+        en, fr = r["source_text"].split(), r["target_text"].split()
+        if len(en) < 4 or len(fr) < 4:
+            continue
+        h = _hash("tag:" + r["id"])
+        first, second = (en, fr) if h % 2 else (fr, en)
+        a = 1 + (h >> 1) % (len(first) - 1)
+        b = 1 + (h >> 9) % (len(second) - 1)
+        tags = ["en", "fr"] if first is en else ["fr", "en"]
+        out.append(
+            {
+                "id": r["id"],
+                "tokens": first[:a] + second[b:],
+                "tags": [tags[0]] * a + [tags[1]] * (len(second) - b),
+            }
+        )
+    return out
+
+
+def qa_records(rows: list[dict]) -> list[dict]:
+    """SQuAD-style: the answer's first occurrence in the context gives its character start."""
+    return [
+        {
+            **{k: r[k] for k in ("id", "question", "context", "answer")},
+            "answer_start": r["context"].find(r["answer"]),
+        }
+        for r in rows
+    ]
+
+
+RECORDS = {"domain": domain_records, "pair": pair_records, "tagging": tagging_records, "qa": qa_records}
+
+
+def _ids(tok: Tokenizer, text: str) -> list[int]:
+    return tok.encode(text, add_special_tokens=False).ids
+
+
+def encode_sequence(tok: Tokenizer, text: str, text_pair: str | None = None) -> list[int]:
+    """`<bos> text <eos>`, or `<bos> text <sep> text_pair <eos>` for a pair."""
+    ids = [token_id(BOS), *_ids(tok, text)]
+    if text_pair is not None:
+        ids += [token_id(SEP), *_ids(tok, text_pair)]
+    return ids + [token_id(EOS)]
+
+
+def encode_words(tok: Tokenizer, words: list[str]) -> tuple[list[int], list[int]]:
+    """(`<bos> sub-tokens <eos>`, index of each word's first sub-token). Words after the first
+    are encoded with their leading space, as they would be inside the sentence."""
+    ids, firsts = [token_id(BOS)], []
+    for i, word in enumerate(words):
+        firsts.append(len(ids))
+        ids += _ids(tok, word if i == 0 else " " + word)
+    return ids + [token_id(EOS)], firsts
+
+
+def encode_question(
+    tok: Tokenizer, question: str, context: str
+) -> tuple[list[int], int, list[tuple[int, int]]]:
+    """(`<bos> question <sep> context <eos>`, first context position, char offsets of context tokens)."""
+    enc = tok.encode(context, add_special_tokens=False)
+    head = [token_id(BOS), *_ids(tok, question), token_id(SEP)]
+    return head + enc.ids + [token_id(EOS)], len(head), enc.offsets
+
+
+def char_span_to_tokens(offsets: list[tuple[int, int]], start: int, end: int) -> tuple[int, int] | None:
+    """Token indices (inclusive) covering characters [start, end) of the context, or None.
+
+    >>> char_span_to_tokens([(0, 3), (3, 7), (7, 12)], 3, 9)
+    (1, 2)
+    """
+    first = next((i for i, (_, e) in enumerate(offsets) if e > start), None)
+    last = next((i for i in range(len(offsets) - 1, -1, -1) if offsets[i][0] < end), None)
+    if first is None or last is None or last < first:
+        return None
+    return first, last
+
+
+def encode(head: str, tok: Tokenizer, record: dict, labels: list[str]) -> tuple[dict | None, str]:
+    """One record as an example row, or (None, why it cannot be one)."""
+    kind = KINDS[head]
+    if kind == "sequence":
+        if record["label"] not in labels:
+            return None, f"label {record['label']!r} not among the training labels"
+        ids = encode_sequence(tok, record["text"], record.get("text_pair"))
+        return {
+            "id": record["id"],
+            "input_ids": ids,
+            "labels": [labels.index(record["label"])],
+            "context_start": 0,
+        }, ""
+    if kind == "token":
+        ids, firsts = encode_words(tok, record["tokens"])
+        tagged = [IGNORE_INDEX] * len(ids)
+        for pos, tag in zip(firsts, record["tags"], strict=True):
+            if tag not in labels:
+                return None, f"tag {tag!r} not among the training tags"
+            tagged[pos] = labels.index(tag)
+        return {"id": record["id"], "input_ids": ids, "labels": tagged, "context_start": 0}, ""
+    if record["answer_start"] < 0:
+        return None, "the answer is not a span of the context"
+    ids, ctx, offsets = encode_question(tok, record["question"], record["context"])
+    span = char_span_to_tokens(
+        offsets, record["answer_start"], record["answer_start"] + len(record["answer"])
+    )
+    if span is None:
+        return None, "the answer covers no context token"
+    return {
+        "id": record["id"],
+        "input_ids": ids,
+        "labels": [ctx + span[0], ctx + span[1]],
+        "context_start": ctx,
+    }, ""
+
+
+def label_names(head: str, train_records: list[dict]) -> list[str]:
+    """Class names in id order: the sorted training labels (domain), or a fixed list."""
+    if head == "domain":
+        return sorted({r["label"] for r in train_records})
+    return {"pair": PAIR_LABELS, "tagging": TAG_LABELS, "qa": ["start", "end"]}[head]

@@ -1,0 +1,286 @@
+"""Seq2seq stage: an encoder-decoder assembled from the masked-LM encoder and the pretrained decoder.
+
+Our decoder is Llama-style, which has no cross-attention in transformers (EncoderDecoderModel
+needs a decoder built with `add_cross_attention`), so the assembly adds it: after every decoder
+layer, a gated cross-attention block reads the encoder's output (Flamingo-style):
+
+    h = layer(h)                                    (the pretrained decoder layer, unchanged)
+    h = h + tanh(gate) * CrossAttn(RMSNorm(h), encoder states, encoder padding mask)
+
+Gates start at 0, so the assembled model first computes exactly what the decoder alone does
+(tested) and training only ever adds to it. The blocks hook onto the decoder layers (forward
+hooks), so the decoder's own weights and their names stay those of a plain Llama checkpoint.
+
+Training reuses the SFT shards of `cfg.tasks`: the encoder reads the prompt (`<bos> Hello
+<to-fr>`), the decoder `<bos> Bonjour <eos>` with loss on `Bonjour <eos>`. Phase 1 trains only
+the cross-attention (encoder and decoder frozen) for `cross_steps`; phase 2 trains everything.
+The result is compared with the decoder-only SFT model on the same validation rows (chrF,
+BLEU, ROUGE-L, EM/F1 per task; tasks.evaluation). Saved as
+
+    encoder/ (ModernBertModel)  decoder/ (LlamaForCausalLM)  cross_attention.safetensors  seq2seq.json
+"""
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import torch
+from safetensors.torch import load_file, save_file
+
+from schemas.encoder import Seq2SeqConfig
+from schemas.manifest import ContractResult
+from schemas.shards import IGNORE_INDEX
+from schemas.tokens import BOS, EOS, PAD, token_id
+from tasks import evaluation, packing, training
+from tasks import shards as shards_task
+from tasks.contracts import require
+from tasks.pretrain import no_pickle
+
+SPEC = "seq2seq.json"
+CROSS = "cross_attention.safetensors"
+
+
+class CrossAttention(torch.nn.Module):
+    """Gated cross-attention from decoder states (d_model) to encoder states (d_memory)."""
+
+    def __init__(self, d_model: int, d_memory: int, heads: int):
+        super().__init__()
+        self.norm = torch.nn.RMSNorm(d_model, eps=1e-6)
+        self.attn = torch.nn.MultiheadAttention(
+            d_model, heads, kdim=d_memory, vdim=d_memory, batch_first=True
+        )
+        self.gate = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, h: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor) -> torch.Tensor:
+        out, _ = self.attn(self.norm(h), memory, memory, key_padding_mask=memory_padding, need_weights=False)
+        return h + torch.tanh(self.gate).to(out.dtype) * out
+
+
+class Seq2Seq(torch.nn.Module):
+    """encoder (ModernBertModel) + decoder (LlamaForCausalLM) + one CrossAttention per decoder layer."""
+
+    def __init__(self, encoder, decoder, heads: int):
+        super().__init__()
+        self.encoder, self.decoder, self.heads = encoder, decoder, heads
+        d_model, d_memory = decoder.config.hidden_size, encoder.config.hidden_size
+        layers = decoder.model.layers
+        self.cross = torch.nn.ModuleList(CrossAttention(d_model, d_memory, heads) for _ in layers)
+        self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
+        for layer, block in zip(layers, self.cross, strict=True):
+            layer.register_forward_hook(self._hook(block))
+
+    def _hook(self, block: CrossAttention):
+        def after_layer(module, args, output):
+            return output if self._memory is None else block(output, *self._memory)
+
+        return after_layer
+
+    def encode(self, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
+        """(encoder states, padding mask with True on padding)."""
+        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return states, attention_mask == 0
+
+    def decode(self, memory, decoder_input_ids, decoder_attention_mask=None, labels=None):
+        self._memory = memory
+        try:
+            return self.decoder(
+                input_ids=decoder_input_ids,
+                attention_mask=decoder_attention_mask,
+                labels=labels,
+                use_cache=False,
+            )
+        finally:
+            self._memory = None
+
+    def forward(
+        self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask=None, labels=None, **_
+    ):
+        return self.decode(
+            self.encode(input_ids, attention_mask), decoder_input_ids, decoder_attention_mask, labels
+        )
+
+    def save_pretrained(self, out: Path) -> None:
+        self.encoder.save_pretrained(out / "encoder")
+        self.decoder.save_pretrained(out / "decoder")
+        save_file({k: v.contiguous() for k, v in self.cross.state_dict().items()}, str(out / CROSS))
+        (out / SPEC).write_text(json.dumps({"kind": "seq2seq", "cross_heads": self.heads}) + "\n")
+
+
+def assemble(encoder_dir: Path, decoder_dir: Path, heads: int) -> Seq2Seq:
+    """The encoder's base model and the decoder, with new (zero-gated) cross-attention."""
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    encoder = AutoModel.from_pretrained(encoder_dir, use_safetensors=True)
+    decoder = AutoModelForCausalLM.from_pretrained(decoder_dir, use_safetensors=True)
+    return Seq2Seq(encoder, decoder, heads)
+
+
+def load(directory: Path) -> Seq2Seq:
+    """A published seq2seq checkpoint (safetensors only, no remote code)."""
+    spec = json.loads((directory / SPEC).read_text())
+    model = assemble(directory / "encoder", directory / "decoder", spec["cross_heads"])
+    model.cross.load_state_dict(load_file(str(directory / CROSS)))
+    return model.eval()
+
+
+def task_rows(table: pa.Table, tasks: list[str]) -> pa.Table:
+    return table.filter(pc.is_in(table["task"], pa.array(tasks)))
+
+
+def batch(table: pa.Table, rows: list[int]) -> training.Batch:
+    """Encoder: the SFT prompt; decoder: `<bos>` + answer, loss on the answer (right-padded)."""
+    cols = table.take(rows).select(["input_ids", "labels"]).to_pydict()
+    prompts, answers = [], []
+    for ids, labels in zip(cols["input_ids"], cols["labels"], strict=True):
+        first = next(i for i, x in enumerate(labels) if x != IGNORE_INDEX)
+        prompts.append(ids[:first])
+        answers.append(ids[first:])
+    enc_ids, enc_mask = _pad(prompts, token_id(PAD))
+    dec_ids, dec_mask = _pad([[token_id(BOS), *a] for a in answers], token_id(PAD))
+    labels, _ = _pad([[IGNORE_INDEX, *a] for a in answers], IGNORE_INDEX)
+    return {
+        "input_ids": enc_ids,
+        "attention_mask": enc_mask,
+        "decoder_input_ids": dec_ids,
+        "decoder_attention_mask": dec_mask,
+        "labels": labels,
+    }
+
+
+def _pad(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(map(len, seqs))
+    ids = torch.tensor([s + [value] * (width - len(s)) for s in seqs], dtype=torch.long)
+    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in seqs], dtype=torch.long)
+    return ids, mask
+
+
+@torch.no_grad()
+def generate(
+    model: Seq2Seq, prompts: list[list[int]], max_new: int, device, batch_size: int = 16
+) -> list[list[int]]:
+    """Greedy continuations of each prompt, cut after `<eos>` (the contract of evaluation.generate)."""
+    model.to(device).eval()
+    eos, out = token_id(EOS), []
+    for k in range(0, len(prompts), batch_size):
+        ids, mask = _pad(prompts[k : k + batch_size], token_id(PAD))
+        memory = model.encode(ids.to(device), mask.to(device))
+        dec = torch.full((len(ids), 1), token_id(BOS), device=device)
+        for _ in range(max_new):
+            nxt = model.decode(memory, dec).logits[:, -1].argmax(-1, keepdim=True)
+            dec = torch.cat([dec, nxt], 1)
+            if (dec[:, 1:] == eos).any(1).all():
+                break
+        for row in dec[:, 1:].tolist():
+            out.append(row[: row.index(eos) + 1] if eos in row else row)
+    model.train()
+    return out
+
+
+def freeze_parts(model: Seq2Seq, frozen: bool) -> int:
+    """Freeze (or unfreeze) encoder and decoder; returns the number of trainable parameters."""
+    for part in (model.encoder, model.decoder):
+        part.requires_grad_(not frozen)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def train_cross(model: Seq2Seq, stream, cfg: Seq2SeqConfig, device, out: Path, inputs) -> list[dict]:
+    """Phase 1 under `out/resume/cross` (removed with the rest of the resume state at the end).
+    Only the cross-attention changes in it; its finished weights are kept there, so a run
+    killed in phase 2 never repeats phase 1."""
+    phase = out / training.RESUME / "cross"
+    done = phase / "done.safetensors"
+    if done.is_file():
+        model.cross.load_state_dict(load_file(str(done)))
+        return json.loads((phase / "history.json").read_text())
+    history = training.fit(
+        model,
+        stream,
+        cfg.model_copy(update={"max_steps": cfg.cross_steps, "lr": cfg.cross_lr}),
+        device,
+        phase,
+        inputs,
+        "seq2seq-cross",
+    )
+    phase.mkdir(parents=True, exist_ok=True)
+    (phase / "history.json").write_text(json.dumps(history))
+    save_file({k: v.contiguous() for k, v in model.cross.state_dict().items()}, str(done))
+    return history
+
+
+def build(cfg: Seq2SeqConfig, inputs: dict[str, Path], out: Path) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    # set up
+    device = training.setup(cfg)
+    train = task_rows(shards_task.load(inputs["shards"], "sft", "train"), cfg.tasks)
+    val = task_rows(shards_task.load(inputs["shards"], "sft", "validation"), cfg.tasks)
+    model = assemble(inputs["encoder"], inputs["pretrain"], cfg.cross_heads)
+    val_plan = packing.bucket_batches(val["bucket"].to_pylist(), cfg.batch_size, cfg.seed)[: cfg.eval_batches]
+    val_batches = [batch(val, rows) for rows in val_plan]
+    before = training.cached_json(
+        out / training.RESUME / "before.json",
+        lambda: {"val_loss": round(training.evaluate(model, val_batches, device), 4)},
+    )
+    buckets = train["bucket"].to_pylist()
+    stream = training.Stream(
+        lambda epoch: packing.bucket_batches(buckets, cfg.batch_size, cfg.seed, epoch),
+        lambda rows, k: batch(train, rows),
+    )
+    # train: cross-attention alone, then everything
+    cross_trainable = freeze_parts(model, frozen=True)
+    cross_history = train_cross(model, stream, cfg, device, out, inputs) if cfg.cross_steps else []
+    cross_loss = round(training.evaluate(model, val_batches, device), 4)
+    freeze_parts(model, frozen=False)
+    history = training.fit(model, stream, cfg, device, out, inputs, "seq2seq")
+    # evaluate, against the decoder-only SFT model on the same rows
+    sft = AutoModelForCausalLM.from_pretrained(inputs["sft"], use_safetensors=True)
+    args = (inputs["tokenizer"], val, cfg.eval_examples, cfg.eval_max_new_tokens, device)
+    metrics = {
+        "val_loss_before": before["val_loss"],
+        "val_loss_after_cross": cross_loss,
+        "val_loss": round(training.evaluate(model, val_batches, device), 4),
+        "train_loss": round(sum(h["loss"] for h in history[-10:]) / len(history[-10:]), 4),
+        "cross_steps": cfg.cross_steps,
+        "cross_train_loss": round(cross_history[-1]["loss"], 4) if cross_history else None,
+        "cross_trainable_parameters": cross_trainable,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "steps": cfg.max_steps,
+        "gates": [round(float(torch.tanh(b.gate.detach())), 4) for b in model.cross],
+        "generation": evaluation.generation_metrics(model, *args, generate_fn=generate),
+        "sft_generation": evaluation.generation_metrics(sft, *args),
+    }
+    # save
+    training.finish(
+        out, model, inputs["tokenizer"], cross_history + history, metrics, card(metrics, cfg, inputs)
+    )
+    return metrics
+
+
+def card(metrics: dict, cfg: Seq2SeqConfig, inputs: dict[str, Path]) -> str:
+    """The shared model card, with this checkpoint's own way to load it."""
+    rest = training.model_card("seq2seq", metrics, cfg, inputs).split("## Metrics", 1)[1]
+    load_it = "```python\nfrom tasks.seq2seq import load\nmodel = load(path)  # safetensors only, no remote code\n```"
+    return f"# lmpipe seq2seq checkpoint\n\n{load_it}\n\n## Metrics{rest}"
+
+
+def validate(cfg: Seq2SeqConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
+    model = load(out)
+    ids = torch.tensor([[1, 20, 30, 40]])
+    with torch.no_grad():
+        logits = model(
+            input_ids=ids, attention_mask=torch.ones_like(ids), decoder_input_ids=ids[:, :2]
+        ).logits
+    finite = [] if torch.isfinite(logits).all() else ["non-finite logits"]
+    worse = (
+        []
+        if stats["val_loss"] < stats["val_loss_before"]
+        else [f"val loss {stats['val_loss_before']} -> {stats['val_loss']}"]
+    )
+    return [
+        no_pickle(out),
+        require(
+            "checkpoint/loads", finite, 1, "encoder, decoder and cross-attention reload with finite logits"
+        ),
+        require("checkpoint/learned", worse, 1, "validation loss decreased during training"),
+    ]
