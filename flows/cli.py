@@ -9,6 +9,8 @@ lmpipe verify  checkpoints/dpo/tiny-0123456789ab
 lmpipe run --home s3://bucket/lmpipe   # artifacts on object storage (tasks/remote.py)
 lmpipe server --port 4200       # the Prefect server + UI (docs/operations.md)
 lmpipe setup-server             # work pools cpu/gpu + the crash-detection automation
+lmpipe generate checkpoints/sft/tiny-0123456789ab "Save changes" --task translate
+lmpipe predict  checkpoints/heads/tiny-0123456789ab/pair --file pairs.jsonl
 """
 
 import argparse
@@ -20,6 +22,7 @@ from pathlib import Path
 import flows  # noqa: F401  (sets offline/telemetry defaults before anything heavy loads)
 from schemas.config import ConfigError, load_config
 from schemas.stages import ORDER, PIPELINE
+from schemas.templates import GENERATE_TASKS
 from tasks import lineage, remote
 from tasks.artifacts import ArtifactError, Home, published, read_manifest, verify
 from tasks.contracts import ContractError
@@ -91,6 +94,26 @@ def parser() -> argparse.ArgumentParser:
         "--within", type=int, help="seconds without a heartbeat before Crashed (default: 3 heartbeats)"
     )
     setup.set_defaults(func=cmd_setup_server)
+
+    gen = sub.add_parser("generate", help="continue or answer prompts with a decoder or seq2seq checkpoint")
+    gen.add_argument("checkpoint", type=Path)
+    gen.add_argument("text", nargs="?", help="the prompt text (or --file)")
+    gen.add_argument("--file", type=Path, help="one prompt per line (JSON objects for multi-field tasks)")
+    gen.add_argument("--task", choices=sorted(GENERATE_TASKS), help="wrap the text in the task's template")
+    gen.add_argument("--sample", action="store_true", help="sample instead of greedy decoding")
+    gen.add_argument("--temperature", type=float, default=0.8, help="with --sample (default 0.8)")
+    gen.add_argument("--top-k", type=int, default=0, help="with --sample: keep the k likeliest tokens")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--max-new-tokens", type=int, default=64)
+    gen.set_defaults(func=lambda args: with_inputs(cmd_generate, args))
+
+    pred = sub.add_parser("predict", help="run an encoder head (checkpoints/heads/<name>/<head>) on inputs")
+    pred.add_argument("checkpoint", type=Path)
+    pred.add_argument("text", nargs="?", help="the input text (or --file)")
+    pred.add_argument("--pair", help="second text, for a sentence-pair head")
+    pred.add_argument("--question", help="the question, for a QA head (the text is the context)")
+    pred.add_argument("--file", type=Path, help="one input per line: text, or JSON with the head's fields")
+    pred.set_defaults(func=lambda args: with_inputs(cmd_predict, args))
     return p
 
 
@@ -170,6 +193,57 @@ def cmd_verify(args) -> int:
         print(f"FAILED {p}")
     print("ok: every file matches its manifest" if not problems else f"{len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def with_inputs(command, args) -> int:
+    """Run an inference command; unusable inputs are reported like every other user error."""
+    from tasks.inference import InputError
+
+    try:
+        return command(args)
+    except InputError as e:
+        print(f"lmpipe: error: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_generate(args) -> int:
+    import torch
+
+    from tasks import inference
+
+    model, tok = inference.load_generator(args.checkpoint)
+    generator = torch.Generator().manual_seed(args.seed)
+    for n, item in enumerate(inference.read_inputs(args.text, args.file), 1):
+        prompt = inference.prompt_ids(tok, item, args.task, f"{args.file or 'input'}:{n}")
+        tokens = inference.complete(
+            model,
+            prompt,
+            args.max_new_tokens,
+            torch.device("cpu"),
+            args.temperature if args.sample else 0.0,
+            args.top_k,
+            generator,
+        )
+        inference.stream_text(tok, tokens, lambda s: print(s, end="", flush=True))
+        print()
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from tasks import inference
+
+    model, tok, spec = inference.load_head(args.checkpoint)
+    items = inference.read_inputs(args.text, args.file)
+    if args.pair is not None or args.question is not None:
+        items = [{"text": items[0], "text_pair": args.pair, "context": items[0], "question": args.question}]
+    for n, item in enumerate(items, 1):
+        print(
+            json.dumps(
+                inference.predict_one(model, tok, spec, item, f"{args.file or 'input'}:{n}"),
+                ensure_ascii=False,
+            )
+        )
+    return 0
 
 
 def cmd_server(args) -> int:

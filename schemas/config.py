@@ -14,8 +14,8 @@ from pydantic import Field, ValidationError
 
 from schemas.base import StrictModel
 from schemas.corpus import CorpusConfig
-from schemas.rlhf import RewardConfig, RlConfig
 from schemas.encoder import EncoderConfig, HeadsConfig, Seq2SeqConfig
+from schemas.rlhf import RewardConfig, RlConfig
 from schemas.shards import ShardsConfig
 from schemas.tokenizer import TokenizerConfig
 from schemas.training import DpoConfig, PretrainConfig, SftConfig

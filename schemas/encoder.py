@@ -24,7 +24,7 @@ class HeadsConfig(TrainConfig):
 
     lr: float = Field(5e-4, gt=0)
     heads: list[HeadName] = Field(default_factory=lambda: ["domain", "pair", "tagging", "qa"], min_length=1)
-    max_len: int = Field(320, ge=8)  # longer examples go to rejects.jsonl, never cut
+    max_len: int = Field(512, ge=8)  # longer examples go to rejects.jsonl, never cut (<= encoder positions)
     train_examples: int = Field(4000, ge=1)  # per head: the first N records of the training split
     eval_examples: int = Field(400, ge=1)  # per head, from the validation split
     # Publishing requires every head to beat its trivial baseline (majority class, first-token

@@ -36,6 +36,9 @@ SFT_TEMPLATES: dict[str, Template] = {
     ),
 }
 
+# `lmpipe generate --task NAME`: the template whose prompt wraps the user's text.
+GENERATE_TASKS: dict[str, str] = {"translate": "translation", "summarize": "summarization", "qa": "qa"}
+
 # Instruct format: the task is named in natural language between generic markers, so one
 # template serves every task (and tasks nobody made a token for). `<answer>` closes the prompt
 # and `<eos>` the answer, so no closing markers are needed. Example, translation:

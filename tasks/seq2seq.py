@@ -31,10 +31,11 @@ from safetensors.torch import load_file, save_file
 from schemas.encoder import Seq2SeqConfig
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
-from schemas.tokens import BOS, EOS, PAD, token_id
+from schemas.tokens import BOS, PAD, token_id
 from tasks import evaluation, packing, training
 from tasks import shards as shards_task
 from tasks.contracts import require
+from tasks.inference import complete
 from tasks.pretrain import no_pickle
 
 SPEC = "seq2seq.json"
@@ -155,24 +156,10 @@ def _pad(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]
     return ids, mask
 
 
-@torch.no_grad()
-def generate(
-    model: Seq2Seq, prompts: list[list[int]], max_new: int, device, batch_size: int = 16
-) -> list[list[int]]:
-    """Greedy continuations of each prompt, cut after `<eos>` (the contract of evaluation.generate)."""
-    model.to(device).eval()
-    eos, out = token_id(EOS), []
-    for k in range(0, len(prompts), batch_size):
-        ids, mask = _pad(prompts[k : k + batch_size], token_id(PAD))
-        memory = model.encode(ids.to(device), mask.to(device))
-        dec = torch.full((len(ids), 1), token_id(BOS), device=device)
-        for _ in range(max_new):
-            nxt = model.decode(memory, dec).logits[:, -1].argmax(-1, keepdim=True)
-            dec = torch.cat([dec, nxt], 1)
-            if (dec[:, 1:] == eos).any(1).all():
-                break
-        for row in dec[:, 1:].tolist():
-            out.append(row[: row.index(eos) + 1] if eos in row else row)
+def generate(model: Seq2Seq, prompts: list[list[int]], max_new: int, device) -> list[list[int]]:
+    """Greedy continuations cut after `<eos>` (the contract of evaluation.generate), made by the
+    same loop `lmpipe generate` uses."""
+    out = [list(complete(model, p, max_new, device)) for p in prompts]
     model.train()
     return out
 
