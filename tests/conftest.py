@@ -94,3 +94,42 @@ def no_openlineage_config(monkeypatch, tmp_path):
         monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def encoder_stack(tmp_path_factory):
+    """(config, inputs) with corpus, tokenizer, shards, a masked-LM encoder, a decoder and its
+    SFT model, all tiny and built once for the encoder-side tests (heads, seq2seq, inference)."""
+    from test_training import publish_for_test, with_manifest
+
+    from schemas.config import PipelineConfig
+    from tasks import encoder, pretrain, sft
+
+    root = tmp_path_factory.mktemp("encoder-stack")
+    cfg = PipelineConfig.model_validate(tiny_config_data(root / "raw"))
+    c = publish_for_test("corpus", cfg, {}, root / "corpus")
+    t = publish_for_test("tokenizer", cfg, {"corpus": c}, root / "tokenizer")
+    s = publish_for_test("shards", cfg, {"corpus": c, "tokenizer": t}, root / "shards")
+    inputs = {"corpus": c, "tokenizer": t, "shards": s}
+    for stage, build, extra in (
+        ("encoder", encoder.build, {}),
+        ("pretrain", pretrain.build, {}),
+        ("sft", sft.build, {"eval_examples": 2, "eval_max_new_tokens": 4, "max_steps": 4}),
+    ):
+        (root / stage).mkdir()
+        build(cfg.section(stage).model_copy(update=extra), inputs, root / stage)
+        inputs[stage] = with_manifest(stage, root / stage)
+    return cfg, inputs
+
+
+@pytest.fixture(scope="session")
+def trained_heads(encoder_stack, tmp_path_factory):
+    """(heads config, inputs, output dir, stats): all four heads trained a few steps."""
+    from tasks import heads
+
+    cfg, inputs = encoder_stack
+    out = tmp_path_factory.mktemp("heads")
+    hcfg = cfg.heads.model_copy(
+        update={"max_steps": 4, "batch_size": 8, "max_len": 160, "require_baseline": False}
+    )
+    return hcfg, inputs, out, heads.build(hcfg, inputs, out)

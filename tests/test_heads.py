@@ -1,7 +1,7 @@
 """Encoder heads: examples built from the corpus, label alignment, contracts, and a real fine-tune.
 
-The stack (corpus, tokenizer, masked-LM encoder, then all four heads for a few steps) is built
-once for the module from the tiny slice of the real corpus, without Prefect.
+The stack (corpus, tokenizer, masked-LM encoder: conftest.encoder_stack) is built once per
+session from the tiny slice of the real corpus, without Prefect; all four heads train a few steps.
 """
 
 import json
@@ -9,44 +9,20 @@ import json
 import pyarrow as pa
 import pytest
 import torch
-from conftest import tiny_config_data
-from test_training import publish_for_test, with_manifest
 
-from schemas.config import PipelineConfig
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, SEP, token_id
-from tasks import encoder, heads, heads_data
+from tasks import heads, heads_data
 from tasks import tokenizer as tokenizer_task
 from tasks.contracts import ContractError
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    root = tmp_path_factory.mktemp("stack")
-    cfg = PipelineConfig.model_validate(tiny_config_data(root / "raw"))
-    c = publish_for_test("corpus", cfg, {}, root / "corpus")
-    t = publish_for_test("tokenizer", cfg, {"corpus": c}, root / "tokenizer")
-    s = publish_for_test("shards", cfg, {"corpus": c, "tokenizer": t}, root / "shards")
-    (root / "encoder").mkdir()
-    stats = encoder.build(cfg.encoder, {"shards": s, "tokenizer": t}, root / "encoder")
-    assert stats["objective"] == "masked" and stats["val_loss"] < stats["val_loss_before"]
-    return cfg, {
-        "corpus": c,
-        "tokenizer": t,
-        "shards": s,
-        "encoder": with_manifest("encoder", root / "encoder"),
-    }
-
-
-@pytest.fixture(scope="module")
-def trained(stack, tmp_path_factory):
-    cfg, inputs = stack
-    out = tmp_path_factory.mktemp("heads")
-    hcfg = cfg.heads.model_copy(
-        update={"max_steps": 4, "batch_size": 8, "max_len": 160, "require_baseline": False}
-    )
-    stats = heads.build(hcfg, inputs, out)
-    return hcfg, inputs, out, stats
+def test_encoder_stage_publishes_a_masked_lm(encoder_stack):
+    _, inputs = encoder_stack
+    metrics = json.loads((inputs["encoder"] / "metrics.json").read_text())
+    assert metrics["objective"] == "masked" and metrics["val_loss"] < metrics["val_loss_before"]
+    config = json.loads((inputs["encoder"] / "config.json").read_text())
+    assert config["architectures"] == ["ModernBertForMaskedLM"] and config["sep_token_id"] == token_id(SEP)
 
 
 def test_pair_negatives_come_from_the_same_source():
@@ -64,8 +40,8 @@ def test_pair_negatives_come_from_the_same_source():
     assert 10 < sum(p["label"] == "mismatch" for p in pairs) < 30
 
 
-def test_tags_label_the_first_sub_token_only(stack):
-    _, inputs = stack
+def test_tags_label_the_first_sub_token_only(encoder_stack):
+    _, inputs = encoder_stack
     tok = tokenizer_task.load(inputs["tokenizer"])
     record = {
         "id": "x",
@@ -81,8 +57,8 @@ def test_tags_label_the_first_sub_token_only(stack):
     assert tok.decode(ids[scored[2] : scored[3]]).strip() == "mots"
 
 
-def test_pairs_join_with_the_separator_and_spans_point_into_the_context(stack):
-    _, inputs = stack
+def test_pairs_join_with_the_separator_and_spans_point_into_the_context(encoder_stack):
+    _, inputs = encoder_stack
     tok = tokenizer_task.load(inputs["tokenizer"])
     ids = heads_data.encode_sequence(tok, "Save", "Enregistrer")
     assert ids.count(token_id(SEP)) == 1 and ids[0] == token_id(BOS) and ids[-1] == token_id(EOS)
@@ -102,8 +78,8 @@ def test_pairs_join_with_the_separator_and_spans_point_into_the_context(stack):
     assert missing is None and "not a span" in why
 
 
-def test_every_head_trains_and_is_scored_against_its_baseline(trained):
-    hcfg, inputs, out, stats = trained
+def test_every_head_trains_and_is_scored_against_its_baseline(trained_heads):
+    hcfg, inputs, out, stats = trained_heads
     assert set(stats["heads"]) == {"domain", "pair", "tagging", "qa"}
     for head, m in stats["heads"].items():
         assert m["primary"] in m["val"] and m["primary"] in m["baseline"], head
@@ -116,8 +92,8 @@ def test_every_head_trains_and_is_scored_against_its_baseline(trained):
     assert not list(out.rglob("resume"))
 
 
-def test_bad_labels_and_a_head_below_baseline_block_publication(trained):
-    hcfg, inputs, out, stats = trained
+def test_bad_labels_and_a_head_below_baseline_block_publication(trained_heads):
+    hcfg, inputs, out, stats = trained_heads
     span = pa.Table.from_pylist(
         [{"id": "bad-span", "input_ids": [1, 40, 11, 50, 51, 2], "labels": [2, 5], "context_start": 3}],
         schema=heads_data.EXAMPLE_SCHEMA,
