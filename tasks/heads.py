@@ -29,7 +29,7 @@ from tasks import evaluation, heads_data, packing, training
 from tasks import tokenizer as tokenizer_task
 from tasks.contracts import require, run_suite
 from tasks.pretrain import no_pickle
-from tasks.shards import read_split
+from tasks.shard_chunks import read_split
 
 REJECTS = "rejects.jsonl"
 HEAD_FILE = "head.json"

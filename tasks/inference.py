@@ -25,7 +25,7 @@ from schemas.templates import GENERATE_TASKS, PRETRAIN, SFT_TEMPLATES
 from schemas.tokens import BOS, EOS, token_id
 from tasks import heads, heads_data
 from tasks import tokenizer as tokenizer_task
-from tasks.shards import encode_template
+from tasks.shard_chunks import encode_template
 
 
 class InputError(ValueError):
