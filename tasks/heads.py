@@ -61,12 +61,13 @@ def examples(
     head: str, tok, corpus: Path, cfg: HeadsConfig, rejects
 ) -> tuple[list[str], dict[str, pa.Table]]:
     """(label names, {split: example table}); records that cannot be examples go to `rejects`."""
+    # A uniform sample (hashed-id order): corpus order groups records by source.
     records = {
-        split: heads_data.RECORDS[head](read_split(corpus, heads_data.CORPUS_TASK[head], split))
-        for split in ("train", "validation")
+        split: heads_data.sample(
+            heads_data.RECORDS[head](read_split(corpus, heads_data.CORPUS_TASK[head], split)), limit
+        )
+        for split, limit in (("train", cfg.train_examples), ("validation", cfg.eval_examples))
     }
-    records["train"] = records["train"][: cfg.train_examples]
-    records["validation"] = records["validation"][: cfg.eval_examples]
     labels = heads_data.label_names(head, records["train"])
     tables = {}
     for split, recs in records.items():

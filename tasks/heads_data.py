@@ -47,6 +47,11 @@ def _hash(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
+def sample(records: list[dict], limit: int) -> list[dict]:
+    """The first `limit` records in hashed-id order: a fixed, uniform sample."""
+    return sorted(records, key=lambda r: _hash(r["id"]))[:limit]
+
+
 def domain_records(rows: list[dict]) -> list[dict]:
     """`{"text": "Save", "label": "po/django-5.2.19"}`: the English side, labelled by its source."""
     return [{"id": r["id"], "text": r["source_text"], "label": r["source"]} for r in rows]
