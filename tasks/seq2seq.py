@@ -238,9 +238,8 @@ def build(cfg: Seq2SeqConfig, inputs: dict[str, Path], out: Path) -> dict:
         "sft_generation": evaluation.generation_metrics(sft, *args),
     }
     # save
-    training.finish(
-        out, model, inputs["tokenizer"], cross_history + history, metrics, card(metrics, cfg, inputs)
-    )
+    history = cross_history + [{**h, "step": h["step"] + len(cross_history)} for h in history]
+    training.finish(out, model, inputs["tokenizer"], history, metrics, card(metrics, cfg, inputs))
     return metrics
 
 
