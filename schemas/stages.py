@@ -42,6 +42,16 @@ STAGES: dict[str, StageDef] = {
         StageDef(
             "heads", ("encoder", "corpus", "tokenizer"), "checkpoints", "gpu", 1, True, True, optional=True
         ),
+        StageDef(
+            "seq2seq",
+            ("encoder", "pretrain", "sft", "shards", "tokenizer"),
+            "checkpoints",
+            "gpu",
+            1,
+            False,
+            resumable=True,
+            optional=True,
+        ),
     )
 }
 ORDER: tuple[str, ...] = tuple(STAGES)
