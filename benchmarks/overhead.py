@@ -29,7 +29,7 @@ import yaml
 from benchmarks.common import save_results
 from benchmarks.suite import measured
 from schemas.config import PROJECT_ROOT, load_config
-from schemas.stages import ORDER
+from schemas.stages import PIPELINE
 from tasks.artifacts import Home, read_manifest
 from tasks.plan import plan_single, read_input
 
@@ -50,7 +50,7 @@ def through_prefect(stages: tuple[str, ...], params: dict) -> tuple[float, dict[
     from flows.pipeline import STAGE_FLOWS, pipeline
 
     start = time.perf_counter()
-    if stages == ORDER:
+    if stages == PIPELINE:
         results = pipeline(**params)
     else:
         results = [STAGE_FLOWS[s](**params) for s in stages]
@@ -131,8 +131,8 @@ def report(runs: dict, stages: tuple[str, ...]) -> tuple[dict, str]:
 def setup(quick: bool, scratch: Path) -> tuple[tuple[str, ...], str, list[str]]:
     """(stages, config, overrides): the reduced tiny preset, or the test suite's slice."""
     if quick:
-        return ORDER[:3], quick_config(scratch), []
-    return ORDER, str(PROJECT_ROOT / "configs" / "tiny.yaml"), REDUCED
+        return PIPELINE[:3], quick_config(scratch), []
+    return PIPELINE, str(PROJECT_ROOT / "configs" / "tiny.yaml"), REDUCED
 
 
 def run(quick: bool, repeats: int) -> tuple[dict, str]:
