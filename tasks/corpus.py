@@ -11,45 +11,188 @@ the share of bad records (reasons outside POLICY_REASONS) exceeds `max_reject_ra
 """
 
 import json
+import shutil
+from array import array
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import xxhash
 
 from schemas.contracts import corpus_suite, preference_suite
 from schemas.corpus import POLICY_REASONS, TASK_FIELDS, CorpusConfig, Source, table_schema
 from schemas.manifest import ContractResult
 from tasks.contracts import ContractError, require, run_suite
-from tasks.corpus_clean import Dedup, Reject, fields, group_key, ngrams, record_id, split_of
+from tasks.corpus_clean import Reject, fields, group_key, record_id, split_of
+from tasks.corpus_dedup import Decontamination, Dedup
 from tasks.corpus_read import Raw, read_source
 
 REJECTS = "rejects.jsonl"
 HISTOGRAM = "lengths.png"
+SPOOL = ".spool"  # pass-one tables and MinHash signatures; removed before publishing
+BATCH = 8192  # rows per Arrow batch while streaming
+ROW_GROUP = 16384  # rows per Parquet row group of the output tables
 
 
 def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
-    rows: dict[str, list[dict]] = defaultdict(list)
-    dedup = {task: Dedup(cfg) for task in {s.task for s in cfg.sources}}
+    """Two streaming passes; memory holds a batch of rows and the compact dedup state.
+
+    Pass one reads every source, admits or rejects each record and spools the kept rows to
+    `.spool/<task>.arrows`, collecting validation n-grams on the way (a record's split is known
+    at once from its group). Pass two streams the spool through decontamination into
+    `<task>.parquet`. The rejects and tables equal those of the old all-in-memory stage.
+    """
+    work = out / SPOOL
+    work.mkdir(exist_ok=True)
+    spool = Spool(work)
+    decontam = Decontamination(cfg.decontam_ngram) if cfg.decontam_ngram is not None else None
     files: dict[str, Counter] = {}
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
-        for src in cfg.sources:
-            for raw in read_source(src):
-                counts = files.setdefault(raw.file, Counter())
-                counts["in"] += 1
-                rid, row, reason, detail = admit(src, raw, cfg, dedup[src.task])
-                if reason:
-                    counts[reason] += 1
-                    rejects.write(reject_line(raw, src.task, rid, reason, detail))
-                else:
-                    counts["kept"] += 1
-                    rows[src.task].append(row)
-        contaminated = decontaminate(rows, cfg, rejects, files)
-    for task, task_rows in rows.items():
-        pq.write_table(pa.Table.from_pylist(task_rows, schema=table_schema(task)), out / f"{task}.parquet")
-    lengths_png(cfg, rows, out / HISTOGRAM)
-    return stats(cfg, rows, files, contaminated)
+        dedup_bytes = read_pass(cfg, spool, decontam, files, rejects)
+        summary = Summary(cfg)
+        contaminated = write_pass(cfg, spool, decontam, files, rejects, summary, out)
+    shutil.rmtree(work)
+    lengths_png(summary.lengths, out / HISTOGRAM)
+    memory = {"dedup_bytes": dedup_bytes, "decontam_bytes": decontam.nbytes() if decontam else 0}
+    return {**stats(cfg, summary, files, contaminated), "memory": memory}
+
+
+def read_pass(cfg: CorpusConfig, spool: "Spool", decontam, files: dict[str, Counter], rejects) -> int:
+    """Admit or reject every source record; returns the bytes the dedup state held at the end."""
+    dedup: dict[str, Dedup] = {}
+    for src in cfg.sources:
+        task_dedup = dedup.get(src.task) or dedup.setdefault(
+            src.task, Dedup(cfg, spool.work / f"minhash-{src.task}.bin")
+        )
+        for raw in read_source(src):
+            counts = files.setdefault(raw.file, Counter())
+            counts["in"] += 1
+            rid, row, reason, detail = admit(src, raw, cfg, task_dedup)
+            if reason:
+                counts[reason] += 1
+                rejects.write(reject_line(raw, src.task, rid, reason, detail))
+                continue
+            counts["kept"] += 1
+            rank = spool.add(src.task, row)
+            if decontam is not None and row["split"] == "validation":
+                decontam.add_validation(rid, rank, [row[f] for f in TASK_FIELDS[src.task]])
+    spool.close()
+    held = sum(d.nbytes() for d in dedup.values())
+    for d in dedup.values():
+        d.close()
+    if decontam is not None:
+        decontam.freeze()
+    return held
+
+
+class Spool:
+    """Kept rows of each task, appended in batches to an Arrow stream file (pass one)."""
+
+    def __init__(self, work: Path):
+        self.work = work
+        self.rows: dict[str, list[dict]] = {}  # tasks in the order of their first kept row
+        self.writers: dict[str, pa.ipc.RecordBatchStreamWriter] = {}
+        self.count: Counter = Counter()
+
+    def add(self, task: str, row: dict) -> int:
+        """Spool a row; returns its rank: the task's order, then the row's (old `rows` order)."""
+        if task not in self.rows:
+            self.rows[task] = []
+            self.writers[task] = pa.ipc.new_stream(str(self.work / f"{task}.arrows"), table_schema(task))
+        self.rows[task].append(row)
+        rank = list(self.rows).index(task) << 40 | self.count[task]
+        self.count[task] += 1
+        if len(self.rows[task]) >= BATCH:
+            self._flush(task)
+        return rank
+
+    def _flush(self, task: str) -> None:
+        self.writers[task].write_batch(pa.RecordBatch.from_pylist(self.rows[task], schema=table_schema(task)))
+        self.rows[task] = []
+
+    def close(self) -> None:
+        for task, writer in self.writers.items():
+            if self.rows[task]:
+                self._flush(task)
+            writer.close()
+
+    def read(self, task: str) -> Iterator[pa.RecordBatch]:
+        with pa.OSFile(str(self.work / f"{task}.arrows")) as f:  # not mapped: pages leave memory
+            yield from pa.ipc.open_stream(f)
+
+
+class Summary:
+    """What the manifest and the histogram need of the written rows: counts, weights, lengths."""
+
+    def __init__(self, cfg: CorpusConfig):
+        self.cfg = cfg
+        self.records: dict[str, Counter] = {}
+        self.mass: dict[str, Counter] = {}
+        self.lengths: dict[tuple[str, str], array] = defaultdict(lambda: array("l"))
+
+    def add(self, task: str, batch: pa.RecordBatch) -> None:
+        records, mass = self.records.setdefault(task, Counter()), self.mass.setdefault(task, Counter())
+        paths = {s.path for s in self.cfg.sources if s.task == task}
+        cols = {name: batch.column(name).to_pylist() for name in ("file", "split", "weight")}
+        texts = [batch.column(f).to_pylist() for f in TASK_FIELDS[task]]
+        for i, (file, split, weight) in enumerate(zip(*cols.values(), strict=True)):
+            records[split] += 1
+            source = _source_path(file, paths)
+            if split == "train":
+                mass[source] += weight
+            self.lengths[task, source].append(sum(len(t[i]) for t in texts))
+
+
+def write_pass(
+    cfg: CorpusConfig, spool: Spool, decontam, files: dict[str, Counter], rejects, summary: Summary, out: Path
+) -> int:
+    """Stream each task's spool through decontamination into `<task>.parquet`; returns the
+    number of training records rejected for sharing a `decontam_ngram`-word sequence with
+    validation text (of any task: a translation validation sentence quoted in a pretraining
+    document is contamination too)."""
+    removed = 0
+    for task in spool.rows:
+        with pq.ParquetWriter(out / f"{task}.parquet", table_schema(task)) as writer:
+            pending: list[pa.RecordBatch] = []
+            for batch in spool.read(task):
+                keep = _decontaminate(cfg, task, batch, decontam, files, rejects)
+                removed += len(keep) - sum(keep)
+                batch = batch.filter(pa.array(keep, pa.bool_()))
+                summary.add(task, batch)
+                pending.append(batch)
+                if sum(b.num_rows for b in pending) >= ROW_GROUP:
+                    writer.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP)
+                    pending = []
+            if pending:
+                writer.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP)
+    return removed
+
+
+def _decontaminate(
+    cfg: CorpusConfig, task: str, batch: pa.RecordBatch, decontam, files, rejects
+) -> list[bool]:
+    """Which rows of the batch stay; each contaminated training row is rejected with its file and line."""
+    split = batch.column("split").to_pylist()
+    keep = [True] * len(split)
+    train = [i for i, s in enumerate(split) if s == "train"]
+    if decontam is None or not train:
+        return keep
+    texts = [batch.column(f).to_pylist() for f in TASK_FIELDS[task]]
+    meta = {name: batch.column(name).to_pylist() for name in ("id", "file", "line")}
+    for i, hit in zip(train, decontam.first_hits([[t[i] for t in texts] for i in train]), strict=True):
+        if hit is None:
+            continue
+        keep[i] = False
+        file, rid = meta["file"][i], meta["id"][i]
+        files[file].update({"kept": -1, "contaminated": 1})
+        detail = f"shares a {cfg.decontam_ngram}-word sequence with validation record {hit!r}"
+        raw = Raw(file, meta["line"][i], None, excerpt=texts[0][i][:200])
+        rejects.write(reject_line(raw, task, rid, "contaminated", detail))
+    return keep
 
 
 def admit(src: Source, raw: Raw, cfg: CorpusConfig, dedup: Dedup) -> tuple[str, dict | None, str, str]:
@@ -61,7 +204,7 @@ def admit(src: Source, raw: Raw, cfg: CorpusConfig, dedup: Dedup) -> tuple[str, 
         rid = record_id(src, raw.record, raw.file, raw.line)
         values = fields(raw.record, src, cfg)
         group = group_key(raw.record, src, rid)
-        dedup.admit(rid, f"{raw.file}:{raw.line}", list(values.values()))
+        dedup.admit(rid, raw.file, raw.line, list(values.values()))
     except Reject as r:
         return rid, None, r.reason, r.detail
     source = raw.record.get(src.source_field)
@@ -78,51 +221,7 @@ def admit(src: Source, raw: Raw, cfg: CorpusConfig, dedup: Dedup) -> tuple[str, 
     return rid, row, "", ""
 
 
-def decontaminate(rows: dict[str, list[dict]], cfg: CorpusConfig, rejects, files: dict[str, Counter]) -> int:
-    """Reject training records sharing a `decontam_ngram`-word sequence with any validation text.
-
-    Validation text of every task counts: a translation validation sentence quoted in a
-    pretraining document is contamination too. Returns the number of records rejected.
-    """
-    if cfg.decontam_ngram is None:
-        return 0
-    seen: dict[int, str] = {}
-    for task, task_rows in rows.items():
-        for r in task_rows:
-            if r["split"] == "validation":
-                for f in TASK_FIELDS[task]:
-                    for g in ngrams(r[f], cfg.decontam_ngram):
-                        seen.setdefault(g, r["id"])
-    removed = 0
-    for task, task_rows in rows.items():
-        kept = []
-        for r in task_rows:
-            hit = (
-                _first_hit(r, TASK_FIELDS[task], seen, cfg.decontam_ngram) if r["split"] == "train" else None
-            )
-            if hit is None:
-                kept.append(r)
-                continue
-            removed += 1
-            files[r["file"]].update({"kept": -1, "contaminated": 1})
-            detail = f"shares a {cfg.decontam_ngram}-word sequence with validation record {hit!r}"
-            raw = Raw(r["file"], r["line"], None, excerpt=r[TASK_FIELDS[task][0]][:200])
-            rejects.write(reject_line(raw, task, r["id"], "contaminated", detail))
-        rows[task] = kept
-    return removed
-
-
-def _first_hit(row: dict, names: tuple[str, ...], seen: dict[int, str], n: int) -> str | None:
-    for f in names:
-        for g in ngrams(row[f], n):
-            if g in seen:
-                return seen[g]
-    return None
-
-
-def stats(
-    cfg: CorpusConfig, rows: dict[str, list[dict]], files: dict[str, Counter], contaminated: int
-) -> dict:
+def stats(cfg: CorpusConfig, summary: Summary, files: dict[str, Counter], contaminated: int) -> dict:
     reasons: Counter = Counter()
     for counts in files.values():
         reasons.update({k: v for k, v in counts.items() if k not in ("in", "kept")})
@@ -132,34 +231,27 @@ def stats(
     return {
         "files": {k: {n: v for n, v in c.items() if v} for k, c in files.items()},
         "reasons": dict(sorted(reasons.items())),
-        "records": {
-            t: dict(sorted(Counter(r["split"] for r in rs).items())) for t, rs in sorted(rows.items())
-        },
+        "records": {t: dict(sorted(c.items())) for t, c in sorted(summary.records.items())},
         "read": read,
         "kept": kept,
         "rejected": read - kept,
         "bad_rate": round(bad / read, 6) if read else 0.0,
         "near_duplicates": reasons.get("near_duplicate", 0),
         "contaminated": contaminated,
-        "mix": mix(cfg, rows),
+        "mix": mix(summary.mass),
     }
 
 
-def mix(cfg: CorpusConfig, rows: dict[str, list[dict]]) -> dict:
+def mix(mass: dict[str, Counter]) -> dict:
     """Per task, each source's share of the weighted training records.
 
-    >>> mix(cfg, rows)  # 300 records at weight 1.0 and 100 at weight 2.0
+    >>> mix({"pretrain": Counter({"a.jsonl": 300.0, "b.txt": 200.0})})  # 300 at 1.0, 100 at 2.0
     {'pretrain': {'a.jsonl': 0.6, 'b.txt': 0.4}}
     """
     out = {}
-    for task, task_rows in sorted(rows.items()):
-        mass: Counter = Counter()
-        paths = {s.path for s in cfg.sources if s.task == task}
-        for r in task_rows:
-            if r["split"] == "train":
-                mass[_source_path(r["file"], paths)] += r["weight"]
-        total = sum(mass.values()) or 1.0
-        out[task] = {k: round(v / total, 4) for k, v in sorted(mass.items())}
+    for task, task_mass in sorted(mass.items()):
+        total = sum(task_mass.values()) or 1.0
+        out[task] = {k: round(v / total, 4) for k, v in sorted(task_mass.items())}
     return out
 
 
@@ -170,19 +262,47 @@ def _source_path(file: str, paths: set[str]) -> str:
 def validate(cfg: CorpusConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
     results = [accounting(out, stats), reject_rate(cfg, stats)]
     for task in sorted({s.task for s in cfg.sources}):
-        path = out / f"{task}.parquet"
-        df = pd.read_parquet(path) if path.exists() else pd.DataFrame(columns=table_schema(task).names)
-        df = df[["id", "source", "file", "split", "group", *TASK_FIELDS[task]]]
-        results.append(run_suite(f"corpus/{task}", df, corpus_suite(task, cfg.max_chars)))
-        straddling = df.groupby("group")["split"].nunique()
-        bad = [f"group={g!r} is in train and validation" for g in straddling[straddling > 1].index]
-        results.append(
-            require(f"corpus/{task}-groups", bad, len(straddling), "each group lives in one split")
-        )
+        results += validate_table(cfg, task, out / f"{task}.parquet")
+    return results
+
+
+def validate_table(cfg: CorpusConfig, task: str, path: Path) -> list[ContractResult]:
+    """The task's suite batch by batch, and the checks that span batches: unique ids, and each
+    group in the one split its key gives (so no group is in train and validation)."""
+    columns = ["id", "source", "file", "split", "group", *TASK_FIELDS[task]]
+    batches = (
+        pq.ParquetFile(path).iter_batches(batch_size=4 * ROW_GROUP, columns=columns) if path.exists() else []
+    )
+    checked, pairs_checked, misplaced, id_hashes = 0, 0, [], []
+    for batch in batches:
+        df = batch.to_pandas()
+        checked += run_suite(f"corpus/{task}", df, corpus_suite(task, cfg.max_chars)).checked
         if task == "preference":
             pairs = pd.DataFrame({"id": df["id"], "chosen_equals_rejected": df["chosen"] == df["rejected"]})
-            results.append(run_suite("corpus/preference-pairs", pairs, preference_suite()))
+            pairs_checked += run_suite("corpus/preference-pairs", pairs, preference_suite()).checked
+        misplaced += [
+            f"group={g!r} (id={i!r}) is in {s}, its key puts it in {split_of(g, cfg)}"
+            for i, g, s in zip(df["id"], df["group"], df["split"], strict=True)
+            if s != split_of(g, cfg)
+        ]
+        id_hashes.append(np.fromiter((xxhash.xxh3_64_intdigest(i.encode()) for i in df["id"]), np.uint64))
+    if not checked:  # no rows: the suite's row-count guard names the empty table
+        run_suite(f"corpus/{task}", pd.DataFrame(columns=columns), corpus_suite(task, cfg.max_chars))
+    results = [ContractResult(name=f"corpus/{task}", success=True, checked=checked)]
+    results.append(require(f"corpus/{task}-groups", misplaced, checked, "each group lives in one split"))
+    results.append(require(f"corpus/{task}-ids", _repeated_ids(path, id_hashes), checked, "ids are unique"))
+    if task == "preference":
+        results.append(ContractResult(name="corpus/preference-pairs", success=True, checked=pairs_checked))
     return results
+
+
+def _repeated_ids(path: Path, id_hashes: list[np.ndarray]) -> list[str]:
+    """Ids that occur more than once (64-bit hashes first; the ids themselves only on a hit)."""
+    hashes = np.sort(np.concatenate(id_hashes)) if id_hashes else np.empty(0, np.uint64)
+    if not (hashes[1:] == hashes[:-1]).any():
+        return []
+    ids = pq.read_table(path, columns=["id"]).column("id").to_pylist()
+    return [f"id={i!r} occurs {n} times" for i, n in Counter(ids).items() if n > 1]
 
 
 def accounting(out: Path, stats: dict) -> ContractResult:
@@ -229,18 +349,13 @@ def reject_line(raw: Raw, task: str, rid: str, reason: str, detail: str) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def lengths_png(cfg: CorpusConfig, rows: dict[str, list[dict]], path: Path) -> None:
+def lengths_png(lengths: dict[tuple[str, str], array], path: Path) -> None:
     """One histogram of record length (characters, log counts) per configured source."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    lengths: dict[tuple[str, str], list[int]] = defaultdict(list)
-    for task, task_rows in rows.items():
-        paths = {s.path for s in cfg.sources if s.task == task}
-        for r in task_rows:
-            lengths[task, _source_path(r["file"], paths)].append(sum(len(r[f]) for f in TASK_FIELDS[task]))
     if not lengths:
         return
     fig, axes = plt.subplots(len(lengths), 1, figsize=(7, 1.6 * len(lengths)), squeeze=False)

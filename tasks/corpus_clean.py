@@ -1,4 +1,4 @@
-"""Corpus cleaning: map a raw record to clean task fields, deduplicate, decontaminate.
+"""Corpus cleaning: map a raw record to clean task fields; the shingles and n-grams of dedup.
 
 Each check says why it refuses a record by raising `Reject(reason, detail)` with a code from
 `schemas.corpus.REASONS`; the corpus stage writes it to `rejects.jsonl` with file and line.
@@ -13,7 +13,6 @@ import re
 import unicodedata
 
 import xxhash
-from datasketch import MinHash, MinHashLSH
 
 from schemas.corpus import TASK_FIELDS, CorpusConfig, Source
 
@@ -152,46 +151,6 @@ def _check_messages(messages: list) -> None:
             raise Reject(
                 "bad_chat", f"message {i} is {_show(m)}: expected {{'role': one of {ROLES}, 'content': text}}"
             )
-
-
-class Dedup:
-    """Exact (id, content hash) and near-duplicate (MinHash LSH) memory of one task."""
-
-    def __init__(self, cfg: CorpusConfig):
-        self.cfg = cfg
-        self.ids: dict[str, str] = {}
-        self.hashes: dict[str, str] = {}
-        self.lsh = MinHashLSH(cfg.near_dup_threshold, cfg.minhash_perm) if cfg.near_dup_threshold else None
-        self.sigs: dict[str, MinHash] = {}
-        self.order: dict[str, int] = {}
-        self._perm = MinHash(cfg.minhash_perm, seed=1, hashfunc=xxhash.xxh32_intdigest)
-
-    def admit(self, rid: str, where: str, values: list[str]) -> None:
-        """Remember the record, or raise `Reject` naming the record it duplicates."""
-        if rid in self.ids:
-            raise Reject("duplicate_id", f"id {rid!r} first seen at {self.ids[rid]}")
-        key = hashlib.sha256("\x1f".join(values).encode()).hexdigest()
-        if key in self.hashes:
-            raise Reject("exact_duplicate", f"same content as id {self.hashes[key]!r}")
-        sig = self._signature(values) if self.lsh is not None else None
-        if sig is not None:
-            self._near(sig)
-            self.lsh.insert(rid, sig)
-            self.sigs[rid], self.order[rid] = sig, len(self.order)
-        self.ids[rid], self.hashes[key] = where, rid
-
-    def _near(self, sig: MinHash) -> None:
-        hits = [k for k in self.lsh.query(sig) if sig.jaccard(self.sigs[k]) >= self.cfg.near_dup_threshold]
-        if hits:
-            first = min(hits, key=self.order.__getitem__)
-            share = sig.jaccard(self.sigs[first])
-            raise Reject("near_duplicate", f"estimated Jaccard {share:.2f} with id {first!r}")
-
-    def _signature(self, values: list[str]) -> MinHash:
-        p = self._perm
-        sig = MinHash(p.num_perm, seed=1, hashfunc=p.hashfunc, permutations=p.permutations, scheme=p.scheme)
-        sig.update_batch([s.encode() for s in shingles(values, self.cfg.shingle_words)])
-        return sig
 
 
 def shingles(values: list[str], n: int) -> set[str]:

@@ -1,0 +1,89 @@
+"""Streaming corpus stage: batch sizes do not change the corpus, and the compact dedup decides
+as the full-signature MinHash LSH of datasketch does."""
+
+import json
+
+import pyarrow.parquet as pq
+import xxhash
+from datasketch import MinHash, MinHashLSH
+
+from schemas.corpus import CorpusConfig
+from tasks import corpus, corpus_dedup
+from tasks.corpus_clean import Reject, shingles
+from tasks.corpus_dedup import Dedup
+from tests.conftest import head, write_jsonl
+
+FILES = {"translation": "translation_en_fr.jsonl", "summarization": "summarization.jsonl", "qa": "qa.jsonl"}
+
+
+def sources(tmp_path) -> list[dict]:
+    """Slices of the embedded corpus, with repeated ids and contents thrown in."""
+    out = []
+    for task, name in FILES.items():
+        records = head(name, 200)
+        field = {"translation": "source_text", "summarization": "document", "qa": "context"}[task]
+        variants = [
+            {**r, "id": f"v-{n}", field: one_word_less(r[field], n)} for n, r in enumerate(records[:40])
+        ]
+        records += [records[3], {**records[5], "id": "copy-5"}, *variants]
+        out.append({"task": task, "path": str(write_jsonl(tmp_path / "raw" / name, records))})
+    return out
+
+
+def one_word_less(text: str, n: int) -> str:
+    words = text.split()
+    return " ".join(words[: n % len(words)] + words[n % len(words) + 1 :])
+
+
+def build(tmp_path, name: str, cfg: CorpusConfig):
+    out = tmp_path / name
+    out.mkdir()
+    stats = corpus.build(cfg, {}, out)
+    stats.pop("memory")
+    tables = {t: pq.read_table(out / f"{t}.parquet") for t in FILES}
+    return stats, (out / "rejects.jsonl").read_bytes(), tables
+
+
+def test_batch_sizes_do_not_change_the_corpus(tmp_path, monkeypatch):
+    cfg = CorpusConfig(sources=sources(tmp_path), validation_fraction=0.2, decontam_ngram=8)
+    stats, rejects, tables = build(tmp_path, "big", cfg)
+    assert stats["near_duplicates"] and stats["contaminated"]  # the slices exercise every path
+    assert {"duplicate_id", "exact_duplicate"} <= {json.loads(x)["reason"] for x in rejects.splitlines()}
+    monkeypatch.setattr(corpus, "BATCH", 7)
+    monkeypatch.setattr(corpus, "ROW_GROUP", 5)
+    monkeypatch.setattr(corpus_dedup, "MERGE_AT", 4)
+    monkeypatch.setattr(corpus_dedup, "SIG_FLUSH", 3 * 4 * cfg.minhash_perm)
+    small = build(tmp_path, "small", cfg)
+    assert small[:2] == (stats, rejects)
+    assert all(small[2][t].equals(tables[t]) for t in FILES)
+    assert pq.ParquetFile(tmp_path / "small" / "translation.parquet").num_row_groups > 10
+
+
+def test_near_duplicates_match_datasketch_lsh(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_dedup, "MERGE_AT", 16)
+    monkeypatch.setattr(corpus_dedup, "SIG_FLUSH", 5 * 4 * 64)
+    cfg = CorpusConfig(sources=[{"task": "translation", "path": "x"}], near_dup_threshold=0.6)
+    records = []
+    for n, r in enumerate(head(FILES["translation"], 300)):
+        records += [
+            [r["source_text"], r["target_text"]],
+            [one_word_less(r["source_text"], n), r["target_text"]],
+        ]
+    ours = Dedup(cfg, tmp_path / "sigs.bin")
+    lsh, sigs, order, theirs, mine = MinHashLSH(0.6, 64), {}, {}, [], []
+    for n, values in enumerate(records):
+        rid = f"r{n}"
+        try:
+            ours.admit(rid, "x", n, values)
+        except Reject as r:
+            mine.append((rid, r.detail))
+        sig = MinHash(64, seed=1, hashfunc=xxhash.xxh32_intdigest)
+        sig.update_batch([s.encode() for s in shingles(values, cfg.shingle_words)])
+        hits = [k for k in lsh.query(sig) if sig.jaccard(sigs[k]) >= 0.6]
+        if hits:
+            first = min(hits, key=order.__getitem__)
+            theirs.append((rid, f"estimated Jaccard {sig.jaccard(sigs[first]):.2f} with id {first!r}"))
+            continue
+        lsh.insert(rid, sig)
+        sigs[rid], order[rid] = sig, n
+    assert len(theirs) > 50 and mine == theirs
