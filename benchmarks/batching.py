@@ -90,7 +90,8 @@ def sft_rows(data) -> list[dict]:
 
 
 def bucket_plan(lengths: list[int], bounds: list[int], batch_size: int) -> list[list[int]]:
-    return packing.bucket_batches([packing.bucket_of(n, bounds) for n in lengths], batch_size, SEED)
+    buckets = [packing.bucket_of(n, bounds) for n in lengths]
+    return packing.bucket_batches(buckets, batch_size, SEED, lengths=lengths)
 
 
 def pair_padding(pairs: list[dict], batches: list[list[int]]) -> float:

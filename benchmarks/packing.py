@@ -58,7 +58,7 @@ def padding_rows(lengths: list[int], boundaries: list[int]) -> list[dict]:
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     plans = {
         "random batches": packing.random_batches(len(lengths), 16, 0),
-        "one-bucket batches (lmpipe)": packing.bucket_batches(buckets, 16, 0),
+        "one-bucket batches (lmpipe)": packing.bucket_batches(buckets, 16, 0, lengths=lengths),
         "fully length-sorted": [order[k : k + 16] for k in range(0, len(order), 16)],
     }
     return [

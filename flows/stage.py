@@ -120,7 +120,7 @@ def run_stage(
     _push(h, stage, final)
     events.complete(manifest, final)
     result = summary(stage, "ran", manifest, time.perf_counter() - started, final)
-    _ui_artifacts(stage, cfg.name, manifest, result)
+    _ui_artifacts(stage, cfg.name, manifest, result, h)
     return result
 
 
@@ -161,10 +161,14 @@ def _git_commit() -> str | None:
     return ref
 
 
-def _ui_artifacts(stage: str, name: str, manifest: Manifest, result: dict) -> None:
-    """Summary, stats, a link to the manifest, the lineage table and the plots of one build."""
+def _ui_artifacts(stage: str, name: str, manifest: Manifest, result: dict, home: Home) -> None:
+    """Summary (with the manifest itself), stats, a link to the manifest, the lineage table and the
+    plots of one build."""
     key = f"{stage}-{name}".lower().replace("_", "-").replace(".", "-")
     path = Path(result["path"])
+    # The browser showing the UI cannot open file:// paths on the worker, so the manifest is
+    # also shown inline; the link is for a shell on that machine, or the object-store URL.
+    where = remote.remote_url(home, stage, path) if home.remote else path.as_uri()
     contracts = "\n".join(
         f"- {'✅' if c.success else '❌'} {c.name} ({c.checked} checked)" for c in manifest.contracts
     )
@@ -172,7 +176,8 @@ def _ui_artifacts(stage: str, name: str, manifest: Manifest, result: dict) -> No
         key=key,
         markdown=(
             f"# {stage} `{manifest.fingerprint[:12]}`\n\n{result['figures']}\n\n"
-            f"Path: `{path}`\n\nManifest: `{path / MANIFEST}`\n\n## Contracts\n{contracts}\n"
+            f"Path: `{path}`\n\nManifest: `{path / MANIFEST}`\n\n## Contracts\n{contracts}\n\n"
+            f"## Manifest\n\n```json\n{(path / MANIFEST).read_text()}\n```\n"
         ),
         description=f"{stage} artifact summary",
     )
@@ -184,7 +189,7 @@ def _ui_artifacts(stage: str, name: str, manifest: Manifest, result: dict) -> No
         )
     create_link_artifact(
         key=f"{key}-manifest",
-        link=(path / MANIFEST).as_uri(),
+        link=f"{where}/{MANIFEST}",
         link_text=f"{stage} manifest {manifest.fingerprint[:12]}",
         description=f"{stage}: manifest.json (files, sha256, config, code version, inputs)",
     )

@@ -40,7 +40,8 @@ class BucketBatchSampler:
 
     Each pass uses the epoch it is set to and moves to the next, so a resumed run that sets the
     epoch it stopped in draws the same batches. Given `lengths` (tokens per row) it counts the
-    tokens it hands out, for the tokens/s progress line.
+    tokens it hands out, for the tokens/s progress line, and sorts by them within windows
+    (packing.bucket_batches) to cut padding.
     """
 
     def __init__(self, buckets: list[int], batch_size: int, seed: int, lengths: list[int] | None = None):
@@ -52,12 +53,12 @@ class BucketBatchSampler:
 
     def __iter__(self):
         epoch, self.epoch = self.epoch, self.epoch + 1
-        for rows in packing.bucket_batches(self.buckets, self.batch_size, self.seed, epoch):
+        for rows in packing.bucket_batches(self.buckets, self.batch_size, self.seed, epoch, self.lengths):
             self.tokens += sum(self.lengths[i] for i in rows) if self.lengths else 0
             yield rows
 
     def __len__(self) -> int:
-        return len(packing.bucket_batches(self.buckets, self.batch_size, self.seed))
+        return len(packing.bucket_batches(self.buckets, self.batch_size, self.seed, lengths=self.lengths))
 
 
 def make_trainer_class():

@@ -21,6 +21,8 @@ that each document's logits equal those of the document run alone.
 import bisect
 import random
 
+SORT_WINDOW = 50  # batches per length-sorted window in bucket_batches
+
 
 def split_long(lengths: list[int], seq_len: int) -> list[tuple[int, int, int]]:
     """(doc index, start, length) pieces: documents longer than seq_len become several chunks.
@@ -105,19 +107,32 @@ def bucket_of(length: int, boundaries: list[int]) -> int:
     return k
 
 
-def bucket_batches(buckets: list[int], batch_size: int, seed: int, epoch: int = 0) -> list[list[int]]:
+def bucket_batches(
+    buckets: list[int], batch_size: int, seed: int, epoch: int = 0, lengths: list[int] | None = None
+) -> list[list[int]]:
     """Batches of example indices, each drawn from one bucket, in a seeded random order.
 
-    Every index appears exactly once per epoch.
+    Every index appears exactly once per epoch. Given `lengths`, each bucket's shuffled members
+    are sorted by length within windows of SORT_WINDOW batches before cutting (as
+    transformers' LengthGroupedSampler does with megabatches): neighbours in a batch then have
+    nearly equal lengths, so padding falls towards the fully sorted floor, while which examples
+    share a batch still changes every epoch.
     """
     rng = random.Random(f"{seed}:{epoch}")
     by_bucket: dict[int, list[int]] = {}
     for i, b in enumerate(buckets):
         by_bucket.setdefault(b, []).append(i)
     batches = []
+    window = batch_size * SORT_WINDOW
     for b in sorted(by_bucket):
         members = by_bucket[b]
         rng.shuffle(members)
+        if lengths is not None:
+            members = [
+                i
+                for k in range(0, len(members), window)
+                for i in sorted(members[k : k + window], key=lengths.__getitem__)
+            ]
         batches += [members[k : k + batch_size] for k in range(0, len(members), batch_size)]
     rng.shuffle(batches)
     return batches

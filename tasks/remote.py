@@ -47,6 +47,11 @@ def _remote_stage(home: Home, stage: str) -> str:
     return f"{home.remote}/{local.parent.name}/{stage}"
 
 
+def remote_url(home: Home, stage: str, local: Path) -> str:
+    """Where a published local artifact lives on the remote home."""
+    return f"{_remote_stage(home, stage)}/{local.name}"
+
+
 def push(home: Home, stage: str, local: Path) -> bool:
     """Upload one published local artifact; False when the remote already has it."""
     fs, root = _fs(_remote_stage(home, stage))

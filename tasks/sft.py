@@ -39,16 +39,17 @@ def padded_batch(table: pa.Table, rows: list[int]) -> training.Batch:
 
 
 def stream(table: pa.Table, batch_size: int, seed: int) -> training.Stream:
-    buckets = table["bucket"].to_pylist()
+    buckets, lengths = table["bucket"].to_pylist(), table["length"].to_pylist()
     return training.Stream(
-        lambda epoch: packing.bucket_batches(buckets, batch_size, seed, epoch),
+        lambda epoch: packing.bucket_batches(buckets, batch_size, seed, epoch, lengths),
         lambda rows, k: padded_batch(table, rows),
     )
 
 
 def padding_of(table: pa.Table, batch_size: int, seed: int) -> float:
-    plan = packing.bucket_batches(table["bucket"].to_pylist(), batch_size, seed)
-    return round(packing.padding_fraction(table["length"].to_pylist(), plan), 4)
+    lengths = table["length"].to_pylist()
+    plan = packing.bucket_batches(table["bucket"].to_pylist(), batch_size, seed, lengths=lengths)
+    return round(packing.padding_fraction(lengths, plan), 4)
 
 
 def with_lora(model, cfg: SftConfig):

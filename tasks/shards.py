@@ -184,7 +184,7 @@ def bucketed(
         "bucket_boundaries": bounds,
         "bucket_counts": {str(bounds[b]): buckets.count(b) for b in sorted(set(buckets))},
         f"padding_bucketed@{bs}": round(
-            packing.padding_fraction(lens, packing.bucket_batches(buckets, bs, cfg.seed)), 5
+            packing.padding_fraction(lens, packing.bucket_batches(buckets, bs, cfg.seed, lengths=lens)), 5
         ),
         f"padding_random@{bs}": round(
             packing.padding_fraction(lens, packing.random_batches(len(lens), bs, cfg.seed)), 5

@@ -35,6 +35,22 @@ def test_bucket_batches_use_each_example_once_and_one_bucket_per_batch():
     assert batches != packing.bucket_batches(buckets, 8, seed=1, epoch=1)
 
 
+def test_length_sorted_windows_pad_near_the_sorted_floor_and_still_reshuffle():
+    rng = random.Random(0)
+    lengths = [rng.randint(20, 200) for _ in range(4000)]
+    buckets = [packing.bucket_of(n, [64, 128, 256]) for n in lengths]
+    plain = packing.bucket_batches(buckets, 16, seed=1)
+    windowed = packing.bucket_batches(buckets, 16, seed=1, lengths=lengths)
+    assert sorted(i for b in windowed for i in b) == list(range(4000))
+    order = sorted(range(4000), key=lengths.__getitem__)
+    floor = packing.padding_fraction(lengths, [order[k : k + 16] for k in range(0, 4000, 16)])
+    assert packing.padding_fraction(lengths, windowed) < min(
+        2 * floor + 0.01, packing.padding_fraction(lengths, plain) / 3
+    )
+    again = packing.bucket_batches(buckets, 16, seed=1, epoch=1, lengths=lengths)
+    assert {frozenset(b) for b in again} != {frozenset(b) for b in windowed}
+
+
 def test_padding_fraction():
     assert packing.padding_fraction([2, 4], [[0, 1]]) == pytest.approx(0.25)
     assert packing.padding_fraction([3, 3], [[0], [1]]) == 0.0

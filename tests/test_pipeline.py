@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+from prefect.artifacts import Artifact
 
 from flows.pipeline import pipeline
 from flows.pretrain import pretrain_flow
@@ -17,6 +18,15 @@ from tasks.lineage_events import events_file
 from tasks.plan import plan_pipeline
 
 pytestmark = pytest.mark.e2e
+
+
+def assert_ui_artifacts(path: Path) -> None:
+    """The UI shows the manifest itself (its browser cannot open the worker's files) and links it."""
+    m = read_manifest(path)
+    summary = Artifact.get(f"{m.stage}-t")
+    assert summary.flow_run_id and str(summary.flow_run_id) == m.flow_run_id
+    assert (path / "manifest.json").read_text() in summary.data
+    assert Artifact.get(f"{m.stage}-t-manifest").data.endswith(f"({(path / 'manifest.json').as_uri()})")
 
 
 def statuses(results: list[dict]) -> dict[str, str]:
@@ -46,6 +56,7 @@ def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config
     assert metrics["val_loss"] < metrics["val_loss_before"]
 
     assert_openlineage_graph(home, first)
+    assert_ui_artifacts(Path(first[-1]["path"]))
 
     chain = "\n".join(lineage.render(lineage.upstream(dpo_dir)))
     for stage in PIPELINE:
