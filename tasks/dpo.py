@@ -170,7 +170,7 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
         log.info(f"resuming from {found[0]} (step {found[1]['step']})")
         sampler = trainer.bucket_sampler
         sampler.set_epoch(found[1]["step"] // max(1, len(sampler) // cfg.grad_accum))
-    trainer.train(resume_from_checkpoint=str(found[0]) if found else None)
+    trained = trainer.train(resume_from_checkpoint=str(found[0]) if found else None)
     # evaluate
     after = trainer.evaluate()
     history = [
@@ -186,7 +186,11 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
         "val_loss": round(after["eval_loss"], 4),
         "val_reward_accuracy": round(after.get("eval_rewards/accuracies", float("nan")), 4),
         "val_reward_margin": round(after.get("eval_rewards/margins", float("nan")), 4),
-        "train_loss": round(sum(h["loss"] for h in history[-10:]) / max(1, len(history[-10:])), 4),
+        # the last logged losses; fewer steps than log_every log none, so then the run's mean
+        "train_loss": round(
+            sum(h["loss"] for h in history[-10:]) / len(history[-10:]) if history else trained.training_loss,
+            4,
+        ),
         "val_preference_accuracy_before": before["preference_accuracy"],
         "val_preference_accuracy": preference_after["preference_accuracy"],
         "val_logprob_margin_before": before["logprob_margin"],
