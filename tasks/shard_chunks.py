@@ -17,7 +17,9 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
@@ -123,13 +125,58 @@ def tokenize_chunk(job: dict) -> str:
 
 def read_chunks(jobs: list[dict], kind: str, split: str) -> list[dict]:
     """The tokenised records of one kind and split, in plan order ("score" only where set)."""
-    out = []
-    for job in jobs:
-        if (job["kind"], job["split"]) == (kind, split):
-            path = Path(job["work"]) / job["file"]
-            rows = pa.ipc.open_file(pa.memory_map(str(path))).read_all().to_pylist()
-            out += [{k: v for k, v in r.items() if not (k == "score" and v is None)} for r in rows]
-    return out
+    chunks = Chunks(jobs, kind, split)
+    return chunks.take(range(len(chunks)))
+
+
+class Chunks:
+    """The tokenised records of one kind and split, left in their chunk files (plan order):
+    lengths come from the list offsets alone, rows are read when a shard needs them, each file
+    memory-mapped only while it is read, so memory holds one shard's rows, not the corpus."""
+
+    def __init__(self, jobs: list[dict], kind: str, split: str):
+        self.paths = [Path(j["work"]) / j["file"] for j in jobs if (j["kind"], j["split"]) == (kind, split)]
+        counts = []
+        for path in self.paths:
+            with pa.memory_map(str(path)) as src:
+                counts.append(pa.ipc.open_file(src).read_all().num_rows)  # mapped: nothing is copied
+        self.starts = np.cumsum([0, *counts])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def lengths(self) -> np.ndarray:
+        """Each record's length as the stage counts it: its input_ids, or a DPO pair's prompt
+        plus its longer completion (what a batch pads to)."""
+        out = [np.empty(0, np.int64)]
+        for path in self.paths:
+            with pa.memory_map(str(path)) as src:
+                table = pa.ipc.open_file(src).read_all()
+                n = {
+                    c: pc.list_value_length(table.column(c)).to_numpy()
+                    for c in table.column_names
+                    if c.endswith("_ids")
+                }
+                out.append(
+                    n["input_ids"]
+                    if "input_ids" in n
+                    else n["prompt_ids"] + np.maximum(n["chosen_ids"], n["rejected_ids"])
+                )
+        return np.concatenate(out).astype(np.int64)
+
+    def take(self, indices) -> list[dict]:
+        """The records at these plan-order positions, as dicts ("score" only where set)."""
+        idx = np.asarray(indices, np.int64)
+        file_of = np.searchsorted(self.starts, idx, "right") - 1
+        out: list[dict] = [{}] * len(idx)
+        for f in np.unique(file_of).tolist():
+            where = np.flatnonzero(file_of == f)
+            with pa.memory_map(str(self.paths[f])) as src:
+                table = pa.ipc.open_file(src).read_all()
+                rows = table.take(pa.array(idx[where] - self.starts[f])).to_pylist()
+            for w, r in zip(where.tolist(), rows, strict=True):
+                out[w] = {k: v for k, v in r.items() if not (k == "score" and v is None)}
+        return out
 
 
 @functools.lru_cache(maxsize=4)
@@ -138,17 +185,30 @@ def _tokenizer(directory: str) -> Tokenizer:
 
 
 def _records(corpus: Path, task: str, split: str, start: int, stop: int) -> list[dict]:
+    """Records start..stop-1 of one split, reading only the row groups that hold them."""
     path = corpus / f"{task}.parquet"
     stat = path.stat()
-    table = _split_table(str(path), split, stat.st_mtime_ns, stat.st_size)
-    rows = table.slice(start, stop - start).to_pylist()
+    counts = _split_counts(str(path), split, stat.st_mtime_ns, stat.st_size)
+    pf, tables, seen = pq.ParquetFile(path), [], 0
+    for group, n in enumerate(counts):
+        lo, hi = max(start, seen), min(stop, seen + n)
+        if lo < hi:
+            table = pf.read_row_group(group)
+            table = table.filter(pc.equal(table.column("split"), split))
+            tables.append(table.slice(lo - seen, hi - lo))
+        seen += n
+    rows = pa.concat_tables(tables).to_pylist() if tables else []
     return weighted(rows) if split == "train" else rows
 
 
-@functools.lru_cache(maxsize=2)
-def _split_table(path: str, split: str, mtime_ns: int, size: int) -> pa.Table:
-    """One split of a corpus table, read once per process (mtime and size key the cache)."""
-    return pq.read_table(path, filters=[("split", "=", split)])
+@functools.lru_cache(maxsize=8)
+def _split_counts(path: str, split: str, mtime_ns: int, size: int) -> tuple[int, ...]:
+    """Records of one split in each row group of a corpus table (mtime and size key the cache)."""
+    pf = pq.ParquetFile(path)
+    return tuple(
+        pc.sum(pc.equal(pf.read_row_group(g, columns=["split"]).column("split"), split)).as_py() or 0
+        for g in range(pf.num_row_groups)
+    )
 
 
 def read_split(corpus: Path, task: str, split: str) -> list[dict]:

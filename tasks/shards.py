@@ -20,7 +20,7 @@ bytes are not written again, so the rerun's files equal an uninterrupted run's b
 import itertools
 import json
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,14 +43,29 @@ PLOT = "lengths.png"
 
 def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
     """Pack documents into rows (see tasks.packing for the layout); returns rows and stats."""
-    pieces = packing.split_long([len(d) for d in docs], seq_len)
-    bins = packing.best_fit_decreasing([n for _, _, n in pieces], seq_len)
+    lengths = [len(d) for d in docs]
+    pieces, bins = plan_pretrain(lengths, seq_len)
+    rows = pretrain_rows(pieces, bins, lambda need: {d: docs[d] for d in need}, seq_len)
+    return rows, _pack_stats(lengths, len(pieces), len(rows), seq_len)
+
+
+def plan_pretrain(lengths: list[int], seq_len: int) -> tuple[list[tuple[int, int, int]], list[list[int]]]:
+    """The (doc, start, length) pieces and the bins of piece numbers: packing needs lengths only."""
+    pieces = packing.split_long(lengths, seq_len)
+    return pieces, packing.best_fit_decreasing([n for _, _, n in pieces], seq_len)
+
+
+def pretrain_rows(
+    pieces: list[tuple[int, int, int]], bins: list[list[int]], fetch: Callable, seq_len: int
+) -> list[dict]:
+    """The rows of these bins; `fetch(doc numbers)` gives {doc: token ids} for the ones needed."""
+    docs = fetch(sorted({pieces[k][0] for members in bins for k in members}))
     rows = []
     for members in bins:
         chunks = [docs[doc][start : start + n] for doc, start, n in (pieces[k] for k in members)]
         labels = [[IGNORE_INDEX] + chunk[1:] for chunk in chunks]
         rows.append({**_packed_row(chunks, labels, seq_len), "_docs": [pieces[k][0] for k in members]})
-    return rows, _pack_stats(docs, len(pieces), rows, seq_len)
+    return rows
 
 
 def pack_concat(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
@@ -66,7 +81,7 @@ def pack_concat(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict]:
         chunks = [[docs[d][k] for d, k in g] for g in groups]
         labels = [[IGNORE_INDEX] + chunk[1:] for chunk in chunks]  # a piece's first token has no context here
         rows.append({**_packed_row(chunks, labels, seq_len), "_docs": [g[0][0] for g in groups]})
-    return rows, _pack_stats(docs, len(docs), rows, seq_len)
+    return rows, _pack_stats([len(d) for d in docs], len(docs), len(rows), seq_len)
 
 
 def pack_sft(examples: list[dict], row_len: int) -> tuple[list[dict], dict]:
@@ -75,7 +90,20 @@ def pack_sft(examples: list[dict], row_len: int) -> tuple[list[dict], dict]:
     Each example keeps its own labels (-100 on its prompt, which starts with <bos>), so no
     token is scored for predicting the next example, and its positions restart at 0.
     """
-    bins = packing.best_fit_decreasing([len(ex["input_ids"]) for ex in examples], row_len)
+    lengths = [len(ex["input_ids"]) for ex in examples]
+    bins = packing.best_fit_decreasing(lengths, row_len)
+    rows = sft_packed_rows(bins, lambda need: {k: examples[k] for k in need}, row_len)
+    return rows, _sft_pack_stats(lengths, len(rows), row_len)
+
+
+def _sft_pack_stats(lengths: list[int], rows: int, row_len: int) -> dict:
+    stats = _pack_stats(lengths, len(lengths), rows, row_len)
+    return {**stats, "padding": round(1 - stats["fill_rate"], 5)}
+
+
+def sft_packed_rows(bins: list[list[int]], fetch: Callable, row_len: int) -> list[dict]:
+    """The packed rows of these bins; `fetch(example numbers)` gives {number: example}."""
+    examples = fetch(sorted({k for members in bins for k in members}))
     rows = []
     for members in bins:
         chosen = [examples[k] for k in members]
@@ -88,8 +116,7 @@ def pack_sft(examples: list[dict], row_len: int) -> tuple[list[dict], dict]:
                 "_docs": members,
             }
         )
-    stats = _pack_stats([ex["input_ids"] for ex in examples], len(examples), rows, row_len)
-    return rows, {**stats, "padding": round(1 - stats["fill_rate"], 5)}
+    return rows
 
 
 def _packed_row(chunks: list[list[int]], labels: list[list[int]], seq_len: int) -> dict:
@@ -114,13 +141,13 @@ def _packed_row(chunks: list[list[int]], labels: list[list[int]], seq_len: int) 
     }
 
 
-def _pack_stats(docs: list[list[int]], pieces: int, rows: list[dict], seq_len: int) -> dict:
-    tokens = sum(len(d) for d in docs)
-    fill_rate = round(tokens / (len(rows) * seq_len), 5) if rows else 0.0
+def _pack_stats(lengths: list[int], pieces: int, rows: int, seq_len: int) -> dict:
+    tokens = sum(lengths)
+    fill_rate = round(tokens / (rows * seq_len), 5) if rows else 0.0
     return {
-        "documents": len(docs),
+        "documents": len(lengths),
         "pieces": pieces,
-        "rows": len(rows),
+        "rows": rows,
         "tokens": tokens,
         "fill_rate": fill_rate,
     }
@@ -160,26 +187,27 @@ def auto_boundaries(lengths: list[int], count: int, max_len: int) -> list[int]:
 
 
 def bucketed(
-    examples: list[dict], lengths: list[int], cfg: ShardsConfig, bounds: list[int], rejects
-) -> tuple[list[dict], dict]:
-    """Drop examples over max_len (logged to rejects), add length/bucket, sort by bucket
-    (or by "difficulty" where a curriculum set it)."""
-    kept = []
-    for ex, n in zip(examples, lengths, strict=True):
-        if n > cfg.max_len:
-            rejects.write(
-                json.dumps({"id": ex["id"], "reason": f"too long: {n} tokens > max_len {cfg.max_len}"}) + "\n"
-            )
-            continue
-        kept.append({**ex, "length": n, "bucket": packing.bucket_of(n, bounds)})
+    lengths: list[int], cfg: ShardsConfig, bounds: list[int], rejects, ids: Callable, difficulty=None
+) -> tuple[list[int], list[int], dict]:
+    """Drop examples over max_len (logged to rejects; `ids(numbers)` names them), give each a
+    bucket, and order them by bucket (or by `difficulty` where a curriculum set it).
+    Returns the kept example numbers in that order, their buckets, and the stats."""
+    too_long = [i for i, n in enumerate(lengths) if n > cfg.max_len]
+    for i, rid in zip(too_long, ids(too_long), strict=True):
+        n = lengths[i]
+        rejects.write(
+            json.dumps({"id": rid, "reason": f"too long: {n} tokens > max_len {cfg.max_len}"}) + "\n"
+        )
+    kept = [i for i, n in enumerate(lengths) if n <= cfg.max_len]
+    bucket = {i: packing.bucket_of(lengths[i], bounds) for i in kept}
     # stable: keeps corpus order inside a bucket; a curriculum orders by difficulty instead
-    kept.sort(key=lambda ex: ex.get("difficulty", ex["bucket"]))
-    lens = [ex["length"] for ex in kept]
-    buckets = [ex["bucket"] for ex in kept]
+    kept.sort(key=lambda i: difficulty[i] if difficulty is not None else bucket[i])
+    lens = [lengths[i] for i in kept]
+    buckets = [bucket[i] for i in kept]
     bs = cfg.stats_batch_size
     stats = {
         "examples": len(kept),
-        "rejected_too_long": len(examples) - len(kept),
+        "rejected_too_long": len(too_long),
         "tokens": sum(lens),
         "bucket_boundaries": bounds,
         "bucket_counts": {str(bounds[b]): buckets.count(b) for b in sorted(set(buckets))},
@@ -190,7 +218,22 @@ def bucketed(
             packing.padding_fraction(lens, packing.random_batches(len(lens), bs, cfg.seed)), 5
         ),
     }
-    return kept, stats
+    return kept, buckets, stats
+
+
+class LazyRows:
+    """Rows built a slice at a time: `write_shards` takes one shard's slice, so only that many
+    rows (and their token ids) are ever in memory."""
+
+    def __init__(self, n: int, make: Callable[[int, int], list[dict]]):
+        self.n, self.make = n, make
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, part: slice) -> list[dict]:
+        start, stop, _ = part.indices(self.n)
+        return self.make(start, stop)
 
 
 def write_shards(
@@ -240,72 +283,132 @@ def _tokens(kind: str, row: dict) -> int:
 
 def load(directory: Path, kind: str, split: str) -> pa.Table:
     """All shards of one kind and split, memory-mapped (nothing is copied until used)."""
-    files = sorted(directory.glob(f"{kind}-{split}-*.arrow"))
-    tables = [pa.ipc.open_file(pa.memory_map(str(f))).read_all() for f in files]
+    tables = list(shard_tables(directory, kind, split))
     return pa.concat_tables(tables) if tables else SCHEMAS[kind].empty_table()
+
+
+def shard_tables(directory: Path, kind: str, split: str) -> Iterator[pa.Table]:
+    """The shards of one kind and split, one memory-mapped table each, in file order."""
+    for f in sorted(directory.glob(f"{kind}-{split}-*.arrow")):
+        yield pa.ipc.open_file(pa.memory_map(str(f))).read_all()
 
 
 def build(
     cfg: ShardsConfig, inputs: dict[str, Path], out: Path, map_chunks: Callable = shard_chunks.serial
 ) -> dict:
     """Tokenise in chunk jobs (`map_chunks(fn, jobs)` runs them: serially here, as Prefect tasks
-    in the flow), then pack, bucket and write the shards. Chunks and shards already finished
-    by a killed run in `out` are reused, so a rerun only builds what is missing."""
+    in the flow), then pack, bucket and write the shards. Packing and bucketing see only the
+    lengths; each shard's rows are then gathered from the chunk files (shard_chunks.Chunks), so
+    memory holds one shard, not the corpus. Chunks and shards already finished by a killed run
+    in `out` are reused, so a rerun only builds what is missing."""
     jobs = shard_chunks.plan(cfg, inputs, out)
     map_chunks(shard_chunks.tokenize_chunk, jobs)
-    tokenized = {
-        (k, s): shard_chunks.read_chunks(jobs, k, s) for k in ("pretrain", "sft", "dpo") for s in SPLITS
-    }
     stats: dict = {"rows": {}, "tokens": {}}
 
-    def write(rows: list[dict], kind: str, split: str) -> None:
+    def write(rows, kind: str, split: str) -> None:
         markers = out / shard_chunks.WORK / "done"
         for name, (n_rows, n_tokens) in write_shards(
             rows, kind, split, out, cfg.rows_per_shard, markers
         ).items():
             stats["rows"][name], stats["tokens"][name] = n_rows, n_tokens
 
+    train_lengths = {}
     for split in SPLITS:
-        docs = tokenized["pretrain", split]
-        pack = pack_pretrain if cfg.packing == "bfd" else pack_concat
-        rows, stats[f"pretrain_{split}"] = pack([d["input_ids"] for d in docs], cfg.seq_len)
-        if cfg.curriculum and split == "train":
-            scores = curriculum.record_scores(cfg.curriculum, [d["input_ids"] for d in docs], docs)
-            stats["curriculum"] = {"by": cfg.curriculum.by}
-            rows, stats["curriculum"]["pretrain_train"] = _by_difficulty(rows, scores)
+        chunks = shard_chunks.Chunks(jobs, "pretrain", split)
+        rows, stats[f"pretrain_{split}"], lengths = pretrain_split(cfg, chunks, split, stats)
+        train_lengths.setdefault("pretrain", lengths)
         write(rows, "pretrain", split)
-    if cfg.curriculum:
-        for kind in ("sft", "dpo"):
-            _set_difficulty(cfg.curriculum, tokenized[kind, "train"])
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
         for kind in ("sft", "dpo"):
-            lengths = {s: [_example_length(ex) for ex in tokenized[kind, s]] for s in SPLITS}
+            chunks = {s: shard_chunks.Chunks(jobs, kind, s) for s in SPLITS}
+            lengths = {s: chunks[s].lengths().tolist() for s in SPLITS}
+            train_lengths[kind] = lengths["train"]
             bounds = cfg.bucket_boundaries
             if bounds == "auto":
                 bounds = auto_boundaries(lengths["train"], cfg.auto_buckets, cfg.max_len)
             for split in SPLITS:
-                rows, stats[f"{kind}_{split}"] = bucketed(
-                    tokenized[kind, split], lengths[split], cfg, bounds, rejects
-                )
-                if cfg.curriculum and split == "train":
-                    stats["curriculum"][f"{kind}_train"] = curriculum.summary([r["difficulty"] for r in rows])
-                write(rows, kind, split)
-                if kind == "sft" and cfg.sft_packing:
-                    packed, stats[f"sft_packed_{split}"] = pack_sft(rows, cfg.max_len)
-                    if cfg.curriculum and split == "train":
-                        packed, stats["curriculum"]["sft_packed_train"] = _by_difficulty(
-                            packed, [r["difficulty"] for r in rows]
-                        )
-                    write(packed, "sft_packed", split)
+                example_split(cfg, kind, split, chunks[split], lengths[split], bounds, rejects, stats, write)
     stats["vocab_size"] = tokenizer_task.load(inputs["tokenizer"]).get_vocab_size()
     stats.update(headline(stats))
-    lengths_png(
-        cfg,
-        {k: [_example_length(ex) for ex in tokenized[k, "train"]] for k in ("pretrain", "sft", "dpo")},
-        out / PLOT,
-    )
+    lengths_png(cfg, train_lengths, out / PLOT)
     shutil.rmtree(out / shard_chunks.WORK)  # markers and chunks are not part of the artifact
     return stats
+
+
+def pretrain_split(cfg: ShardsConfig, chunks: shard_chunks.Chunks, split: str, stats: dict):
+    """The packed rows of one split (lazy for BFD), their stats, and the document lengths."""
+    lengths = chunks.lengths().tolist()
+    curriculum_on = bool(cfg.curriculum) and split == "train"
+    if cfg.packing != "bfd" or curriculum_on:  # the concat baseline and curriculum scores need every document
+        docs = chunks.take(range(len(chunks)))
+    if cfg.packing != "bfd":
+        rows, pack_stats = pack_concat([d["input_ids"] for d in docs], cfg.seq_len)
+        light = rows
+    else:
+        pieces, bins = plan_pretrain(lengths, cfg.seq_len)
+        pack_stats = _pack_stats(lengths, len(pieces), len(bins), cfg.seq_len)
+        light = [{"_docs": [pieces[k][0] for k in m], "doc_lens": [pieces[k][2] for k in m]} for m in bins]
+    if curriculum_on:
+        scores = curriculum.record_scores(cfg.curriculum, [d["input_ids"] for d in docs], docs)
+        stats["curriculum"] = {"by": cfg.curriculum.by}
+        order, stats["curriculum"]["pretrain_train"] = _by_difficulty(light, scores)
+        light = [light[i] for i in order]
+        if cfg.packing == "bfd":
+            bins = [bins[i] for i in order]
+        else:
+            rows = light
+    if cfg.packing == "bfd":
+
+        def fetch(need: list[int]) -> dict[int, list[int]]:
+            return dict(zip(need, (d["input_ids"] for d in chunks.take(need)), strict=True))
+
+        rows = LazyRows(len(bins), lambda a, b: pretrain_rows(pieces, bins[a:b], fetch, cfg.seq_len))
+    return rows, pack_stats, lengths
+
+
+def example_split(cfg, kind, split, chunks, lengths, bounds, rejects, stats, write) -> None:
+    """Bucket and write one split of SFT or DPO examples (and the packed SFT rows)."""
+    difficulty = None
+    if cfg.curriculum and split == "train":  # scores need every example's tokens
+        examples = chunks.take(range(len(chunks)))
+        _set_difficulty(cfg.curriculum, examples)
+        difficulty = [ex["difficulty"] for ex in examples]
+        del examples
+    kept, buckets, stats[f"{kind}_{split}"] = bucketed(
+        lengths, cfg, bounds, rejects, lambda idx: [ex["id"] for ex in chunks.take(idx)], difficulty
+    )
+    if cfg.curriculum and split == "train":
+        stats["curriculum"][f"{kind}_train"] = curriculum.summary([difficulty[i] for i in kept])
+
+    def examples_at(positions: list[int]) -> list[dict]:
+        """The kept examples at these positions of the bucketed order, as the shards hold them."""
+        rows = chunks.take([kept[p] for p in positions])
+        for p, row in zip(positions, rows, strict=True):
+            row |= {"length": lengths[kept[p]], "bucket": buckets[p]}
+            if difficulty is not None:
+                row["difficulty"] = difficulty[kept[p]]
+        return rows
+
+    write(LazyRows(len(kept), lambda a, b: examples_at(list(range(a, b)))), kind, split)
+    if kind == "sft" and cfg.sft_packing:
+        kept_lengths = [lengths[i] for i in kept]
+        bins = packing.best_fit_decreasing(kept_lengths, cfg.max_len)
+        stats[f"sft_packed_{split}"] = _sft_pack_stats(kept_lengths, len(bins), cfg.max_len)
+        if difficulty is not None:
+            light = [{"_docs": m, "doc_lens": [kept_lengths[k] for k in m]} for m in bins]
+            order, stats["curriculum"]["sft_packed_train"] = _by_difficulty(
+                light, [difficulty[i] for i in kept]
+            )
+            bins = [bins[i] for i in order]
+
+        def fetch(need: list[int]) -> dict[int, dict]:
+            return dict(zip(need, examples_at(need), strict=True))
+
+        write(
+            LazyRows(len(bins), lambda a, b: sft_packed_rows(bins[a:b], fetch, cfg.max_len)),
+            "sft_packed",
+            split,
+        )
 
 
 def headline(stats: dict) -> dict:
@@ -353,18 +456,12 @@ def lengths_png(cfg: ShardsConfig, lengths: dict[str, list[int]], path: Path) ->
     plt.close(fig)
 
 
-def _example_length(ex: dict) -> int:
-    """SFT: prompt + answer; DPO: prompt + the longer completion (what a batch pads to)."""
-    if "input_ids" in ex:  # also a pretraining document
-        return len(ex["input_ids"])
-    return len(ex["prompt_ids"]) + max(len(ex["chosen_ids"]), len(ex["rejected_ids"]))
-
-
-def _by_difficulty(rows: list[dict], doc_scores: list[float]) -> tuple[list[dict], dict]:
-    """Packed rows easy -> hard by their documents' token-weighted difficulty, and its summary."""
+def _by_difficulty(rows: list[dict], doc_scores: list[float]) -> tuple[list[int], dict]:
+    """The order of packed rows easy -> hard by their documents' token-weighted difficulty
+    (`_docs`, `doc_lens` are all it reads), and its summary."""
     difficulty = curriculum.row_scores(rows, doc_scores)
     order = curriculum.order(difficulty)
-    return [rows[i] for i in order], curriculum.summary([difficulty[i] for i in order])
+    return order, curriculum.summary([difficulty[i] for i in order])
 
 
 def _set_difficulty(cfg: Curriculum, examples: list[dict]) -> None:
@@ -380,4 +477,5 @@ def _set_difficulty(cfg: Curriculum, examples: list[dict]) -> None:
 def validate(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
     """The contracts of tasks.shard_checks on the training split of every shard kind."""
     kinds = ("pretrain", "sft", "dpo") + (("sft_packed",) if cfg.sft_packing else ())
-    return shard_checks.check(cfg, {kind: load(out, kind, "train") for kind in kinds}, stats["vocab_size"])
+    tables = {kind: shard_tables(out, kind, "train") for kind in kinds}
+    return shard_checks.check(cfg, tables, stats["vocab_size"])
