@@ -8,11 +8,13 @@ bytes; control tokens enter sequences only by id (see tasks.shards).
 """
 
 import hashlib
+import itertools
 import json
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -40,29 +42,86 @@ def corpus_rows(corpus_dir: Path, split: str | None = "train") -> Iterator[tuple
                 yield task, hashlib.sha256(f"{task}:{row['id']}".encode()).hexdigest(), row
 
 
+def hashed_order(corpus_dir: Path, split: str | None) -> Iterator[tuple[str, int, str]]:
+    """(task, row number, source) of the rows of a split in the order of their hashed ids.
+
+    Only the id, split and source columns are read, and the order is kept as numpy arrays
+    (8-byte hash prefixes: 21 bytes a row), so the texts stay on disk.
+    """
+    keys, tasks, rows, sources, names = [], [], [], [], {}
+    for t, task in enumerate(TASK_FIELDS):
+        path = corpus_dir / f"{task}.parquet"
+        if not path.exists():
+            continue
+        table = pq.read_table(path, columns=["id", "split", "source"])
+        ids, splits, srcs = (table.column(c).to_pylist() for c in ("id", "split", "source"))
+        picked = [n for n, s in enumerate(splits) if split is None or s == split]
+        keys.append(np.fromiter((_key(task, ids[n]) for n in picked), np.uint64, len(picked)))
+        rows.append(np.array(picked, np.int64))
+        tasks.append(np.full(len(picked), t, np.int8))
+        sources.append(np.array([names.setdefault(srcs[n], len(names)) for n in picked], np.int32))
+        del table, ids, splits, srcs
+    if not keys:
+        return
+    order = np.argsort(np.concatenate(keys), kind="stable")
+    task_names, source_names = list(TASK_FIELDS), list(names)
+    columns = [np.concatenate(x)[order] for x in (tasks, rows, sources)]
+    for at in range(0, len(order), 4096):
+        for t, n, s in zip(*(c[at : at + 4096].tolist() for c in columns), strict=True):
+            yield task_names[t], n, source_names[s]
+
+
+def _key(task: str, rid: str) -> int:
+    """The first 8 bytes of sha256("task:id"): the order of the full hex digest (ties: never seen)."""
+    return int.from_bytes(hashlib.sha256(f"{task}:{rid}".encode()).digest()[:8], "big")
+
+
+def read_rows(corpus_dir: Path, picks: list[tuple[str, int]]) -> dict[tuple[str, int], dict]:
+    """The text fields of the picked rows, read one row group at a time."""
+    wanted: dict[str, set[int]] = defaultdict(set)
+    for task, n in picks:
+        wanted[task].add(n)
+    out = {}
+    for task, rows in wanted.items():
+        pf, start = pq.ParquetFile(corpus_dir / f"{task}.parquet"), 0
+        for g in range(pf.num_row_groups):
+            size = pf.metadata.row_group(g).num_rows
+            local = sorted(n - start for n in rows if start <= n < start + size)
+            if local:
+                part = pf.read_row_group(g, columns=list(TASK_FIELDS[task])).take(local).to_pylist()
+                out.update({(task, start + i): row for i, row in zip(local, part, strict=True)})
+            start += size
+    return out
+
+
 def training_texts(corpus_dir: Path, max_chars: int) -> Iterator[str]:
     """A uniform sample of train-split texts of every task, up to `max_chars` characters.
 
     Records are taken in the order of their hashed ids, so each source contributes in
-    proportion to its size, and the same corpus always gives the same sample.
+    proportion to its size, and the same corpus always gives the same sample. Only the
+    sample's rows are read, a batch of rows at a time, so memory holds the sample, not the corpus.
     """
-    rows = sorted(corpus_rows(corpus_dir), key=lambda r: r[1])
+    order = hashed_order(corpus_dir, "train")
     budget = max_chars
-    for task, _, row in rows:
-        for f in TASK_FIELDS[task]:
-            budget -= len(row[f])
-            if budget < 0:
-                return
-            yield row[f]
+    while picks := [(task, n) for task, n, _ in itertools.islice(order, 4096)]:
+        rows = read_rows(corpus_dir, picks)
+        for task, n in picks:
+            for f in TASK_FIELDS[task]:
+                budget -= len(rows[task, n][f])
+                if budget < 0:
+                    return
+                yield rows[task, n][f]
 
 
 def samples_per_source(corpus_dir: Path, n: int) -> dict[str, list[str]]:
     """Up to `n` records' texts per `task:source`, chosen by hashed id (both splits)."""
-    out: dict[str, list[str]] = defaultdict(list)
-    for task, _, row in sorted(corpus_rows(corpus_dir, None), key=lambda r: r[1]):
-        key = f"{task}:{row['source']}"
-        if len(out[key]) < n:
-            out[key].append("\n".join(row[f] for f in TASK_FIELDS[task]))
+    picks: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for task, row, source in hashed_order(corpus_dir, None):
+        key = f"{task}:{source}"
+        if len(picks[key]) < n:
+            picks[key].append((task, row))
+    rows = read_rows(corpus_dir, [p for ps in picks.values() for p in ps])
+    out = {key: ["\n".join(rows[p][f] for f in TASK_FIELDS[p[0]]) for p in ps] for key, ps in picks.items()}
     return dict(sorted(out.items()))
 
 
@@ -167,8 +226,15 @@ def build(cfg: TokenizerConfig, inputs: dict[str, Path], out: Path) -> dict:
         adopted = f"adopted {Path(cfg.adopt).name} sha256 {cfg.adopt_sha256[:12]}"
         train_chars = 0
     else:
-        texts = list(training_texts(inputs["corpus"], cfg.max_train_chars))
-        tok, adopted, train_chars = train(iter(texts), cfg), "", sum(len(t) for t in texts)
+        chars = [0]
+
+        def counted(texts: Iterator[str]) -> Iterator[str]:
+            for t in texts:
+                chars[0] += len(t)
+                yield t
+
+        tok = train(counted(training_texts(inputs["corpus"], cfg.max_train_chars)), cfg)
+        adopted, train_chars = "", chars[0]
     save(tok, out)
     return {
         "vocab_size": tok.get_vocab_size(),
