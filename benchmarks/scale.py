@@ -20,7 +20,9 @@ Each stage (corpus, tokenizer training on its bounded sample, shards = tokenise 
 2 (the child's CPU affinity; the tokenizer's Rust thread pool follows it), to give the speedup
 of tokenisation. Goals: peak RSS flat (<= 1.2x from 1x to the largest scale), CPU cost per
 token constant (the marginal cost of the last step of scale within 10% of the first's; needs
-three scales), tokenisation on 2 cores >= 1.8x one core.
+three scales), tokenisation on 2 cores >= 1.8x one core. With `--train-steps N`, pretraining
+also runs N steps on each scale's shards (batches read from the memory-mapped shards): its peak
+RSS must not grow with the shard count either.
 Writes benchmarks/results/scale.{json,md}.
 """
 
@@ -119,6 +121,8 @@ def run_stage(stage: str, run_dir: Path, cores: int) -> dict:
     warm_up()
     tokenise = Tokenising(cores)
     extra = {"map_chunks": tokenise.map_chunks} if stage == "shards" else {}
+    if stage == "pretrain":
+        inputs["shards"] = run_dir / f"shards-c{cores}"
     start, cpu = time.perf_counter(), time.process_time()
     stats = module.build(section, inputs, out, **extra)
     built, built_cpu = time.perf_counter(), time.process_time()
@@ -196,12 +200,16 @@ def child(stage: str, run_dir: Path, cores: int) -> dict:
     }
 
 
-def measure_scale(scale: int, work: Path, limit: int | None, cores: list[int]) -> list[dict]:
+def measure_scale(
+    scale: int, work: Path, limit: int | None, cores: list[int], train_steps: int = 0
+) -> list[dict]:
     run_dir = work / f"x{scale}"
     cfg = scaled_config(run_dir / "raw", scale, limit)
+    steps = {"max_steps": train_steps, "warmup_steps": min(train_steps, cfg.pretrain.warmup_steps)}
+    cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update=steps)})
     (run_dir / "config.yaml").write_text(json.dumps(cfg.model_dump(mode="json")))
     rows = []
-    for stage in DATA_STAGES:
+    for stage in DATA_STAGES + (("pretrain",) if train_steps else ()):
         for n in cores if stage == "shards" else [max(cores)]:
             print(f"[scale] x{scale} {stage} on {n} core(s)", file=sys.stderr)
             rows.append({"scale": scale, "stage": stage, "cores": n, **child(stage, run_dir, n)})
@@ -230,7 +238,7 @@ def goals(rows: list[dict]) -> list[dict]:
         return next(r for r in rows if (r["scale"], r["stage"], r["cores"]) == (scale, stage, cores))
 
     out = []
-    for stage in DATA_STAGES:
+    for stage in sorted({r["stage"] for r in rows}, key=(*DATA_STAGES, "pretrain").index):
         ratio = at(hi, stage)["peak_rss_mib"] / at(lo, stage)["peak_rss_mib"]
         out.append(_goal(f"{stage}: peak RSS x{hi} / x{lo}", ratio, RSS_GOAL, "<="))
     out += cost_goals(sorted({r["scale"] for r in rows}), at)
@@ -319,7 +327,8 @@ def main(argv: list[str] | None = None) -> dict:
     )
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--name", default="scale")
-    p.add_argument("--child", choices=DATA_STAGES, help=argparse.SUPPRESS)
+    p.add_argument("--train-steps", type=int, default=0, help="also pretrain this many steps per scale")
+    p.add_argument("--child", choices=(*DATA_STAGES, "pretrain"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         result = run_stage(args.child, args.work, int(args.cores))
@@ -331,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows = [
             r
             for s in map(int, args.scales.split(","))
-            for r in measure_scale(s, Path(tmp), args.limit, cores)
+            for r in measure_scale(s, Path(tmp), args.limit, cores, args.train_steps)
         ]
     load = (round(load[0], 1), round(os.getloadavg()[0], 1))
     goal_rows = goals(rows)

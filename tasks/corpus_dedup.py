@@ -27,7 +27,7 @@ from datasketch import MinHash, MinHashLSH
 from schemas.corpus import CorpusConfig
 from tasks.corpus_clean import Reject, ngrams, shingles
 
-MERGE_AT = 1 << 15  # recent inserts kept in a dict before they are merged into the arrays
+MERGE_AT = 1 << 15  # recent entries kept in a dict (about 3 MB) before they join the arrays
 SIG_FLUSH = 1 << 20  # bytes of signatures buffered before a write
 
 
@@ -56,16 +56,19 @@ class HashIndex:
         for k in keys:
             self.recent.setdefault(k, []).append(value)
         self.n_recent += len(keys)
-        # merging costs O(entries): do it when the recent part is 1/8 of the whole (amortised O(1))
-        if self.n_recent >= max(MERGE_AT, len(self.keys) >> 3):
+        if self.n_recent >= MERGE_AT:  # the dict costs ~100 bytes an entry: keep it small
             self._merge()
 
     def _merge(self) -> None:
+        """Insert the recent entries into the sorted arrays: one pass over them (a memory copy)."""
         pairs = [(k, v) for k, vs in self.recent.items() for v in vs]
-        keys = np.concatenate([self.keys, np.array([k for k, _ in pairs], np.uint64)])
-        values = np.concatenate([self.values, np.array([v for _, v in pairs], np.uint32)])
-        order = np.argsort(keys, kind="stable")  # stable: older values of a key stay first
-        self.keys, self.values = keys[order], values[order]
+        keys, values = np.array([k for k, _ in pairs], np.uint64), np.array([v for _, v in pairs], np.uint32)
+        order = np.argsort(keys, kind="stable")  # stable, and inserted after equal keys: oldest first
+        at = np.searchsorted(self.keys, keys[order], "right")
+        self.keys, self.values = (
+            np.insert(self.keys, at, keys[order]),
+            np.insert(self.values, at, values[order]),
+        )
         self.recent, self.n_recent = {}, 0
 
     def nbytes(self) -> int:

@@ -18,6 +18,8 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow.compute as pc
 import torch
 from torch.utils.data import DataLoader
 
@@ -215,11 +217,10 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
 
 def pair_tokens(table) -> list[int]:
     """Tokens each pair feeds the model: prompt + chosen and prompt + rejected."""
-    cols = table.select(COLUMNS).to_pydict()
-    return [
-        2 * len(p) + len(c) + len(r)
-        for p, c, r in zip(cols["prompt_ids"], cols["chosen_ids"], cols["rejected_ids"], strict=True)
-    ]
+    n = {c: pc.list_value_length(table[c]).to_numpy().astype(np.int64) for c in COLUMNS}
+    return (
+        2 * n["prompt_ids"] + n["chosen_ids"] + n["rejected_ids"]
+    ).tolist()  # lengths only: no token copies
 
 
 def dpo_args(cfg: DpoConfig, output_dir: str, save: bool):

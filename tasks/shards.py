@@ -12,7 +12,8 @@ Files: `{pretrain,sft,dpo}-{train,validation}-NNNNN.arrow` (schemas in schemas.s
 (never split, never silently cut).
 
 Tokenising runs in chunk jobs (tasks.shard_chunks), in parallel under the flow; packing and
-bucketing then see every record at once. A killed build resumes in its staging directory:
+bucketing then see every record's length (not its tokens), and each shard's rows are gathered
+from the chunk files as it is written, so memory is bounded by a shard, not by the corpus. A killed build resumes in its staging directory:
 finished chunks are not tokenised again and shards whose completion marker matches their
 bytes are not written again, so the rerun's files equal an uninterrupted run's byte for byte.
 """
