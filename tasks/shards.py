@@ -199,10 +199,12 @@ def bucketed(
         rejects.write(
             json.dumps({"id": rid, "reason": f"too long: {n} tokens > max_len {cfg.max_len}"}) + "\n"
         )
-    kept = [i for i, n in enumerate(lengths) if n <= cfg.max_len]
-    bucket = {i: packing.bucket_of(lengths[i], bounds) for i in kept}
+    bucket = [packing.bucket_of(n, bounds) if n <= cfg.max_len else -1 for n in lengths]
     # stable: keeps corpus order inside a bucket; a curriculum orders by difficulty instead
-    kept.sort(key=lambda i: difficulty[i] if difficulty is not None else bucket[i])
+    kept = sorted(
+        (i for i, b in enumerate(bucket) if b >= 0),
+        key=lambda i: difficulty[i] if difficulty is not None else bucket[i],
+    )
     lens = [lengths[i] for i in kept]
     buckets = [bucket[i] for i in kept]
     bs = cfg.stats_batch_size
@@ -337,34 +339,37 @@ def build(
 
 
 def pretrain_split(cfg: ShardsConfig, chunks: shard_chunks.Chunks, split: str, stats: dict):
-    """The packed rows of one split (lazy for BFD), their stats, and the document lengths."""
+    """The packed rows of one split (built a shard at a time for BFD), their stats, and the
+    document lengths."""
     lengths = chunks.lengths().tolist()
-    curriculum_on = bool(cfg.curriculum) and split == "train"
-    if cfg.packing != "bfd" or curriculum_on:  # the concat baseline and curriculum scores need every document
-        docs = chunks.take(range(len(chunks)))
+    scored = bool(cfg.curriculum) and split == "train"
+    # the concat baseline and curriculum scores need every document's tokens: not streamed
+    docs = chunks.take(range(len(chunks))) if cfg.packing != "bfd" or scored else []
     if cfg.packing != "bfd":
         rows, pack_stats = pack_concat([d["input_ids"] for d in docs], cfg.seq_len)
-        light = rows
-    else:
-        pieces, bins = plan_pretrain(lengths, cfg.seq_len)
-        pack_stats = _pack_stats(lengths, len(pieces), len(bins), cfg.seq_len)
+        return (
+            [rows[i] for i in _pretrain_order(cfg, docs, rows, stats)] if scored else rows,
+            pack_stats,
+            lengths,
+        )
+    pieces, bins = plan_pretrain(lengths, cfg.seq_len)
+    if scored:  # what row_scores reads of a row, without its tokens
         light = [{"_docs": [pieces[k][0] for k in m], "doc_lens": [pieces[k][2] for k in m]} for m in bins]
-    if curriculum_on:
-        scores = curriculum.record_scores(cfg.curriculum, [d["input_ids"] for d in docs], docs)
-        stats["curriculum"] = {"by": cfg.curriculum.by}
-        order, stats["curriculum"]["pretrain_train"] = _by_difficulty(light, scores)
-        light = [light[i] for i in order]
-        if cfg.packing == "bfd":
-            bins = [bins[i] for i in order]
-        else:
-            rows = light
-    if cfg.packing == "bfd":
+        bins = [bins[i] for i in _pretrain_order(cfg, docs, light, stats)]
 
-        def fetch(need: list[int]) -> dict[int, list[int]]:
-            return dict(zip(need, (d["input_ids"] for d in chunks.take(need)), strict=True))
+    def fetch(need: list[int]) -> dict[int, list[int]]:
+        return dict(zip(need, (d["input_ids"] for d in chunks.take(need)), strict=True))
 
-        rows = LazyRows(len(bins), lambda a, b: pretrain_rows(pieces, bins[a:b], fetch, cfg.seq_len))
-    return rows, pack_stats, lengths
+    rows = LazyRows(len(bins), lambda a, b: pretrain_rows(pieces, bins[a:b], fetch, cfg.seq_len))
+    return rows, _pack_stats(lengths, len(pieces), len(bins), cfg.seq_len), lengths
+
+
+def _pretrain_order(cfg: ShardsConfig, docs: list[dict], rows: list[dict], stats: dict) -> list[int]:
+    """The curriculum's row order (easy -> hard), its summary put in stats."""
+    scores = curriculum.record_scores(cfg.curriculum, [d["input_ids"] for d in docs], docs)
+    stats["curriculum"] = {"by": cfg.curriculum.by}
+    order, stats["curriculum"]["pretrain_train"] = _by_difficulty(rows, scores)
+    return order
 
 
 def example_split(cfg, kind, split, chunks, lengths, bounds, rejects, stats, write) -> None:
