@@ -270,9 +270,7 @@ def validate_table(cfg: CorpusConfig, task: str, path: Path) -> list[ContractRes
     """The task's suite batch by batch, and the checks that span batches: unique ids, and each
     group in the one split its key gives (so no group is in train and validation)."""
     columns = ["id", "source", "file", "split", "group", *TASK_FIELDS[task]]
-    batches = (
-        pq.ParquetFile(path).iter_batches(batch_size=4 * ROW_GROUP, columns=columns) if path.exists() else []
-    )
+    batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=columns) if path.exists() else []
     checked, pairs_checked, misplaced, id_hashes = 0, 0, [], []
     for batch in batches:
         df = batch.to_pandas()

@@ -27,9 +27,10 @@ def check(cfg: ShardsConfig, tables: dict[str, Iterable[pa.Table]], vocab: int) 
     for kind, parts in tables.items():
         summaries, bad, rows = [], [], 0
         for table in parts:
-            summary, problems = check_rows(kind, table.to_pylist(), cfg)
-            summaries.append(summary)
-            bad += problems
+            for batch in table.to_batches(max_chunksize=256):  # Python lists of a few rows at a time
+                summary, problems = check_rows(kind, batch.to_pylist(), cfg)
+                summaries.append(summary)
+                bad += problems
             rows += table.num_rows
         summary = pd.concat(summaries, ignore_index=True) if summaries else check_rows(kind, [], cfg)[0]
         results.append(run_suite(f"shards/{kind}", summary, shard_suite(kind, vocab)))

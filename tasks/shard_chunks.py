@@ -34,6 +34,7 @@ from tasks.faults import crash_point
 
 SPLITS = ("train", "validation")
 WORK = ".work"  # chunk files and shard markers; removed before the stage is published
+SLICE = 256  # records tokenised (and held as Python lists) at a time inside a chunk job
 
 
 def encode_template(tok: Tokenizer, parts: tuple[str, ...], rows: list[dict]) -> list[list[int]]:
@@ -104,23 +105,27 @@ def tokenize_chunk(job: dict) -> str:
     if final.exists():
         return job["file"]
     records = _records(Path(job["corpus"]), job["task"], job["split"], job["start"], job["stop"])
-    tok = _tokenizer(job["tokenizer"])
-    if job["kind"] == "sft":
-        cfg = InstructConfig.model_validate(job["instruct"])
-        examples = sft_examples(tok, job["task"], records, job["column"], job["split"], cfg)
-    else:
-        examples = {"pretrain": pretrain_docs, "dpo": dpo_examples}[job["kind"]](
-            tok, job["task"], records, job["column"]
-        )
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}")
-    table = pa.Table.from_pylist(examples, schema=TOKENIZED_SCHEMAS[job["kind"]])
-    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, table.schema) as writer:
-        writer.write_table(table)
+    schema = TOKENIZED_SCHEMAS[job["kind"]]
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
+        for start in range(0, max(len(records), 1), SLICE):  # a slice's token lists in Python at a time
+            examples = _tokenize(job, records[start : start + SLICE])
+            writer.write_table(pa.Table.from_pylist(examples, schema=schema))
     fsync_path(tmp)
     os.replace(tmp, final)
     crash_point("shards", f"after_{job['file']}")
     return job["file"]
+
+
+def _tokenize(job: dict, records: list[dict]) -> list[dict]:
+    tok = _tokenizer(job["tokenizer"])
+    if job["kind"] == "sft":
+        cfg = InstructConfig.model_validate(job["instruct"])
+        return sft_examples(tok, job["task"], records, job["column"], job["split"], cfg)
+    return {"pretrain": pretrain_docs, "dpo": dpo_examples}[job["kind"]](
+        tok, job["task"], records, job["column"]
+    )
 
 
 def read_chunks(jobs: list[dict], kind: str, split: str) -> list[dict]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from tokenizers import Tokenizer
 
 from schemas.instruct import InstructConfig
@@ -38,6 +39,7 @@ from tasks.faults import crash_point
 from tasks.shard_chunks import encode_template, read_split, weighted  # noqa: F401  (part of this stage's API)
 
 SPLITS = shard_chunks.SPLITS
+SLICE = shard_chunks.SLICE
 REJECTS = "rejects.jsonl"
 PLOT = "lengths.png"
 
@@ -251,12 +253,12 @@ def write_shards(
     written = {}
     for n, start in enumerate(range(0, max(len(rows), 1), rows_per_shard)):
         name = f"{kind}-{split}-{n:05d}.arrow"
-        chunk = rows[start : start + rows_per_shard]
-        written[name] = (len(chunk), sum(_tokens(kind, r) for r in chunk))
+        table = _shard_table(rows, start, min(len(rows), start + rows_per_shard), schema)
+        written[name] = (table.num_rows, _tokens(kind, table))
         if markers and _marked(out / name, markers):
             continue
         with pa.OSFile(str(out / name), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-            writer.write_table(pa.Table.from_pylist(chunk, schema=schema))
+            writer.write_table(table)
         if markers:
             fsync_path(out / name)
             markers.mkdir(parents=True, exist_ok=True)
@@ -264,6 +266,15 @@ def write_shards(
             write_json(markers / f"{name}.json", marker)
         crash_point("shards", f"after_{name}")
     return written
+
+
+def _shard_table(rows, start: int, stop: int, schema: pa.Schema) -> pa.Table:
+    """One shard's rows as one Arrow record batch, built SLICE rows at a time (Python lists of
+    token ids cost ~10x their Arrow size, so only a slice of them exists at once)."""
+    parts = [
+        pa.Table.from_pylist(rows[a : min(stop, a + SLICE)], schema=schema) for a in range(start, stop, SLICE)
+    ]
+    return pa.concat_tables(parts).combine_chunks() if parts else schema.empty_table()
 
 
 def _marked(shard: Path, markers: Path) -> bool:
@@ -274,13 +285,15 @@ def _marked(shard: Path, markers: Path) -> bool:
     return json.loads(marker.read_text())["sha256"] == sha256_file(shard)
 
 
-def _tokens(kind: str, row: dict) -> int:
+def _tokens(kind: str, table: pa.Table) -> int:
+    """Tokens of a shard: real tokens of packed rows, SFT lengths, all three lists of DPO pairs."""
     if kind in ("pretrain", "sft_packed"):
-        return row["n_tokens"]
-    return (
-        row["length"]
-        if kind == "sft"
-        else len(row["prompt_ids"]) + len(row["chosen_ids"]) + len(row["rejected_ids"])
+        return pc.sum(table["n_tokens"]).as_py() or 0
+    if kind == "sft":
+        return pc.sum(table["length"]).as_py() or 0
+    return sum(
+        pc.sum(pc.list_value_length(table[c])).as_py() or 0
+        for c in ("prompt_ids", "chosen_ids", "rejected_ids")
     )
 
 
