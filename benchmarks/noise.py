@@ -5,8 +5,7 @@
 Reduced config of the embedded default: the default's corpus, tokenizer, shards and pretrained
 checkpoint (taken from the artifact home when `lmpipe run` already built them, else built
 first through the stage flows), then SFT once per noise setting with the default's SFT config
-except `--steps` (default 150, as the preset) and `--examples` generation examples per task
-(default 32; the preset uses 48). Every run starts from the same checkpoint with the same seed and
+except `--steps` and `--examples` (generation examples per task), both the preset's by default. Every run starts from the same checkpoint with the same seed and
 data order; only the input corruption differs. Validation is always clean.
 
 Reported per setting: validation loss (clean teacher forcing), chrF of the translation
@@ -74,15 +73,21 @@ def compare(base: SftConfig, inputs: dict[str, Path], settings: dict[str, NoiseC
     return rows
 
 
-def main(steps: int = 150, examples: int = 32, config: str = "tiny", home: str | None = None) -> dict:
+def main(
+    steps: int | None = None, examples: int | None = None, config: str = "tiny", home: str | None = None
+) -> dict:
     logging.getLogger("tasks.training").setLevel(logging.WARNING)
     inputs = default_inputs(config, home)
-    base = load_config(config).sft.model_copy(update={"max_steps": steps, "eval_examples": examples})
+    preset = load_config(config).sft
+    steps, examples = steps or preset.max_steps, examples or preset.eval_examples
+    base = preset.model_copy(update={"max_steps": steps, "eval_examples": examples})
     rows = compare(base, inputs, SETTINGS)
     data = {
         "setup": {
             "config": config,
-            "reduced": f"sft.max_steps={steps}, sft.eval_examples={examples} (preset: 150, 48)",
+            "sft.max_steps": steps,
+            "sft.eval_examples": examples,
+            "preset": {"max_steps": preset.max_steps, "eval_examples": preset.eval_examples},
             "inputs": {k: str(v) for k, v in inputs.items()},
             "sft": base.model_dump(mode="json"),
         },
@@ -94,8 +99,8 @@ def main(steps: int = 150, examples: int = 32, config: str = "tiny", home: str |
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=150)
-    p.add_argument("--examples", type=int, default=32)
+    p.add_argument("--steps", type=int, help="SFT steps (default: the preset's)")
+    p.add_argument("--examples", type=int, help="generation examples per task (default: the preset's)")
     p.add_argument("--config", default="tiny")
     p.add_argument("--home")
     a = p.parse_args()
