@@ -5,7 +5,9 @@ from prefect import flow
 from flows.stage import run_stage
 
 
-@flow(name="reward", log_prints=True, persist_result=False)
+# log_prints off: TRL fingerprints datasets with dill, which reads globals from dis.dis output
+# captured on sys.stdout; Prefect's print patch would log the disassembly and leave dill none.
+@flow(name="reward", log_prints=False, persist_result=False)
 def reward_flow(
     config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
 ) -> dict:
