@@ -21,10 +21,10 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from schemas.encoder import HeadsConfig
+from schemas.encoder import KINDS, HeadsConfig
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
-from schemas.tokens import PAD, token_id
+from schemas.tokens import PAD, SEP, token_id
 from tasks import evaluation, heads_data, packing, training
 from tasks import tokenizer as tokenizer_task
 from tasks.contracts import require, run_suite
@@ -61,26 +61,36 @@ def examples(
     head: str, tok, corpus: Path, cfg: HeadsConfig, rejects
 ) -> tuple[list[str], dict[str, pa.Table]]:
     """(label names, {split: example table}); records that cannot be examples go to `rejects`."""
-    # A uniform sample (hashed-id order): corpus order groups records by source.
-    records = {
-        split: heads_data.sample(
-            heads_data.RECORDS[head](read_split(corpus, heads_data.CORPUS_TASK[head], split)), limit
-        )
-        for split, limit in (("train", cfg.train_examples), ("validation", cfg.eval_examples))
-    }
-    labels = heads_data.label_names(head, records["train"])
+    data = next((d for d in cfg.data if d.name == head), None)
+    records, bad = {}, []
+    for split, limit in (("train", cfg.train_examples), ("validation", cfg.eval_examples)):
+        if data is None:
+            # A uniform sample (hashed-id order): corpus order groups records by source.
+            rows = heads_data.RECORDS[head](read_split(corpus, heads_data.CORPUS_TASK[head], split))
+            records[split] = heads_data.sample(rows, limit)
+        else:  # the user's files, in file order
+            rows, rejected = heads_data.user_records(data, split)
+            records[split] = rows[:limit]
+            bad += [{"split": split, **r} for r in rejected]
+    labels = heads_data.label_names(head, records["train"], data)
+    kind = data.kind if data else KINDS[head]
     tables = {}
     for split, recs in records.items():
         rows = []
         for r in recs:
-            row, why = heads_data.encode(head, tok, r, labels)
+            row, why = heads_data.encode(kind, tok, r, labels)
             if row is not None and len(row["input_ids"]) > cfg.max_len:
                 row, why = None, f"too long: {len(row['input_ids'])} tokens > max_len {cfg.max_len}"
             if row is None:
-                rejects.write(json.dumps({"head": head, "split": split, "id": r["id"], "reason": why}) + "\n")
+                where = {"file": r["file"], "line": r["line"]} if data else {}
+                bad.append({"split": split, "id": r["id"], **where, "reason": why})
             else:
                 rows.append(row)
         tables[split] = pa.Table.from_pylist(rows, schema=heads_data.EXAMPLE_SCHEMA)
+        if not rows:
+            raise ValueError(f"head {head!r}: no usable {split} example (see {REJECTS})")
+    for r in bad:
+        rejects.write(json.dumps({"head": head, **r}, ensure_ascii=False) + "\n")
     return labels, tables
 
 
@@ -102,6 +112,11 @@ def batch(table: pa.Table, rows: list[int], kind: str) -> training.Batch:
         "attention_mask": fill([[1] * len(x) for x in cols["input_ids"]], 0),
         "labels": labels[:, 0] if kind == "sequence" else labels,
     }
+
+
+def is_pair(kind: str, train: pa.Table) -> bool:
+    """A sentence-pair head: its sequence examples hold the `<sep>` between the two texts."""
+    return kind == "sequence" and token_id(SEP) in train["input_ids"][0].as_py()
 
 
 def length_buckets(table: pa.Table) -> list[int]:
@@ -192,12 +207,19 @@ def baseline(kind: str, train: pa.Table, val: pa.Table) -> list:
 
 
 def train_head(
-    head: str, labels: list[str], data: dict[str, pa.Table], cfg: HeadsConfig, inputs, out: Path, device
+    head: str,
+    kind: str,
+    labels: list[str],
+    data: dict[str, pa.Table],
+    cfg: HeadsConfig,
+    inputs,
+    out: Path,
+    device,
 ) -> dict:
     """Fine-tune one head into `out`; returns its metrics (kept from a finished earlier run)."""
     if (out / "README.md").is_file():  # written last by training.finish: this head is done
         return json.loads((out / "metrics.json").read_text())
-    kind, tok = heads_data.KINDS[head], tokenizer_task.load(inputs["tokenizer"])
+    tok = tokenizer_task.load(inputs["tokenizer"])
     train, val = data["train"], data["validation"]
     model = new_head(kind, inputs["encoder"], labels)
     before = training.cached_json(
@@ -227,7 +249,7 @@ def train_head(
         "beats_baseline": after[primary] > base[primary],
     }
     (out / HEAD_FILE).write_text(
-        json.dumps({"head": head, "kind": kind, "pair": head == "pair", "labels": labels}) + "\n"
+        json.dumps({"head": head, "kind": kind, "pair": is_pair(kind, train), "labels": labels}) + "\n"
     )
     card = training.model_card(f"heads/{head}", metrics, cfg, inputs, AUTO[kind])
     training.finish(out, model, inputs["tokenizer"], history, metrics, card)
@@ -240,12 +262,12 @@ def build(cfg: HeadsConfig, inputs: dict[str, Path], out: Path) -> dict:
     (out / "data").mkdir(exist_ok=True)
     stats: dict = {"heads": {}, "rejected": {}}
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
-        for head in cfg.heads:
+        for head, kind in cfg.kinds().items():
             labels, data = examples(head, tok, inputs["corpus"], cfg, rejects)
             for split, table in data.items():
                 write_table(table, out / "data" / f"{head}-{split}.arrow")
             torch.manual_seed(cfg.seed)  # each head starts from the same seed, whatever ran before
-            stats["heads"][head] = train_head(head, labels, data, cfg, inputs, out / head, device)
+            stats["heads"][head] = train_head(head, kind, labels, data, cfg, inputs, out / head, device)
     for line in (out / REJECTS).read_text().splitlines():
         head = json.loads(line)["head"]
         stats["rejected"][head] = stats["rejected"].get(head, 0) + 1
@@ -269,17 +291,15 @@ def validate(cfg: HeadsConfig, inputs: dict[str, Path], out: Path, stats: dict) 
     for head, metrics in stats["heads"].items():
         for split in ("train", "validation"):
             table = read_table(out / "data" / f"{head}-{split}.arrow")
-            summary, bad = example_problems(heads_data.KINDS[head], table, len(metrics["labels"]))
+            summary, bad = example_problems(metrics["kind"], table, len(metrics["labels"]))
             results.append(
                 run_suite(f"heads/{head}-{split}", summary, shard_suite("heads", stats["vocab_size"]))
             )
             results.append(
-                require(
-                    f"heads/{head}-{split}-labels", bad, table.num_rows, LABEL_RULES[heads_data.KINDS[head]]
-                )
+                require(f"heads/{head}-{split}-labels", bad, table.num_rows, LABEL_RULES[metrics["kind"]])
             )
         results.append(no_pickle(out / head))
-        results.append(reloads(out / head, heads_data.KINDS[head]))
+        results.append(reloads(out / head, metrics["kind"]))
     if cfg.require_baseline:
         worse = [
             f"{h}: {m['primary']} {m['val'][m['primary']]} <= baseline {m['baseline'][m['primary']]}"

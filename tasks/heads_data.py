@@ -24,13 +24,15 @@ from collections import defaultdict
 import pyarrow as pa
 from tokenizers import Tokenizer
 
+from schemas.corpus import Source
+from schemas.encoder import HEAD_FIELDS, HeadData
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, SEP, token_id
 
-KINDS = {"domain": "sequence", "pair": "sequence", "tagging": "token", "qa": "span"}
 CORPUS_TASK = {"domain": "translation", "pair": "translation", "tagging": "translation", "qa": "qa"}
 PAIR_LABELS = ["mismatch", "translation"]
 TAG_LABELS = ["en", "fr"]
+SPAN_LABELS = ["start", "end"]
 
 EXAMPLE_SCHEMA = pa.schema(
     [
@@ -111,6 +113,111 @@ def qa_records(rows: list[dict]) -> list[dict]:
     ]
 
 
+def user_records(data: HeadData, split: str) -> tuple[list[dict], list[dict]]:
+    """(records, rejects) of a user's `train` or `validation` file: records carry the head's
+    canonical fields (HEAD_FIELDS) plus id, file and line; a reject says which file, line and
+    why (unreadable line, missing or mistyped field, tags not one per token, answer not at
+    answer_start). Labels are checked against the head's label names in `encode`."""
+    from tasks.corpus_clean import Reject, get_path, record_id
+    from tasks.corpus_read import read_source
+
+    path = getattr(data, split)
+    src = Source(task="pretrain", path=path, format=data.format, id_field=data.id_field)
+    records, rejects = [], []
+    for raw in read_source(src):
+        where = {"file": raw.file, "line": raw.line}
+        if raw.record is None:
+            rejects.append({"id": None, **where, "reason": f"{raw.reason}: {raw.detail}"})
+            continue
+        try:
+            rid = record_id(src, raw.record, raw.file, raw.line)
+        except Reject as e:
+            rejects.append({"id": None, **where, "reason": e.detail})
+            continue
+        values = {f: get_path(raw.record, data.field_path(f)) for f in HEAD_FIELDS[data.kind]}
+        why = USER_CHECKS[data.kind](values, data)
+        if why:
+            rejects.append({"id": rid, **where, "reason": why})
+        else:
+            records.append({"id": rid, **where, **values})
+    return records, rejects
+
+
+def _texts(values: dict, data: HeadData, names: tuple[str, ...]) -> str:
+    """Why the named fields are not non-empty text, or ''."""
+    for name in names:
+        if not isinstance(values[name], str) or not values[name].strip():
+            return (
+                f"field {name!r} (path {data.field_path(name)!r}) is not non-empty text: {values[name]!r:.60}"
+            )
+    return ""
+
+
+def _label(value: object, data: HeadData) -> str | None:
+    """A label as its name: text as is; an integer indexes `data.labels`."""
+    if isinstance(value, str):
+        return value
+    if (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and data.labels
+        and 0 <= value < len(data.labels)
+    ):
+        return data.labels[value]
+    return None
+
+
+def _check_sequence(values: dict, data: HeadData) -> str:
+    pair = ("text_pair",) if values["text_pair"] is not None or "text_pair" in data.fields else ()
+    why = _texts(values, data, ("text", *pair))
+    values["label"] = _label(values["label"], data) or values["label"]
+    if not why and not isinstance(values["label"], str):
+        why = f"unknown label {values['label']!r}: not a name, nor an index into `labels`"
+    return why
+
+
+def _check_token(values: dict, data: HeadData) -> str:
+    tokens, tags = values["tokens"], values["tags"]
+    # CSV cells hold lists as whitespace-separated text
+    tokens = tokens.split() if isinstance(tokens, str) else tokens
+    tags = tags.split() if isinstance(tags, str) else tags
+    if (
+        not isinstance(tokens, list)
+        or not tokens
+        or not all(isinstance(t, str) and t.strip() for t in tokens)
+    ):
+        return f"field 'tokens' (path {data.field_path('tokens')!r}) is not a non-empty list of words"
+    if not isinstance(tags, list):
+        return f"field 'tags' (path {data.field_path('tags')!r}) is not a list"
+    if len(tags) != len(tokens):
+        return f"{len(tags)} tags for {len(tokens)} tokens"
+    names = [_label(t, data) for t in tags]
+    if None in names:
+        return f"unknown tag {tags[names.index(None)]!r}: not a name, nor an index into `labels`"
+    values["tokens"], values["tags"] = tokens, names
+    return ""
+
+
+def _check_span(values: dict, data: HeadData) -> str:
+    why = _texts(values, data, ("context", "question", "answer"))
+    if why:
+        return why
+    start, answer, context = values["answer_start"], values["answer"], values["context"]
+    if isinstance(start, str) and start.strip().isdigit():  # CSV cells are text
+        start = values["answer_start"] = int(start)
+    if not isinstance(start, int) or isinstance(start, bool):
+        return f"field 'answer_start' (path {data.field_path('answer_start')!r}) is not an integer: {start!r}"
+    if context[start : start + len(answer)] != answer:
+        return (
+            f"answer {answer!r:.60} is not a span of the context at answer_start {start} "
+            f"(the context has {context[max(start, 0) : max(start, 0) + len(answer)]!r:.60} there)"
+        )
+    return ""
+
+
+USER_CHECKS = {"sequence": _check_sequence, "token": _check_token, "span": _check_span}
+
+
 RECORDS = {"domain": domain_records, "pair": pair_records, "tagging": tagging_records, "qa": qa_records}
 
 
@@ -158,12 +265,11 @@ def char_span_to_tokens(offsets: list[tuple[int, int]], start: int, end: int) ->
     return first, last
 
 
-def encode(head: str, tok: Tokenizer, record: dict, labels: list[str]) -> tuple[dict | None, str]:
-    """One record as an example row, or (None, why it cannot be one)."""
-    kind = KINDS[head]
+def encode(kind: str, tok: Tokenizer, record: dict, labels: list[str]) -> tuple[dict | None, str]:
+    """One record of a head of this kind as an example row, or (None, why it cannot be one)."""
     if kind == "sequence":
         if record["label"] not in labels:
-            return None, f"label {record['label']!r} not among the training labels"
+            return None, f"unknown label {record['label']!r}: not one of {labels}"
         ids = encode_sequence(tok, record["text"], record.get("text_pair"))
         return {
             "id": record["id"],
@@ -176,7 +282,7 @@ def encode(head: str, tok: Tokenizer, record: dict, labels: list[str]) -> tuple[
         tagged = [IGNORE_INDEX] * len(ids)
         for pos, tag in zip(firsts, record["tags"], strict=True):
             if tag not in labels:
-                return None, f"tag {tag!r} not among the training tags"
+                return None, f"unknown tag {tag!r}: not one of {labels}"
             tagged[pos] = labels.index(tag)
         return {"id": record["id"], "input_ids": ids, "labels": tagged, "context_start": 0}, ""
     if record["answer_start"] < 0:
@@ -195,8 +301,14 @@ def encode(head: str, tok: Tokenizer, record: dict, labels: list[str]) -> tuple[
     }, ""
 
 
-def label_names(head: str, train_records: list[dict]) -> list[str]:
-    """Class names in id order: the sorted training labels (domain), or a fixed list."""
-    if head == "domain":
-        return sorted({r["label"] for r in train_records})
-    return {"pair": PAIR_LABELS, "tagging": TAG_LABELS, "qa": ["start", "end"]}[head]
+def label_names(head: str, train_records: list[dict], data: HeadData | None = None) -> list[str]:
+    """Class names in id order: a fixed list (built-in pair, tagging, any span head), the
+    user's `labels`, else the sorted labels (or tags) of the training records."""
+    fixed = {"pair": PAIR_LABELS, "tagging": TAG_LABELS, "qa": SPAN_LABELS}
+    if head in fixed or (data and data.kind == "span"):
+        return fixed.get(head, SPAN_LABELS)
+    if data and data.labels:
+        return list(data.labels)
+    if data and data.kind == "token":
+        return sorted({t for r in train_records for t in r["tags"]})
+    return sorted({r["label"] for r in train_records})

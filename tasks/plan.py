@@ -103,11 +103,27 @@ def raw_refs(cfg: PipelineConfig) -> list[Ref]:
             pin = {"hub": src.path, "subset": src.subset, "split": src.split, "revision": src.revision}
             refs.append(Ref(stage="raw", name=src.path, fingerprint=sha256_json(pin), path=f"hub:{src.path}"))
             continue
-        p = raw_path(src.path)
-        if not p.exists():
-            raise FileNotFoundError(f"corpus source {src.path!r} ({src.task}): not found at {p}")
-        refs.append(Ref(stage="raw", name=src.path, fingerprint=content_hash(p), path=str(p)))
+        refs.append(file_ref(src.path, f"corpus source {src.path!r} ({src.task})"))
     return refs
+
+
+def file_ref(path: str, what: str) -> Ref:
+    """A raw file or folder as an input, fingerprinted by content."""
+    p = raw_path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what}: not found at {p}")
+    return Ref(stage="raw", name=path, fingerprint=content_hash(p), path=str(p))
+
+
+def data_refs(stage: str, cfg: PipelineConfig) -> list[Ref]:
+    """The user's files a stage reads besides artifacts: the heads' labelled data."""
+    if stage != "heads":
+        return []
+    return [
+        file_ref(getattr(d, split), f"heads data {d.name!r} ({split})")
+        for d in cfg.heads.data
+        for split in ("train", "validation")
+    ]
 
 
 def plan_stage(stage: str, cfg: PipelineConfig, home: Home, inputs: list[Ref]) -> StagePlan:
@@ -133,6 +149,8 @@ def plan_pipeline(cfg: PipelineConfig, home: Home, stages: tuple[str, ...] = ORD
     plans = []
     for stage in ORDER:
         inputs = raw_refs(cfg) if stage == "corpus" else [refs[i] for i in STAGES[stage].inputs]
+        if stage in stages:  # only what is planned reads its own files (no stage depends on them)
+            inputs += data_refs(stage, cfg)
         p = plan_stage(stage, cfg, home, inputs)
         refs[stage] = Ref(stage=stage, name=p.name, fingerprint=p.fingerprint, path=str(p.path))
         if stage in stages:
@@ -147,7 +165,7 @@ def plan_single(stage: str, cfg: PipelineConfig, home: Home) -> StagePlan:
     published artifact of that stage under the same config name (with a warning); otherwise
     an error saying which stage to run first.
     """
-    expected = {p.stage: p for p in plan_pipeline(cfg, home)}
+    expected = {p.stage: p for p in plan_pipeline(cfg, home, ("corpus", *STAGES[stage].inputs))}
     if stage == "corpus":
         return expected["corpus"]
     inputs, warnings = [], []
@@ -166,7 +184,7 @@ def plan_single(stage: str, cfg: PipelineConfig, home: Home) -> StagePlan:
             f"{up}: using latest {d.name}; this config would build {p.fingerprint[:12]} ({'; '.join(p.reasons)})"
         )
         inputs.append(Ref(stage=up, name=m.name, fingerprint=m.fingerprint, path=str(d)))
-    plan = plan_stage(stage, cfg, home, inputs)
+    plan = plan_stage(stage, cfg, home, inputs + data_refs(stage, cfg))
     plan.warnings = warnings
     return plan
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pytest
 import torch
 
+from schemas.encoder import KINDS
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, SEP, token_id
 from tasks import heads, heads_data
@@ -48,7 +49,7 @@ def test_tags_label_the_first_sub_token_only(encoder_stack):
         "tokens": ["Extraordinarily", "long", "mots", "français"],
         "tags": ["en", "en", "fr", "fr"],
     }
-    row, why = heads_data.encode("tagging", tok, record, heads_data.TAG_LABELS)
+    row, why = heads_data.encode("token", tok, record, heads_data.TAG_LABELS)
     ids, labels = row["input_ids"], row["labels"]
     assert ids[0] == token_id(BOS) and ids[-1] == token_id(EOS) and len(labels) == len(ids)
     scored = [i for i, x in enumerate(labels) if x != IGNORE_INDEX]
@@ -70,11 +71,11 @@ def test_pairs_join_with_the_separator_and_spans_point_into_the_context(encoder_
         "answer": "It installs packages",
         "answer_start": 9,
     }
-    row, _ = heads_data.encode("qa", tok, record, ["start", "end"])
+    row, _ = heads_data.encode("span", tok, record, ["start", "end"])
     s, e = row["labels"]
     assert row["input_ids"][row["context_start"] - 1] == token_id(SEP) and s >= row["context_start"]
     assert tok.decode(row["input_ids"][s : e + 1]).strip() == "It installs packages"
-    missing, why = heads_data.encode("qa", tok, {**record, "answer_start": -1}, ["start", "end"])
+    missing, why = heads_data.encode("span", tok, {**record, "answer_start": -1}, ["start", "end"])
     assert missing is None and "not a span" in why
 
 
@@ -84,7 +85,7 @@ def test_every_head_trains_and_is_scored_against_its_baseline(trained_heads):
     for head, m in stats["heads"].items():
         assert m["primary"] in m["val"] and m["primary"] in m["baseline"], head
         assert m["beats_baseline"] == (m["val"][m["primary"]] > m["baseline"][m["primary"]])
-        assert json.loads((out / head / "head.json").read_text())["kind"] == heads_data.KINDS[head]
+        assert json.loads((out / head / "head.json").read_text())["kind"] == KINDS[head]
     assert stats["heads"]["pair"]["baseline"]["accuracy"] >= 0.5  # the majority class of two
     assert stats["heads"]["qa"]["baseline"]["exact_match"] == 0.0
     contracts = heads.validate(hcfg, inputs, out, stats)
@@ -112,3 +113,80 @@ def test_span_decoding_stays_inside_the_context():
     end = torch.tensor([9.0, 0, 0, 4, 0, 2])
     assert heads.best_span(start, end, 3, 5) == (3, 3)  # never before the context, never end < start
     assert heads.best_span(start, end, 4, 6) == (4, 5)
+
+
+def test_user_tagging_and_qa_files_train_heads_and_bad_records_are_rejected_by_line(encoder_stack, tmp_path):
+    from conftest import write_jsonl
+
+    from schemas.encoder import HeadData
+
+    _, inputs = encoder_stack
+    words = [["Paris", "is", "big"], ["Anna", "lives", "in", "Rome"], ["the", "Loire", "flows"]]
+    tags = [["LOC", "O", "O"], ["PER", "O", "O", "LOC"], ["O", "LOC", "O"]]
+    conll = [
+        {"id": f"s{i}", "words": w, "ner": t}
+        for i, (w, t) in enumerate(zip(words * 4, tags * 4, strict=True))
+    ]
+    write_jsonl(tmp_path / "ner-train.jsonl", conll)
+    write_jsonl(
+        tmp_path / "ner-dev.jsonl",
+        [
+            conll[0],
+            {"id": "short", "words": ["Anna", "sings"], "ner": ["PER"]},  # line 2: 1 tag, 2 tokens
+            {"id": "new-tag", "words": ["Acme", "sells"], "ner": ["ORG", "O"]},  # line 3: unseen tag
+        ],
+    )
+    context = "The tower was built in 1889 for the fair."
+    squad = [
+        {
+            "id": f"q{i}",
+            "context": context,
+            "question": "When?",
+            "answers": {"text": ["1889"], "answer_start": [23]},
+        }
+        for i in range(6)
+    ]
+    write_jsonl(tmp_path / "qa-train.jsonl", squad)
+    moved = {**squad[0], "id": "moved", "answers": {"text": ["1889"], "answer_start": [4]}}
+    write_jsonl(tmp_path / "qa-dev.jsonl", [squad[0], moved])  # line 2: answer not at its start
+    data = [
+        HeadData(
+            name="ner",
+            kind="token",
+            train=str(tmp_path / "ner-train.jsonl"),
+            validation=str(tmp_path / "ner-dev.jsonl"),
+            fields={"tokens": "words", "tags": "ner"},
+        ),
+        HeadData(
+            name="squad",
+            kind="span",
+            train=str(tmp_path / "qa-train.jsonl"),
+            validation=str(tmp_path / "qa-dev.jsonl"),
+            fields={"answer": "answers.text.0", "answer_start": "answers.answer_start.0"},
+        ),
+    ]
+    cfg = encoder_stack[0].heads.model_copy(
+        update={"heads": [], "data": data, "max_steps": 2, "batch_size": 4, "require_baseline": False}
+    )
+    out = tmp_path / "heads"
+    out.mkdir()
+    stats = heads.build(cfg, inputs, out)
+    assert (
+        stats["heads"]["ner"]["labels"] == ["LOC", "O", "PER"] and stats["heads"]["ner"]["val_examples"] == 1
+    )
+    assert stats["heads"]["squad"]["kind"] == "span" and stats["heads"]["squad"]["train_examples"] == 6
+    rejects = {
+        (r["head"], r["line"]): r for r in map(json.loads, (out / heads.REJECTS).read_text().splitlines())
+    }
+    assert set(rejects) == {("ner", 2), ("ner", 3), ("squad", 2)}
+    assert (
+        rejects["ner", 2]["file"].endswith("ner-dev.jsonl")
+        and "1 tags for 2 tokens" in rejects["ner", 2]["reason"]
+    )
+    assert "unknown tag 'ORG'" in rejects["ner", 3]["reason"]
+    assert (
+        rejects["squad", 2]["id"] == "moved" and "not a span of the context" in rejects["squad", 2]["reason"]
+    )
+    assert all(c.success for c in heads.validate(cfg, inputs, out, stats))
+    spec = json.loads((out / "ner" / heads.HEAD_FILE).read_text())
+    assert spec == {"head": "ner", "kind": "token", "pair": False, "labels": ["LOC", "O", "PER"]}
