@@ -85,27 +85,52 @@ def load_generator(directory: Path):
     return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True).eval(), tok
 
 
-def next_logits(model, prompt: list[int], device) -> tuple[list[int], Callable[[list[int]], torch.Tensor]]:
+def next_logits(
+    model, prompt: list[int], device, cache: bool = True
+) -> tuple[list[int], Callable[[list[int]], torch.Tensor]]:
     """(starting ids, ids -> logits of the next token). A seq2seq model encodes the prompt once
-    and decodes from `<bos>`; a decoder continues the prompt itself."""
+    and decodes from `<bos>`; a decoder continues the prompt itself. With `cache` the decoder's
+    keys and values (transformers 5's `cache`, formerly `past_key_values`) are kept, so each
+    call after the first runs only the tokens it has not seen; without it every call
+    recomputes the whole sequence."""
     if hasattr(model, "encode"):
         ids = torch.tensor([prompt], device=device)
         memory = model.encode(ids, torch.ones_like(ids))
-        return [token_id(BOS)], lambda seq: model.decode(memory, torch.tensor([seq], device=device)).logits[
-            0, -1
-        ]
-    return list(prompt), lambda seq: model(
-        input_ids=torch.tensor([seq], device=device), use_cache=False
-    ).logits[0, -1]
+        start = [token_id(BOS)]
+
+        def run(new, past):
+            return model.decode(memory, new, cache=past, use_cache=cache)
+    else:
+        start = list(prompt)
+
+        def run(new, past):
+            return model(input_ids=new, cache=past, use_cache=cache)
+
+    state = {"past": None, "seen": 0}
+
+    def logits_of(seq: list[int]) -> torch.Tensor:
+        out = run(torch.tensor([seq[state["seen"] :]], device=device), state["past"])
+        if cache:
+            state["past"], state["seen"] = out.cache, len(seq)
+        return out.logits[0, -1]
+
+    return start, logits_of
 
 
 @torch.no_grad()
 def complete(
-    model, prompt: list[int], max_new: int, device, temperature: float = 0.0, top_k: int = 0, generator=None
+    model,
+    prompt: list[int],
+    max_new: int,
+    device,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    generator=None,
+    cache: bool = True,
 ) -> Iterator[int]:
     """New token ids one by one, up to and including `<eos>`. temperature 0 is greedy."""
     model.to(device).eval()
-    seq, logits_of = next_logits(model, prompt, device)
+    seq, logits_of = next_logits(model, prompt, device, cache)
     for _ in range(max_new):
         logits = logits_of(seq).float()
         if temperature <= 0:

@@ -82,14 +82,25 @@ class Seq2Seq(torch.nn.Module):
         states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         return states, attention_mask == 0
 
-    def decode(self, memory, decoder_input_ids, decoder_attention_mask=None, labels=None):
+    def decode(
+        self,
+        memory,
+        decoder_input_ids,
+        decoder_attention_mask=None,
+        labels=None,
+        cache=None,
+        use_cache=False,
+    ):
+        """Decoder logits (and loss); with a cache (inference), `decoder_input_ids` are only the
+        new tokens: cross-attention reads the whole encoder memory for each of them anyway."""
         self._memory = memory
         try:
             return self.decoder(
                 input_ids=decoder_input_ids,
                 attention_mask=decoder_attention_mask,
                 labels=labels,
-                use_cache=False,
+                cache=cache,
+                use_cache=use_cache,
             )
         finally:
             self._memory = None

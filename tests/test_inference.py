@@ -39,6 +39,28 @@ def test_greedy_matches_transformers_and_sampling_is_seeded(encoder_stack):
     assert sample(1) == sample(1) and sample(1) != sample(2)
 
 
+def test_kv_cache_gives_the_uncached_greedy_tokens(encoder_stack):
+    from transformers import AutoModelForCausalLM
+
+    _, inputs = encoder_stack
+    decoder = AutoModelForCausalLM.from_pretrained(inputs["sft"], use_safetensors=True)
+    assembled = seq2seq.assemble(inputs["encoder"], inputs["pretrain"], heads=2)
+    for block in assembled.cross:  # open the gates: the encoder's memory shapes every token
+        block.gate.data.fill_(1.0)
+    prompt, cpu = [1, 40, 41, 42, token_id(TO_FR)], torch.device("cpu")
+    for model in (decoder, assembled):
+        cached = list(inference.complete(model, prompt, 16, cpu, cache=True))
+        assert cached == list(inference.complete(model, prompt, 16, cpu, cache=False))
+        assert len(cached) > 1
+    seen = []  # the cached decoder reads each token once: the prompt, then one new token per call
+    hook = decoder.model.embed_tokens.register_forward_hook(
+        lambda m, args, out: seen.append(args[0].shape[1])
+    )
+    list(inference.complete(decoder, prompt, 4, cpu))
+    hook.remove()
+    assert seen[0] == len(prompt) and set(seen[1:]) == {1}
+
+
 def test_stream_text_writes_pieces_that_add_up(encoder_stack):
     _, inputs = encoder_stack
     tok = tokenizer_task.load(inputs["tokenizer"])

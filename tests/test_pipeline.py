@@ -6,12 +6,15 @@ from pathlib import Path
 import pytest
 from prefect.artifacts import Artifact
 
+from flows.encoder import encoder_flow
+from flows.heads import heads_flow
 from flows.pipeline import pipeline
 from flows.pretrain import pretrain_flow
 from flows.reward import reward_flow
 from flows.rl import rl_flow
+from flows.seq2seq import seq2seq_flow
 from schemas.config import load_config
-from schemas.stages import ORDER, PIPELINE
+from schemas.stages import ORDER, PIPELINE, STAGES
 from tasks import lineage
 from tasks.artifacts import ArtifactError, Home, read_manifest, sha256_file, verify
 from tasks.lineage_events import events_file
@@ -67,6 +70,7 @@ def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config
     assert [d["stage"] for d in used] == list(PIPELINE)
 
     check_rlhf_stages(config, home)
+    check_encoder_stages(config, home, first)
     assert statuses(pipeline(config=config, home=home)) == dict.fromkeys(PIPELINE, "skipped")
 
     changed = statuses(pipeline(config=config, overrides=["sft.lr=0.004"], home=home))
@@ -109,6 +113,33 @@ def check_rlhf_stages(config: str, home: str) -> None:
     chain = "\n".join(lineage.render(lineage.upstream(Path(results["rl"]["path"]))))
     assert all(f"{stage} t fp=" in chain for stage in ("reward", "dpo", "sft", "shards"))
     assert statuses([reward_flow(config=config, home=home)]) == {"reward": "skipped"}
+
+
+# Few steps and examples: the flows, manifests and lineage are under test here, not learning.
+ENCODER_SIDE = [
+    *("heads.max_steps=2", "heads.batch_size=8", "heads.max_len=160", "heads.heads=[domain,pair,qa]"),
+    *("heads.train_examples=32", "heads.eval_examples=8", "heads.require_baseline=false"),
+    *("seq2seq.cross_steps=2", "seq2seq.max_steps=2", "seq2seq.batch_size=4", "seq2seq.eval_batches=1"),
+    *("seq2seq.eval_examples=2", "seq2seq.eval_max_new_tokens=4", "seq2seq.cross_heads=2"),
+]
+
+
+def check_encoder_stages(config: str, home: str, pipeline_results: list[dict]) -> None:
+    """The optional encoder -> heads -> seq2seq stages as Prefect flows on the pipeline's
+    artifacts: each publishes a manifest whose inputs are exactly the artifacts it read."""
+    published = {r["stage"]: read_manifest(Path(r["path"])) for r in pipeline_results}
+    for flow in (encoder_flow, heads_flow, seq2seq_flow):
+        r = flow(config=config, overrides=ENCODER_SIDE, home=home)
+        m = read_manifest(Path(r["path"]))
+        assert r["status"] == "ran" and m.flow_run_id and all(c.success for c in m.contracts), r
+        assert {ref.stage: ref.fingerprint for ref in m.inputs} == {
+            stage: published[stage].fingerprint for stage in STAGES[r["stage"]].inputs
+        }
+        published[r["stage"]] = m
+    assert set(published["heads"].stats["heads"]) == {"domain", "pair", "qa"}
+    assert {"generation", "sft_generation"} <= set(published["seq2seq"].stats)
+    chain = "\n".join(lineage.render(lineage.upstream(Path(r["path"]))))
+    assert all(f"{stage} t fp=" in chain for stage in ("seq2seq", "encoder", "sft", "pretrain", "corpus"))
 
 
 def assert_openlineage_graph(home: str, results: list[dict]) -> None:
