@@ -27,6 +27,13 @@ HEAD_FIELDS: dict[str, tuple[str, ...]] = {
 }
 
 
+class HeadTuning(StrictModel):
+    """One head's own steps and learning rate, where the shared ones do not fit it."""
+
+    max_steps: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+
+
 class HeadData(StrictModel):
     """A user's labelled data for one more head, from files like corpus sources (tasks.heads_data).
 
@@ -69,6 +76,7 @@ class HeadsConfig(TrainConfig):
     lr: float = Field(5e-4, gt=0)
     heads: list[HeadName] = Field(default_factory=lambda: ["domain", "pair", "tagging", "qa"])
     data: list[HeadData] = Field(default_factory=list)  # more heads, from the user's labelled files
+    tuning: dict[str, HeadTuning] = Field(default_factory=dict)  # per head, over max_steps / lr
     max_len: int = Field(512, ge=8)  # longer examples go to rejects.jsonl, never cut (<= encoder positions)
     train_examples: int = Field(4000, ge=1)  # per head: the first N records of the training split
     eval_examples: int = Field(400, ge=1)  # per head, from the validation split
@@ -83,7 +91,15 @@ class HeadsConfig(TrainConfig):
             raise ValueError("no heads: list built-in `heads` or add `data`")
         if len(names) != len(set(names)):
             raise ValueError(f"head names must be distinct: {names}")
+        unknown = sorted(set(self.tuning) - set(names))
+        if unknown:
+            raise ValueError(f"tuning for heads {unknown} that are not trained: {names}")
         return self
+
+    def for_head(self, head: str) -> "HeadsConfig":
+        """This config with the head's own `tuning` applied."""
+        own = self.tuning.get(head)
+        return self.model_copy(update=own.model_dump(exclude_none=True)) if own else self
 
     def kinds(self) -> dict[str, str]:
         """Every head to train, built-in first, with its kind."""

@@ -232,7 +232,8 @@ def train_head(
         lambda rows, k: batch(train, rows, kind),
     )
     trained = SpanLoss(model) if kind == "span" else model
-    history = training.fit(trained, stream, cfg, device, out, inputs, f"heads-{head}")
+    own = cfg.for_head(head)
+    history = training.fit(trained, stream, own, device, out, inputs, f"heads-{head}")
     after = scores(kind, predict(model, kind, val, device), val, tok)
     base = scores(kind, baseline(kind, train, val), val, tok)
     primary = PRIMARY[kind]
@@ -241,6 +242,8 @@ def train_head(
         "labels": labels,
         "train_examples": train.num_rows,
         "val_examples": val.num_rows,
+        "steps": own.max_steps,
+        "lr": own.lr,
         "train_loss": round(sum(h["loss"] for h in history[-10:]) / len(history[-10:]), 4),
         "before": before,
         "val": after,
@@ -251,7 +254,7 @@ def train_head(
     (out / HEAD_FILE).write_text(
         json.dumps({"head": head, "kind": kind, "pair": is_pair(kind, train), "labels": labels}) + "\n"
     )
-    card = training.model_card(f"heads/{head}", metrics, cfg, inputs, AUTO[kind])
+    card = training.model_card(f"heads/{head}", metrics, own, inputs, AUTO[kind])
     training.finish(out, model, inputs["tokenizer"], history, metrics, card)
     return metrics
 

@@ -6,7 +6,7 @@ The embedded default derives one real task per kind from its corpus (README, "En
 
     domain   sequence  English UI string or verse -> which catalogue/Bible it comes from
     pair     sequence  (English, French) -> "translation" or "mismatch" (the French of another
-                       record of the same source)
+                       record)
     tagging  token     a code-switched sentence (English words then French words, or the
                        reverse, cut from one translation pair) -> "en"/"fr" per word
     qa       span      (question, context) -> the answer's token span in the context
@@ -19,7 +19,6 @@ Layouts (control tokens by id, text never parsed for them); labels are -100 wher
 """
 
 import hashlib
-from collections import defaultdict
 
 import pyarrow as pa
 from tokenizers import Tokenizer
@@ -61,20 +60,20 @@ def domain_records(rows: list[dict]) -> list[dict]:
 
 def pair_records(rows: list[dict]) -> list[dict]:
     """Half the records keep their French (label "translation"); the other half get the French
-    of the next record of the same source in hashed-id order ("mismatch"), so a negative is
-    the same register and never a different language or style."""
-    by_source: dict[str, list[dict]] = defaultdict(list)
-    for r in sorted(rows, key=lambda r: _hash(r["id"])):
-        by_source[r["source"]].append(r)
+    of the next record in hashed-id order, from any source ("mismatch"). With negatives only
+    from the same source, the default encoder (2 layers, 100 masked-LM steps) stayed at the
+    majority class after 100 steps and reached 0.58 accuracy (majority 0.53) after 600; any
+    source gives it the cues a reader also uses first (length, register, shared names) and
+    0.66 (README, "Encoder heads")."""
+    ordered = sorted(rows, key=lambda r: _hash(r["id"]))
     out = []
-    for group in by_source.values():
-        for i, r in enumerate(group):
-            other = group[(i + 1) % len(group)]
-            matched = _hash("pair:" + r["id"]) % 2 == 0 or other["target_text"] == r["target_text"]
-            french = r["target_text"] if matched else other["target_text"]
-            out.append(
-                {"id": r["id"], "text": r["source_text"], "text_pair": french, "label": PAIR_LABELS[matched]}
-            )
+    for i, r in enumerate(ordered):
+        other = ordered[(i + 1) % len(ordered)]
+        matched = _hash("pair:" + r["id"]) % 2 == 0 or other["target_text"] == r["target_text"]
+        french = r["target_text"] if matched else other["target_text"]
+        out.append(
+            {"id": r["id"], "text": r["source_text"], "text_pair": french, "label": PAIR_LABELS[matched]}
+        )
     return sorted(out, key=lambda r: r["id"])
 
 
