@@ -219,8 +219,9 @@ def measure_scale(
 ) -> list[dict]:
     run_dir = work / f"x{scale}"
     cfg = scaled_config(run_dir / "raw", scale, limit)
-    steps = {"max_steps": train_steps, "warmup_steps": min(train_steps, cfg.pretrain.warmup_steps)}
-    cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update=steps)})
+    if train_steps:
+        steps = {"max_steps": train_steps, "warmup_steps": min(train_steps, cfg.pretrain.warmup_steps)}
+        cfg = cfg.model_copy(update={"pretrain": cfg.pretrain.model_copy(update=steps)})
     (run_dir / "config.yaml").write_text(json.dumps(cfg.model_dump(mode="json")))
     rows = []
     for stage in DATA_STAGES + (("pretrain",) if train_steps else ()):

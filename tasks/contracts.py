@@ -9,6 +9,7 @@ naming the expectation and showing offending records (by id):
       e.g. id=bible-01-001-004
 """
 
+import itertools
 import os
 from functools import cache
 
@@ -20,6 +21,9 @@ from schemas.manifest import ContractResult
 
 class ContractError(RuntimeError):
     """Data that breaks a stage-boundary contract; the artifact is not published."""
+
+
+_ASSETS = itertools.count()  # unique asset names (deleted assets would free their count)
 
 
 @cache
@@ -42,12 +46,15 @@ def run_suite(
     suite = gx.ExpectationSuite(
         name=name, expectations=[_build(gx, t, kw) for t, kw in guards + expectations]
     )
-    asset_name = f"{name}-{len(source.assets)}"
+    asset_name = f"{name}-{next(_ASSETS)}"
     batch = source.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("all")
     index_cols = [id_column] if id_column in df.columns else []
-    result = batch.get_batch(batch_parameters={"dataframe": df}).validate(
-        suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_cols}
-    )
+    try:
+        result = batch.get_batch(batch_parameters={"dataframe": df}).validate(
+            suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_cols}
+        )
+    finally:  # an asset kept in the context keeps ~1 MB; streaming stages validate many batches
+        source.delete_asset(asset_name)
     failures = [_describe(r, len(df), id_column) for r in result.results if not r.success]
     checked = ContractResult(name=name, success=result.success, checked=len(df), details="; ".join(failures))
     if not result.success:

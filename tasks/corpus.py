@@ -34,8 +34,9 @@ from tasks.corpus_read import Raw, read_source
 REJECTS = "rejects.jsonl"
 HISTOGRAM = "lengths.png"
 SPOOL = ".spool"  # pass-one tables and MinHash signatures; removed before publishing
-BATCH = 8192  # rows per Arrow batch while streaming
-ROW_GROUP = 16384  # rows per Parquet row group of the output tables
+BATCH = 1024  # rows per Arrow batch while streaming (pretraining documents run to ~5 KB each)
+ROW_GROUP = 4096  # rows per Parquet row group of the output tables (and per validation batch)
+HITS = 128  # training rows whose n-grams are looked up at once (~1000 n-grams each for documents)
 
 
 def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
@@ -183,7 +184,10 @@ def _decontaminate(
         return keep
     texts = [batch.column(f).to_pylist() for f in TASK_FIELDS[task]]
     meta = {name: batch.column(name).to_pylist() for name in ("id", "file", "line")}
-    for i, hit in zip(train, decontam.first_hits([[t[i] for t in texts] for i in train]), strict=True):
+    hits = []
+    for at in range(0, len(train), HITS):
+        hits += decontam.first_hits([[t[i] for t in texts] for i in train[at : at + HITS]])
+    for i, hit in zip(train, hits, strict=True):
         if hit is None:
             continue
         keep[i] = False
@@ -270,7 +274,9 @@ def validate_table(cfg: CorpusConfig, task: str, path: Path) -> list[ContractRes
     """The task's suite batch by batch, and the checks that span batches: unique ids, and each
     group in the one split its key gives (so no group is in train and validation)."""
     columns = ["id", "source", "file", "split", "group", *TASK_FIELDS[task]]
-    batches = pq.ParquetFile(path).iter_batches(batch_size=BATCH, columns=columns) if path.exists() else []
+    batches = (
+        pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP, columns=columns) if path.exists() else []
+    )
     checked, pairs_checked, misplaced, id_hashes = 0, 0, [], []
     for batch in batches:
         df = batch.to_pandas()

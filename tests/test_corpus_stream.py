@@ -51,6 +51,7 @@ def test_batch_sizes_do_not_change_the_corpus(tmp_path, monkeypatch):
     assert {"duplicate_id", "exact_duplicate"} <= {json.loads(x)["reason"] for x in rejects.splitlines()}
     monkeypatch.setattr(corpus, "BATCH", 7)
     monkeypatch.setattr(corpus, "ROW_GROUP", 5)
+    monkeypatch.setattr(corpus, "HITS", 3)
     monkeypatch.setattr(corpus_dedup, "MERGE_AT", 4)
     monkeypatch.setattr(corpus_dedup, "SIG_FLUSH", 3 * 4 * cfg.minhash_perm)
     small = build(tmp_path, "small", cfg)
