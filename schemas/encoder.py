@@ -56,6 +56,9 @@ class HeadData(StrictModel):
     # Class or tag names in id order (integer labels index this list); default: the sorted
     # labels of the training file. Records with another label are rejected.
     labels: list[str] | None = Field(None, min_length=2)
+    # More bad records than this share of a file fails the stage: a mis-mapped field or a broken
+    # export must not train a head on whatever happened to parse.
+    max_reject_rate: float = runtime_field(0.05, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def known_fields(self) -> "HeadData":

@@ -70,6 +70,7 @@ def examples(
             records[split] = heads_data.sample(rows, limit)
         else:  # the user's files, in file order
             rows, rejected = heads_data.user_records(data, split)
+            heads_data.check_reject_rate(data, split, len(rows), rejected)
             records[split] = rows[:limit]
             bad += [{"split": split, **r} for r in rejected]
     labels = heads_data.label_names(head, records["train"], data)

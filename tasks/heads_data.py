@@ -142,6 +142,17 @@ def user_records(data: HeadData, split: str) -> tuple[list[dict], list[dict]]:
     return records, rejects
 
 
+def check_reject_rate(data: HeadData, split: str, kept: int, rejected: list[dict]) -> None:
+    """Fail, naming the file and its first bad lines, when too many of its records are bad."""
+    total = kept + len(rejected)
+    if total and len(rejected) / total > data.max_reject_rate:
+        first = "; ".join(f"line {r['line']}: {r['reason']}" for r in rejected[:3])
+        raise ValueError(
+            f"head {data.name!r}: {len(rejected)} of {total} records of {getattr(data, split)} are bad "
+            f"({len(rejected) / total:.1%} > max_reject_rate {data.max_reject_rate:.1%}): {first}"
+        )
+
+
 def _texts(values: dict, data: HeadData, names: tuple[str, ...]) -> str:
     """Why the named fields are not non-empty text, or ''."""
     for name in names:

@@ -156,6 +156,7 @@ def test_user_tagging_and_qa_files_train_heads_and_bad_records_are_rejected_by_l
             train=str(tmp_path / "ner-train.jsonl"),
             validation=str(tmp_path / "ner-dev.jsonl"),
             fields={"tokens": "words", "tags": "ner"},
+            max_reject_rate=1.0,
         ),
         HeadData(
             name="squad",
@@ -163,6 +164,7 @@ def test_user_tagging_and_qa_files_train_heads_and_bad_records_are_rejected_by_l
             train=str(tmp_path / "qa-train.jsonl"),
             validation=str(tmp_path / "qa-dev.jsonl"),
             fields={"answer": "answers.text.0", "answer_start": "answers.answer_start.0"},
+            max_reject_rate=1.0,
         ),
     ]
     cfg = encoder_stack[0].heads.model_copy(
@@ -188,5 +190,9 @@ def test_user_tagging_and_qa_files_train_heads_and_bad_records_are_rejected_by_l
         rejects["squad", 2]["id"] == "moved" and "not a span of the context" in rejects["squad", 2]["reason"]
     )
     assert all(c.success for c in heads.validate(cfg, inputs, out, stats))
+    strict = cfg.model_copy(update={"data": [data[0].model_copy(update={"max_reject_rate": 0.05})]})
+    (tmp_path / "strict").mkdir()
+    with pytest.raises(ValueError, match=r"1 of 3 records of \S+ner-dev.jsonl are bad .*line 2: "):
+        heads.build(strict, inputs, tmp_path / "strict")
     spec = json.loads((out / "ner" / heads.HEAD_FILE).read_text())
     assert spec == {"head": "ner", "kind": "token", "pair": False, "labels": ["LOC", "O", "PER"]}
