@@ -23,7 +23,7 @@ class ContractError(RuntimeError):
     """Data that breaks a stage-boundary contract; the artifact is not published."""
 
 
-_ASSETS = itertools.count()  # unique asset names (deleted assets would free their count)
+_SOURCES = itertools.count()  # unique data source names
 
 
 @cache
@@ -33,28 +33,30 @@ def _context():
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = {"globally": False}
-    return gx, ctx, ctx.data_sources.add_pandas("lmpipe")
+    return gx, ctx
 
 
 def run_suite(
     name: str, df: pd.DataFrame, expectations: list[Expectation], id_column: str = "id"
 ) -> ContractResult:
     """Validate `df` against `expectations` (plus row-count and not-null guards); raise on failure."""
-    gx, _, source = _context()
+    gx, ctx = _context()
     guards: list[Expectation] = [("expect_table_row_count_to_be_between", {"min_value": 1})]
     guards += [("expect_column_values_to_not_be_null", {"column": c}) for c in df.columns]
     suite = gx.ExpectationSuite(
         name=name, expectations=[_build(gx, t, kw) for t, kw in guards + expectations]
     )
-    asset_name = f"{name}-{next(_ASSETS)}"
-    batch = source.add_dataframe_asset(asset_name).add_batch_definition_whole_dataframe("all")
+    # a data source of its own: its execution engine caches every batch and metric it computed
+    # (~1-2 MB per 4096-row batch), so a shared one grows with the number of batches validated
+    source = ctx.data_sources.add_pandas(f"{name}-{next(_SOURCES)}")
+    batch = source.add_dataframe_asset("df").add_batch_definition_whole_dataframe("all")
     index_cols = [id_column] if id_column in df.columns else []
     try:
         result = batch.get_batch(batch_parameters={"dataframe": df}).validate(
             suite, result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_cols}
         )
-    finally:  # an asset kept in the context keeps ~1 MB; streaming stages validate many batches
-        source.delete_asset(asset_name)
+    finally:
+        ctx.data_sources.delete(source.name)
     failures = [_describe(r, len(df), id_column) for r in result.results if not r.success]
     checked = ContractResult(name=name, success=result.success, checked=len(df), details="; ".join(failures))
     if not result.success:

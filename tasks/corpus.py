@@ -36,6 +36,7 @@ HISTOGRAM = "lengths.png"
 SPOOL = ".spool"  # pass-one tables and MinHash signatures; removed before publishing
 BATCH = 1024  # rows per Arrow batch while streaming (pretraining documents run to ~5 KB each)
 ROW_GROUP = 4096  # rows per Parquet row group of the output tables (and per validation batch)
+VALIDATE_BYTES = 4 << 20  # about this much text per validation batch (GX holds several copies)
 HITS = 128  # training rows whose n-grams are looked up at once (~1000 n-grams each for documents)
 
 
@@ -274,9 +275,7 @@ def validate_table(cfg: CorpusConfig, task: str, path: Path) -> list[ContractRes
     """The task's suite batch by batch, and the checks that span batches: unique ids, and each
     group in the one split its key gives (so no group is in train and validation)."""
     columns = ["id", "source", "file", "split", "group", *TASK_FIELDS[task]]
-    batches = (
-        pq.ParquetFile(path).iter_batches(batch_size=ROW_GROUP, columns=columns) if path.exists() else []
-    )
+    batches = _validation_batches(path, columns)
     checked, pairs_checked, misplaced, id_hashes = 0, 0, [], []
     for batch in batches:
         df = batch.to_pandas()
@@ -298,6 +297,17 @@ def validate_table(cfg: CorpusConfig, task: str, path: Path) -> list[ContractRes
     if task == "preference":
         results.append(ContractResult(name="corpus/preference-pairs", success=True, checked=pairs_checked))
     return results
+
+
+def _validation_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBatch]:
+    """The table in batches of at most ROW_GROUP rows and about VALIDATE_BYTES of data: 4096
+    pretraining documents would hold ~20 MB of text, several times over inside GX."""
+    if not path.exists():
+        return iter(())
+    f = pq.ParquetFile(path)
+    size = sum(f.metadata.row_group(i).total_byte_size for i in range(f.num_row_groups))
+    rows = f.metadata.num_rows * VALIDATE_BYTES // max(size, 1)
+    return f.iter_batches(batch_size=max(1, min(ROW_GROUP, rows)), columns=columns)
 
 
 def _repeated_ids(path: Path, id_hashes: list[np.ndarray]) -> list[str]:

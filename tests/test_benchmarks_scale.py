@@ -41,6 +41,27 @@ def test_benchmark_runs_on_a_slice_and_writes_goals(tmp_path):
     assert "peak RSS" in (tmp_path / "scale.md").read_text()
 
 
+@pytest.mark.slow  # one child process importing the stack: about 15 s on a quiet 2-core machine
+def test_stages_option_runs_the_corpus_stage_alone(tmp_path):
+    data = scale.main(["--limit", "15", "--scales", "1", "--stages", "corpus", "--out", str(tmp_path)])
+    (row,) = data["rows"]
+    assert row["stage"] == "corpus" and row["records_kept"] > 0 and row["peak_rss_mib"] > 0
+    assert "tokens" not in row and not row["failed_contracts"]
+    assert [g["what"] for g in data["goals"]] == ["corpus: peak RSS x1 / x1"]
+
+
+def test_goals_of_the_corpus_stage_alone_and_stages_that_lack_their_inputs():
+    rows = [
+        {"scale": n, "stage": "corpus", "cores": 2, "peak_rss_mib": rss} for n, rss in ((1, 400), (10, 440))
+    ]
+    assert scale.goals(rows) == [
+        {"what": "corpus: peak RSS x10 / x1", "value": 1.1, "goal": "<= 1.2", "result": "met"}
+    ]
+    for argv in (["--stages", "tokenizer"], ["--stages", "corpus", "--train-steps", "2"]):
+        with pytest.raises(SystemExit):
+            scale.main(argv)
+
+
 def test_capacity_counts_the_parameters_of_the_gpu_preset_model():
     """The training-time plan rests on this count: it must match the model the stage builds."""
     import torch
