@@ -14,7 +14,7 @@ on the chunk size. Jobs are plain dicts of strings and numbers (they travel to o
 
 import functools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -104,14 +104,13 @@ def tokenize_chunk(job: dict) -> str:
     final = Path(job["work"]) / job["file"]
     if final.exists():
         return job["file"]
-    records = _records(Path(job["corpus"]), job["task"], job["split"], job["start"], job["stop"])
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}")
     schema = TOKENIZED_SCHEMAS[job["kind"]]
+    records = _record_slices(Path(job["corpus"]), job["task"], job["split"], job["start"], job["stop"])
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for start in range(0, max(len(records), 1), SLICE):  # a slice's token lists in Python at a time
-            examples = _tokenize(job, records[start : start + SLICE])
-            writer.write_table(pa.Table.from_pylist(examples, schema=schema))
+        for rows in records:  # a slice's records and token lists in Python at a time
+            writer.write_table(pa.Table.from_pylist(_tokenize(job, rows), schema=schema))
     fsync_path(tmp)
     os.replace(tmp, final)
     crash_point("shards", f"after_{job['file']}")
@@ -189,21 +188,25 @@ def _tokenizer(directory: str) -> Tokenizer:
     return tokenizer_task.load(Path(directory))
 
 
-def _records(corpus: Path, task: str, split: str, start: int, stop: int) -> list[dict]:
-    """Records start..stop-1 of one split, reading only the row groups that hold them."""
+def _record_slices(corpus: Path, task: str, split: str, start: int, stop: int) -> Iterator[list[dict]]:
+    """Records start..stop-1 of one split, about SLICE at a time (training records with their
+    mixing weights applied), reading only the row groups that hold them, a batch at a time: a
+    chunk job holds a slice of records, not its chunk."""
     path = corpus / f"{task}.parquet"
     stat = path.stat()
     counts = _split_counts(str(path), split, stat.st_mtime_ns, stat.st_size)
-    pf, tables, seen = pq.ParquetFile(path), [], 0
+    pf, seen = pq.ParquetFile(path), 0  # seen: records of the split before the current batch
     for group, n in enumerate(counts):
-        lo, hi = max(start, seen), min(stop, seen + n)
-        if lo < hi:
-            table = pf.read_row_group(group)
-            table = table.filter(pc.equal(table.column("split"), split))
-            tables.append(table.slice(lo - seen, hi - lo))
-        seen += n
-    rows = pa.concat_tables(tables).to_pylist() if tables else []
-    return weighted(rows) if split == "train" else rows
+        if seen < stop and start < seen + n:
+            for batch in pf.iter_batches(batch_size=SLICE, row_groups=[group]):
+                batch = batch.filter(pc.equal(batch.column("split"), split))
+                lo, hi = max(start, seen), min(stop, seen + batch.num_rows)
+                if lo < hi:
+                    rows = batch.slice(lo - seen, hi - lo).to_pylist()
+                    yield weighted(rows) if split == "train" else rows
+                seen += batch.num_rows
+        else:
+            seen += n
 
 
 @functools.lru_cache(maxsize=8)
@@ -221,7 +224,7 @@ def read_split(corpus: Path, task: str, split: str) -> list[dict]:
     path = corpus / f"{task}.parquet"
     if not path.exists():
         return []
-    return _records(corpus, task, split, 0, split_size(path, split))
+    return [r for rows in _record_slices(corpus, task, split, 0, split_size(path, split)) for r in rows]
 
 
 def weighted(rows: list[dict]) -> list[dict]:
