@@ -10,6 +10,7 @@ The manifest's stats count records per file and per reason; validation fails the
 the share of bad records (reasons outside POLICY_REASONS) exceeds `max_reject_rate`.
 """
 
+import heapq
 import json
 import shutil
 from array import array
@@ -28,12 +29,13 @@ from schemas.corpus import POLICY_REASONS, TASK_FIELDS, CorpusConfig, Source, ta
 from schemas.manifest import ContractResult
 from tasks.contracts import ContractError, require, run_suite
 from tasks.corpus_clean import Reject, fields, group_key, record_id, split_of
-from tasks.corpus_dedup import Decontamination, Dedup
+from tasks.corpus_dedup import Decontamination, Dedup, member
 from tasks.corpus_read import Raw, read_source
 
 REJECTS = "rejects.jsonl"
 HISTOGRAM = "lengths.png"
-SPOOL = ".spool"  # pass-one tables and MinHash signatures; removed before publishing
+SPOOL = ".spool"  # pass-one tables, dedup keys and signatures, own rejects; removed before publishing
+OWN_REJECTS = "own-rejects.txt"  # pass one's rejects (not duplicates), each after its input ordinal
 BATCH = 1024  # rows per Arrow batch while streaming (pretraining documents run to ~5 KB each)
 ROW_GROUP = 4096  # rows per Parquet row group of the output tables (and per validation batch)
 VALIDATE_BYTES = 4 << 20  # about this much text per validation batch (GX holds several copies)
@@ -41,54 +43,74 @@ HITS = 128  # training rows whose n-grams are looked up at once (~1000 n-grams e
 
 
 def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
-    """Two streaming passes; memory holds a batch of rows and the compact dedup state.
+    """Streaming passes; memory holds a batch of rows, validation n-grams and repeated keys.
 
-    Pass one reads every source, admits or rejects each record and spools the kept rows to
-    `.spool/<task>.arrows`, collecting validation n-grams on the way (a record's split is known
-    at once from its group). Pass two streams the spool through decontamination into
-    `<task>.parquet`. The rejects and tables equal those of the old all-in-memory stage.
+    Pass one reads every source, admits or rejects each record on its own and spools the
+    admitted rows to `.spool/<task>.arrows`, their dedup keys and signatures beside them, and
+    collects validation n-grams (a record's split is known at once from its group). Dedup then
+    replays the records over their repeated keys (tasks/corpus_dedup.py) and rejects.jsonl gets
+    both kinds of rejects in input order. Pass two streams the spool, less the duplicates,
+    through decontamination into `<task>.parquet`. The rejects and tables equal those of the
+    old all-in-memory stage.
     """
     work = out / SPOOL
     work.mkdir(exist_ok=True)
     spool = Spool(work)
     decontam = Decontamination(cfg.decontam_ngram) if cfg.decontam_ngram is not None else None
+    dedup = Dedup(cfg, work)
     files: dict[str, Counter] = {}
+    read_pass(cfg, spool, dedup, decontam, files)
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
-        dedup_bytes = read_pass(cfg, spool, decontam, files, rejects)
+        dropped = write_rejects(dedup, files, work, rejects)
+        if decontam is not None:
+            decontam.freeze(dropped)
         summary = Summary(cfg)
-        contaminated = write_pass(cfg, spool, decontam, files, rejects, summary, out)
+        contaminated = write_pass(cfg, spool, dropped, decontam, files, rejects, summary, out)
+    dedup.close()
     shutil.rmtree(work)
     lengths_png(summary.lengths, out / HISTOGRAM)
-    memory = {"dedup_bytes": dedup_bytes, "decontam_bytes": decontam.nbytes() if decontam else 0}
+    memory = {"dedup_bytes": dedup.nbytes(), "decontam_bytes": decontam.nbytes() if decontam else 0}
     return {**stats(cfg, summary, files, contaminated), "memory": memory}
 
 
-def read_pass(cfg: CorpusConfig, spool: "Spool", decontam, files: dict[str, Counter], rejects) -> int:
-    """Admit or reject every source record; returns the bytes the dedup state held at the end."""
-    dedup: dict[str, Dedup] = {}
-    for src in cfg.sources:
-        task_dedup = dedup.get(src.task) or dedup.setdefault(
-            src.task, Dedup(cfg, spool.work / f"minhash-{src.task}.bin")
-        )
-        for raw in read_source(src):
-            counts = files.setdefault(raw.file, Counter())
-            counts["in"] += 1
-            rid, row, reason, detail = admit(src, raw, cfg, task_dedup)
-            if reason:
-                counts[reason] += 1
-                rejects.write(reject_line(raw, src.task, rid, reason, detail))
-                continue
-            counts["kept"] += 1
-            rank = spool.add(src.task, row)
-            if decontam is not None and row["split"] == "validation":
-                decontam.add_validation(rid, rank, [row[f] for f in TASK_FIELDS[src.task]])
+def read_pass(cfg: CorpusConfig, spool: "Spool", dedup: Dedup, decontam, files: dict[str, Counter]) -> None:
+    """Admit or reject every source record on its own; duplicates are found after it."""
+    ordinal = 0  # input order, across sources
+    with open(spool.work / OWN_REJECTS, "w", encoding="utf-8") as own:
+        for src in cfg.sources:
+            for raw in read_source(src):
+                ordinal += 1
+                counts = files.setdefault(raw.file, Counter())
+                counts["in"] += 1
+                rid, row, reason, detail = admit(src, raw, cfg)
+                if reason:
+                    counts[reason] += 1
+                    own.write(f"{ordinal}\t{reject_line(raw, src.task, rid, reason, detail)}")
+                    continue
+                counts["kept"] += 1
+                rank = spool.add(src.task, row)
+                texts = [row[f] for f in TASK_FIELDS[src.task]]
+                dedup.add(raw, ordinal, src.task, rank, rid, texts)
+                if decontam is not None and row["split"] == "validation":
+                    decontam.add_validation(rid, rank, texts)
     spool.close()
-    held = sum(d.nbytes() for d in dedup.values())
-    for d in dedup.values():
-        d.close()
-    if decontam is not None:
-        decontam.freeze()
-    return held
+
+
+def write_rejects(dedup: Dedup, files: dict[str, Counter], work: Path, rejects) -> np.ndarray:
+    """rejects.jsonl in input order: pass one's rejects merged with the duplicates; returns the
+    duplicates' ranks (sorted), which pass two leaves out."""
+    dropped = array("Q")
+
+    def duplicates() -> Iterator[tuple[int, str]]:
+        for ordinal, rank, raw, task, rid, reason, detail in dedup.decide():
+            files[raw.file].update({"kept": -1, reason: 1})
+            dropped.append(rank)
+            yield ordinal, reject_line(raw, task, rid, reason, detail)
+
+    with open(work / OWN_REJECTS, encoding="utf-8") as f:
+        own = ((int(ordinal), line) for ordinal, line in (text.split("\t", 1) for text in f))
+        rejects.writelines(line for _, line in heapq.merge(own, duplicates()))
+    return np.sort(np.array(dropped, np.uint64))
 
 
 class Spool:
@@ -106,7 +128,7 @@ class Spool:
             self.rows[task] = []
             self.writers[task] = pa.ipc.new_stream(str(self.work / f"{task}.arrows"), table_schema(task))
         self.rows[task].append(row)
-        rank = list(self.rows).index(task) << 40 | self.count[task]
+        rank = self.rank(task, self.count[task])
         self.count[task] += 1
         if len(self.rows[task]) >= BATCH:
             self._flush(task)
@@ -122,9 +144,17 @@ class Spool:
                 self._flush(task)
             writer.close()
 
-    def read(self, task: str) -> Iterator[pa.RecordBatch]:
+    def rank(self, task: str, n: int) -> int:
+        return list(self.rows).index(task) << 40 | n
+
+    def read(self, task: str, dropped: np.ndarray) -> Iterator[pa.RecordBatch]:
+        """The task's rows, less those whose rank is in `dropped` (sorted)."""
+        n = 0
         with pa.OSFile(str(self.work / f"{task}.arrows")) as f:  # not mapped: pages leave memory
-            yield from pa.ipc.open_stream(f)
+            for batch in pa.ipc.open_stream(f):
+                ranks = np.arange(n, n + batch.num_rows, dtype=np.uint64) | np.uint64(self.rank(task, 0))
+                n += batch.num_rows
+                yield batch.filter(pa.array(~member(dropped, ranks)))
 
 
 class Summary:
@@ -150,7 +180,14 @@ class Summary:
 
 
 def write_pass(
-    cfg: CorpusConfig, spool: Spool, decontam, files: dict[str, Counter], rejects, summary: Summary, out: Path
+    cfg: CorpusConfig,
+    spool: Spool,
+    dropped: np.ndarray,
+    decontam,
+    files: dict[str, Counter],
+    rejects,
+    summary: Summary,
+    out: Path,
 ) -> int:
     """Stream each task's spool through decontamination into `<task>.parquet`; returns the
     number of training records rejected for sharing a `decontam_ngram`-word sequence with
@@ -160,7 +197,7 @@ def write_pass(
     for task in spool.rows:
         with pq.ParquetWriter(out / f"{task}.parquet", table_schema(task)) as writer:
             pending: list[pa.RecordBatch] = []
-            for batch in spool.read(task):
+            for batch in spool.read(task, dropped):
                 keep = _decontaminate(cfg, task, batch, decontam, files, rejects)
                 removed += len(keep) - sum(keep)
                 batch = batch.filter(pa.array(keep, pa.bool_()))
@@ -200,8 +237,9 @@ def _decontaminate(
     return keep
 
 
-def admit(src: Source, raw: Raw, cfg: CorpusConfig, dedup: Dedup) -> tuple[str, dict | None, str, str]:
-    """(id, table row, reason, detail): the row is None and the reason set for a reject."""
+def admit(src: Source, raw: Raw, cfg: CorpusConfig) -> tuple[str, dict | None, str, str]:
+    """(id, table row, reason, detail): the row is None and the reason set for a reject.
+    Duplicates are found later, over all records (`Dedup.decide`)."""
     if raw.record is None:
         return "", None, raw.reason, raw.detail
     rid = ""
@@ -209,7 +247,6 @@ def admit(src: Source, raw: Raw, cfg: CorpusConfig, dedup: Dedup) -> tuple[str, 
         rid = record_id(src, raw.record, raw.file, raw.line)
         values = fields(raw.record, src, cfg)
         group = group_key(raw.record, src, rid)
-        dedup.admit(rid, raw.file, raw.line, list(values.values()))
     except Reject as r:
         return rid, None, r.reason, r.detail
     source = raw.record.get(src.source_field)

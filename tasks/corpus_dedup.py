@@ -1,23 +1,31 @@
-"""Corpus dedup and decontamination memory, compact: a few dozen bytes per record, not kilobytes.
+"""Corpus dedup and decontamination memory: only what can decide something stays in RAM.
 
-The corpus stage streams its records, but exact and near-duplicate removal must remember every
-record kept so far, and decontamination every validation n-gram. Both stay O(records); this
-module keeps the per-record part small (docs/scale.md has the measured sizes):
+Exact and near-duplicate removal compares each record with every earlier record kept. A key
+(64-bit hash of the id, of the content, of one MinHash band) that occurs once in the whole
+corpus can never make a record a duplicate, so the in-memory index holds repeated keys only:
 
-- `HashIndex`: 64-bit key -> record ordinals, sorted numpy arrays (12 bytes an entry) plus a
-  small dict of recent inserts merged in now and then;
-- `Strings`: the kept ids, one bytes buffer plus offsets (id length + 8 bytes);
-- MinHash signatures go to a file in the staging directory (they are read back only for the
-  rare candidates an LSH band finds), the index holds one 64-bit key per band.
+- pass one (`Dedup.add`) writes each record's keys, MinHash signature and reject details to
+  files in the staging directory;
+- `repeated` finds the keys that occur more than once, a hash partition of a few MB at a time;
+- `Dedup.decide` replays the records in input order over an index of repeated keys
+  (`HashIndex`, 12 bytes an entry) and yields the duplicates, with the same decisions and
+  messages as an index of every key. Ids, file:line and signatures of earlier records are read
+  back from disk for the messages and the rare candidates.
+
+Decontamination keeps every validation n-gram in memory (docs/scale.md has the sizes).
 
     >>> d = Dedup(cfg, work)
-    >>> d.admit("a", "x.jsonl", 1, ["The cat sat on the mat"])
-    >>> d.admit("b", "x.jsonl", 2, ["The cat sat on the mat"])
-    Reject: exact_duplicate: same content as id 'a'
+    >>> d.add(Raw("x.jsonl", 1, {}), 1, "pretrain", 0, "a", ["The cat sat on the mat"])
+    >>> d.add(Raw("x.jsonl", 2, {}), 2, "pretrain", 1, "b", ["The cat sat on the mat"])
+    >>> [(o, reason, detail) for o, _, _, _, _, reason, detail in d.decide()]
+    [(2, 'exact_duplicate', "same content as id 'a'")]
 """
 
+import json
+import math
 import os
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,10 +33,12 @@ import xxhash
 from datasketch import MinHash, MinHashLSH
 
 from schemas.corpus import CorpusConfig
-from tasks.corpus_clean import Reject, ngrams, shingles
+from tasks.corpus_clean import ngrams, shingles
+from tasks.corpus_read import Raw
 
 MERGE_AT = 1 << 15  # recent entries kept in a dict (about 3 MB) before they join the arrays
-SIG_FLUSH = 1 << 20  # bytes of signatures buffered before a write
+PART_KEYS = 1 << 19  # keys per partition (4 MB) when looking for repeated keys
+CHUNK = 1 << 16  # records whose keys are read at once in the replay
 
 
 class HashIndex:
@@ -75,6 +85,70 @@ class HashIndex:
         return self.keys.nbytes + self.values.nbytes
 
 
+def key(tag: str, text: str) -> int:
+    return xxhash.xxh3_64_intdigest(f"{tag}\x1e{text}".encode("utf-8", "surrogatepass"))
+
+
+def member(sorted_keys: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Which of `query` are in the sorted uint64 array `sorted_keys`."""
+    if not len(sorted_keys):
+        return np.zeros(query.shape, bool)
+    at = np.minimum(np.searchsorted(sorted_keys, query), len(sorted_keys) - 1)
+    return sorted_keys[at] == query
+
+
+def repeated(chunks: Iterator[np.ndarray], n: int, work: Path) -> np.ndarray:
+    """The uint64 values that occur more than once among `n` values given in chunks, sorted.
+
+    Memory: a chunk, a partition (values sharing their top bits, about PART_KEYS of them) and
+    the answer. The partitions go to files in `work` and are removed."""
+    bits = max(0, math.ceil(math.log2(max(n, 1) / PART_KEYS)))
+    paths = [work / f"part-{p}.bin" for p in range(1 << bits)]
+    files = [open(p, "wb") for p in paths]
+    for values in chunks:
+        part = (values >> np.uint64(64 - bits)).astype(np.int64) if bits else np.zeros(len(values), np.int64)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(len(files) + 1))
+        for p, (a, b) in enumerate(zip(bounds[:-1], bounds[1:], strict=True)):
+            files[p].write(values[order[a:b]].tobytes())
+    found = []
+    for f, path in zip(files, paths, strict=True):
+        f.close()
+        values = np.sort(np.fromfile(path, np.uint64))
+        path.unlink()
+        found.append(np.unique(values[1:][values[1:] == values[:-1]]))
+    return np.concatenate(found)  # partitions in order of their top bits: sorted
+
+
+class Records:
+    """JSON rows appended to a file, read back by number (end offsets in a second file)."""
+
+    def __init__(self, path: Path):
+        self.path, self.ends_path = path, path.with_suffix(".ends")
+        self.data, self.ends = open(path, "wb"), open(self.ends_path, "wb")
+        self.size = self.count = 0
+
+    def append(self, row: list) -> None:
+        line = json.dumps(row).encode()  # ASCII: lone surrogates of an excerpt survive
+        self.data.write(line)
+        self.size += len(line)
+        self.ends.write(self.size.to_bytes(8, "little"))
+        self.count += 1
+
+    def finish(self) -> None:
+        self.data.close(), self.ends.close()
+        self.data_fd, self.ends_fd = os.open(self.path, os.O_RDONLY), os.open(self.ends_path, os.O_RDONLY)
+
+    def __getitem__(self, i: int) -> list:
+        ends = os.pread(self.ends_fd, 16, 8 * (i - 1)) if i else b"\0" * 8 + os.pread(self.ends_fd, 8, 0)
+        start, end = int.from_bytes(ends[:8], "little"), int.from_bytes(ends[8:], "little")
+        return json.loads(os.pread(self.data_fd, end - start, start))
+
+    def close(self) -> None:
+        for fd in (self.data_fd, self.ends_fd):
+            os.close(fd)
+
+
 class Strings:
     """An append-only list of strings in one bytes buffer (length + 8 bytes each)."""
 
@@ -95,56 +169,84 @@ class Strings:
         return len(self.data) + 8 * len(self.ends)
 
 
-def key(tag: str, text: str) -> int:
-    return xxhash.xxh3_64_intdigest(f"{tag}\x1e{text}".encode("utf-8", "surrogatepass"))
-
-
 class Dedup:
-    """Exact (id, content hash) and near-duplicate (MinHash LSH) memory of one task.
+    """Exact (id, content hash) and near-duplicate (MinHash LSH) removal, each task apart.
 
     Decisions equal a `datasketch.MinHashLSH` over full signatures: the bands are the same
     (`MinHashLSH(threshold, perm).hashranges`), a band's 64-bit hash stands for its bytes, and
-    a candidate's signature is read back from `sig_file` for the Jaccard estimate.
+    a candidate's signature is read back from disk for the Jaccard estimate.
     """
 
-    def __init__(self, cfg: CorpusConfig, sig_file: Path):
-        self.cfg = cfg
-        self.index = HashIndex()
-        self.ids = Strings()
-        self.where = array("q")  # file number << 40 | line of each kept record
-        self.files: dict[str, int] = {}
+    def __init__(self, cfg: CorpusConfig, work: Path):
+        self.cfg, self.work = cfg, work
         self.near = cfg.near_dup_threshold is not None
+        self.width = 3 + (
+            len(MinHashLSH(cfg.near_dup_threshold, cfg.minhash_perm).hashranges) if self.near else 0
+        )
+        self.keys = open(work / "keys.bin", "wb")  # per record: rank, id key, content key, band keys
+        self.records = Records(work / "records.jsonl")  # per record: ordinal, file, line, id, task, excerpt
+        self.index_bytes = 0
         if self.near:
             self.ranges = MinHashLSH(cfg.near_dup_threshold, cfg.minhash_perm).hashranges
             self._perm = MinHash(cfg.minhash_perm, seed=1, hashfunc=xxhash.xxh32_intdigest)
-            self.sigs = SignatureFile(sig_file, cfg.minhash_perm)
+            self.sigs = open(work / "minhash.bin", "wb")
 
-    def admit(self, rid: str, file: str, line: int, values: list[str]) -> None:
-        """Remember the record, or raise `Reject` naming the record it duplicates."""
-        id_key, content_key = key("id", rid), key("content", "\x1f".join(values))
-        same_id, same_content = self.index.get([id_key, content_key])
-        for o in same_id:
-            if self.ids[o] == rid:  # the key is a hash: compare the ids themselves
-                raise Reject("duplicate_id", f"id {rid!r} first seen at {self._where(o)}")
-        if same_content:
-            raise Reject("exact_duplicate", f"same content as id {self.ids[same_content[0]]!r}")
-        bands: list[int] = []
+    def add(self, raw: Raw, ordinal: int, task: str, rank: int, rid: str, values: list[str]) -> None:
+        """Pass one: record a record that passed every other check (`rank` orders it in its task)."""
+        keys = [rank, key("id", rid), key("content", "\x1f".join(values))]
         if self.near:
             sig = self._signature(values)
-            bands = [key(f"band{i}", sig[a:b].tobytes().hex()) for i, (a, b) in enumerate(self.ranges)]
-            self._near_duplicate(sig, bands)
-            self.sigs.append(sig)
-        n = self.ids.append(rid)
-        self.where.append(self.files.setdefault(file, len(self.files)) << 40 | line)
-        self.index.add([id_key, content_key, *bands], n)
+            keys += [key(f"band{i}", sig[a:b].tobytes().hex()) for i, (a, b) in enumerate(self.ranges)]
+            self.sigs.write(sig.tobytes())
+        self.keys.write(array("Q", keys).tobytes())
+        self.records.append([ordinal, raw.file, raw.line, rid, task, raw.excerpt[:200]])
 
-    def _near_duplicate(self, sig: np.ndarray, bands: list[int]) -> None:
-        threshold = self.cfg.near_dup_threshold
-        candidates = sorted({o for found in self.index.get(bands) for o in found})
-        for o in candidates:  # oldest first: the first hit is the record it duplicates
-            share = float(np.count_nonzero(sig == self.sigs[o])) / len(sig)
-            if share >= threshold:
-                raise Reject("near_duplicate", f"estimated Jaccard {share:.2f} with id {self.ids[o]!r}")
+    def decide(self) -> Iterator[tuple[int, int, Raw, str, str, str, str]]:
+        """The duplicates in input order: (ordinal, rank, raw, task, id, reason, detail)."""
+        self.keys.close()
+        self.records.finish()
+        if self.near:
+            self.sigs.close()
+            self.sig_fd = os.open(self.work / "minhash.bin", os.O_RDONLY)
+        n = self.records.count
+        self.repeated = repeated(
+            (rows[:, 1:].ravel() for _, rows in self._rows()), n * (self.width - 1), self.work
+        )
+        indexes: dict[int, HashIndex] = {}  # one per task (the rank's top bits)
+        for start, rows in self._rows():
+            hits = member(self.repeated, rows[:, 1:])
+            for i in np.flatnonzero(hits.any(axis=1)):
+                rank, g = int(rows[i, 0]), start + int(i)
+                index = indexes.setdefault(rank >> 40, HashIndex())
+                ordinal, file, line, rid, task, excerpt = self.records[g]
+                reason, detail = self._check(index, g, rid, rows[i, 1:].tolist())
+                if reason:
+                    yield ordinal, rank, Raw(file, line, None, excerpt=excerpt), task, rid, reason, detail
+                else:
+                    index.add(rows[i, 1:][hits[i]].tolist(), g)
+        self.index_bytes = sum(i.nbytes() for i in indexes.values()) + self.repeated.nbytes
+
+    def _rows(self) -> Iterator[tuple[int, np.ndarray]]:
+        with open(self.work / "keys.bin", "rb") as f:
+            for start in range(0, self.records.count, CHUNK):
+                yield start, np.fromfile(f, np.uint64, CHUNK * self.width).reshape(-1, self.width)
+
+    def _check(self, index: HashIndex, g: int, rid: str, keys: list[int]) -> tuple[str, str]:
+        """(reason, detail) when record `g` duplicates an earlier one kept, else ("", "")."""
+        same_id, same_content, *bands = index.get(keys)
+        for o in same_id:
+            _, file, line, other, *_ = self.records[o]
+            if other == rid:  # the key is a hash: compare the ids themselves
+                return "duplicate_id", f"id {rid!r} first seen at {file}:{line}"
+        if same_content:
+            return "exact_duplicate", f"same content as id {self.records[same_content[0]][3]!r}"
+        if self.near:
+            sig = self._signature_of(g)
+            for o in sorted({o for found in bands for o in found}):  # oldest first: the first hit
+                share = float(np.count_nonzero(sig == self._signature_of(o))) / len(sig)
+                if share >= self.cfg.near_dup_threshold:
+                    return "near_duplicate", f"estimated Jaccard {share:.2f} with id {self.records[o][3]!r}"
+        return "", ""
 
     def _signature(self, values: list[str]) -> np.ndarray:
         p = self._perm
@@ -152,57 +254,29 @@ class Dedup:
         sig.update_batch([s.encode() for s in shingles(values, self.cfg.shingle_words)])
         return sig.hashvalues.astype(np.uint32)  # values are < 2**32 (datasketch's _max_hash)
 
-    def _where(self, o: int) -> str:
-        names = list(self.files)
-        return f"{names[self.where[o] >> 40]}:{self.where[o] & ((1 << 40) - 1)}"
+    def _signature_of(self, g: int) -> np.ndarray:
+        width = 4 * self.cfg.minhash_perm
+        return np.frombuffer(os.pread(self.sig_fd, width, g * width), np.uint32)
 
     def close(self) -> None:
+        self.records.close()
         if self.near:
-            self.sigs.close()
+            os.close(self.sig_fd)
 
     def nbytes(self) -> int:
-        """Bytes held in memory for the records so far (the signatures are on disk)."""
-        return self.index.nbytes() + self.ids.nbytes() + 8 * len(self.where)
-
-
-class SignatureFile:
-    """MinHash signatures (uint32 each value) appended to a file, read back by record number."""
-
-    def __init__(self, path: Path, perm: int):
-        self.path, self.width = path, 4 * perm
-        self.pending = bytearray()
-        self.flushed = 0  # signatures on disk
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-
-    def append(self, sig: np.ndarray) -> None:
-        self.pending += sig.tobytes()
-        if len(self.pending) >= SIG_FLUSH:
-            os.pwrite(self.fd, bytes(self.pending), self.flushed * self.width)
-            self.flushed += len(self.pending) // self.width
-            self.pending = bytearray()
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        if i >= self.flushed:
-            start = (i - self.flushed) * self.width
-            raw = bytes(self.pending[start : start + self.width])
-        else:
-            raw = os.pread(self.fd, self.width, i * self.width)
-        return np.frombuffer(raw, np.uint32)
-
-    def close(self) -> None:
-        os.close(self.fd)
-        self.path.unlink(missing_ok=True)
+        """Bytes the in-memory index held at the end (repeated keys and their records)."""
+        return self.index_bytes
 
 
 class Decontamination:
     """The word n-grams of all validation text, and who said each first.
 
     Validation records are added as the corpus is read (in any order, each with its rank: the
-    order of the old in-memory stage, task by task), then `freeze` sorts the n-gram hashes so
-    training records can be checked a batch at a time:
+    order of the old in-memory stage, task by task), then `freeze` drops those found to be
+    duplicates and sorts the n-gram hashes so training records can be checked a batch at a time:
 
     >>> d.add_validation("val-1", rank=0, texts=["a b c d"])   # n = 4
-    >>> d.freeze(); d.first_hits([["x a b c d"]])
+    >>> d.freeze(dropped=np.array([], np.uint64)); d.first_hits([["x a b c d"]])
     ['val-1']
     """
 
@@ -229,13 +303,17 @@ class Decontamination:
         self.parts.append((np.array(self.pending, np.uint64), np.array(self.owners, np.uint32)))
         self.pending, self.owners = [], []
 
-    def freeze(self) -> None:
-        """Sort the n-grams; keep for each the validation record of lowest rank."""
+    def freeze(self, dropped: np.ndarray) -> None:
+        """Sort the n-grams of records whose rank is not in `dropped` (sorted uint64); keep for
+        each n-gram the validation record of lowest rank."""
         self._flush()
         grams = np.concatenate([g for g, _ in self.parts])
         owners = np.concatenate([o for _, o in self.parts])
         self.parts = []
-        order = np.lexsort((np.frombuffer(self.ranks, np.int64)[owners], grams))
+        ranks = np.frombuffer(self.ranks, np.int64)
+        kept = ~member(dropped, ranks[owners].astype(np.uint64))
+        grams, owners = grams[kept], owners[kept]
+        order = np.lexsort((ranks[owners], grams))
         grams, owners = grams[order], owners[order]
         first = np.ones(len(grams), bool)
         first[1:] = grams[1:] != grams[:-1]

@@ -9,15 +9,16 @@ from datasketch import MinHash, MinHashLSH
 
 from schemas.corpus import CorpusConfig
 from tasks import corpus, corpus_dedup
-from tasks.corpus_clean import Reject, shingles
+from tasks.corpus_clean import shingles
 from tasks.corpus_dedup import Dedup
+from tasks.corpus_read import Raw
 from tests.conftest import head, write_jsonl
 
 FILES = {"translation": "translation_en_fr.jsonl", "summarization": "summarization.jsonl", "qa": "qa.jsonl"}
 
 
 def sources(tmp_path) -> list[dict]:
-    """Slices of the embedded corpus, with repeated ids and contents thrown in."""
+    """Slices of the embedded corpus, with repeated ids and contents and a blank field thrown in."""
     out = []
     for task, name in FILES.items():
         records = head(name, 200)
@@ -25,7 +26,8 @@ def sources(tmp_path) -> list[dict]:
         variants = [
             {**r, "id": f"v-{n}", field: one_word_less(r[field], n)} for n, r in enumerate(records[:40])
         ]
-        records += [records[3], {**records[5], "id": "copy-5"}, *variants]
+        records += [records[3], {**records[7], "id": "blank", field: " "}, {**records[5], "id": "copy-5"}]
+        records += variants
         out.append({"task": task, "path": str(write_jsonl(tmp_path / "raw" / name, records))})
     return out
 
@@ -48,12 +50,16 @@ def test_batch_sizes_do_not_change_the_corpus(tmp_path, monkeypatch):
     cfg = CorpusConfig(sources=sources(tmp_path), validation_fraction=0.2, decontam_ngram=8)
     stats, rejects, tables = build(tmp_path, "big", cfg)
     assert stats["near_duplicates"] and stats["contaminated"]  # the slices exercise every path
-    assert {"duplicate_id", "exact_duplicate"} <= {json.loads(x)["reason"] for x in rejects.splitlines()}
+    found = [json.loads(x) for x in rejects.splitlines()]
+    assert {"duplicate_id", "exact_duplicate", "empty_field"} <= {r["reason"] for r in found}
+    in_order = [(list(FILES).index(r["task"]), r["line"]) for r in found if r["reason"] != "contaminated"]
+    assert in_order == sorted(in_order)  # the records' own faults and duplicates, in input order
     monkeypatch.setattr(corpus, "BATCH", 7)
     monkeypatch.setattr(corpus, "ROW_GROUP", 5)
     monkeypatch.setattr(corpus, "HITS", 3)
     monkeypatch.setattr(corpus_dedup, "MERGE_AT", 4)
-    monkeypatch.setattr(corpus_dedup, "SIG_FLUSH", 3 * 4 * cfg.minhash_perm)
+    monkeypatch.setattr(corpus_dedup, "PART_KEYS", 64)  # repeated keys found partition by partition
+    monkeypatch.setattr(corpus_dedup, "CHUNK", 9)
     small = build(tmp_path, "small", cfg)
     assert small[:2] == (stats, rejects)
     assert all(small[2][t].equals(tables[t]) for t in FILES)
@@ -62,7 +68,7 @@ def test_batch_sizes_do_not_change_the_corpus(tmp_path, monkeypatch):
 
 def test_near_duplicates_match_datasketch_lsh(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_dedup, "MERGE_AT", 16)
-    monkeypatch.setattr(corpus_dedup, "SIG_FLUSH", 5 * 4 * 64)
+    monkeypatch.setattr(corpus_dedup, "PART_KEYS", 256)
     cfg = CorpusConfig(sources=[{"task": "translation", "path": "x"}], near_dup_threshold=0.6)
     records = []
     for n, r in enumerate(head(FILES["translation"], 300)):
@@ -70,14 +76,11 @@ def test_near_duplicates_match_datasketch_lsh(tmp_path, monkeypatch):
             [r["source_text"], r["target_text"]],
             [one_word_less(r["source_text"], n), r["target_text"]],
         ]
-    ours = Dedup(cfg, tmp_path / "sigs.bin")
-    lsh, sigs, order, theirs, mine = MinHashLSH(0.6, 64), {}, {}, [], []
+    ours = Dedup(cfg, tmp_path)
+    lsh, sigs, order, theirs = MinHashLSH(0.6, 64), {}, {}, []
     for n, values in enumerate(records):
         rid = f"r{n}"
-        try:
-            ours.admit(rid, "x", n, values)
-        except Reject as r:
-            mine.append((rid, r.detail))
+        ours.add(Raw("x", n, None), n, "translation", n, rid, values)
         sig = MinHash(64, seed=1, hashfunc=xxhash.xxh32_intdigest)
         sig.update_batch([s.encode() for s in shingles(values, cfg.shingle_words)])
         hits = [k for k in lsh.query(sig) if sig.jaccard(sigs[k]) >= 0.6]
@@ -87,4 +90,6 @@ def test_near_duplicates_match_datasketch_lsh(tmp_path, monkeypatch):
             continue
         lsh.insert(rid, sig)
         sigs[rid], order[rid] = sig, n
+    mine = [(rid, detail) for *_, rid, _, detail in ours.decide()]
+    ours.close()
     assert len(theirs) > 50 and mine == theirs
