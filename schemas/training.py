@@ -33,6 +33,9 @@ class TrainConfig(StrictModel):
     processes: int = Field(1, ge=1)
     grad_accum: int = Field(1, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
+    # auto: bf16 autocast on a GPU that has it, float32 elsewhere; float32: also on such a GPU
+    # (to rule precision out when a loss misbehaves). It changes the weights: fingerprinted.
+    precision: Literal["auto", "float32"] = "auto"
     eval_batches: int = Field(8, ge=1)
     seed: int = 0
     log_every: int = runtime_field(10, ge=1)

@@ -31,6 +31,14 @@ def launch(stage: str, cfg: TrainConfig, inputs: dict[str, Path], out: Path) -> 
     for or this already is one of the group (the caller then trains in-process)."""
     if cfg.processes == 1 or training.world()[1] > 1:
         return None
+    import torch
+
+    if torch.cuda.is_available() and cfg.processes > torch.cuda.device_count():
+        # NCCL refuses two ranks on one GPU; fail here, before torchrun starts N processes
+        raise ValueError(
+            f"{stage}: processes={cfg.processes} but this worker has {torch.cuda.device_count()} "
+            "GPU(s); on CUDA each process takes one GPU: set processes to at most that"
+        )
     cmd = [
         sys.executable,
         "-m",

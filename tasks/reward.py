@@ -85,7 +85,7 @@ def trainer_args(cfg, scratch: str) -> dict:
     return {
         "output_dir": scratch,
         "use_cpu": not cuda,  # else TRL asks for bf16/GPU on a CPU machine
-        "bf16": cuda,
+        "bf16": training.precision(torch.device("cuda" if cuda else "cpu")) == torch.bfloat16,
         "max_steps": cfg.max_steps,
         "per_device_train_batch_size": cfg.batch_size,
         "per_device_eval_batch_size": cfg.batch_size,

@@ -47,12 +47,16 @@ class ResumeError(RuntimeError):
     """Resume state that does not belong to this run's inputs."""
 
 
-def setup(cfg: TrainConfig) -> torch.device:
-    """Seeds and device: CUDA (this process's GPU under torchrun) when present, else CPU.
+# Set by `setup` for the whole process, like the seed and the thread count.
+_asked = {"precision": "auto"}
 
-    The precision that goes with it is `precision(device)`; both are logged once.
+
+def setup(cfg: TrainConfig) -> torch.device:
+    """Seeds, device and precision: CUDA (this process's GPU under torchrun) when present, else
+    CPU; `precision(device)` then follows `cfg.precision`. Both are logged once.
     """
     torch.manual_seed(cfg.seed)
+    _asked["precision"] = cfg.precision
     rank, size = world()
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -66,9 +70,10 @@ def setup(cfg: TrainConfig) -> torch.device:
 
 
 def precision(device: torch.device) -> torch.dtype:
-    """bf16 autocast on a GPU that supports it; float32 everywhere else. On CPU float32 also
-    where bf16 exists: bf16 autocast on a CPU without native bf16 ran SFT/DPO 3.6-5x slower."""
-    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+    """bf16 autocast on a GPU that supports it (unless the config asks for float32); float32
+    everywhere else. On CPU float32 also where bf16 exists: bf16 autocast on a CPU without
+    native bf16 ran SFT/DPO 3.6-5x slower."""
+    if device.type == "cuda" and _asked["precision"] == "auto" and torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float32
 
@@ -78,7 +83,7 @@ def precision_note(device: torch.device) -> str:
     if precision(device) == torch.bfloat16:
         return "bf16 autocast"
     if device.type == "cuda":
-        return "float32 (this GPU has no bf16)"
+        return "float32 (asked for)" if _asked["precision"] == "float32" else "float32 (this GPU has no bf16)"
     capability, threads = torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()
     if "BF16" in capability.upper() or "AMX" in capability.upper():
         return f"float32 (CPU default, although it has native bf16: {capability}; {threads} threads)"

@@ -1,0 +1,301 @@
+"""Checks for a lent GPU machine, in one short run: what CPU tests cannot show.
+
+    python -m benchmarks.device --artifacts DIR            # DIR: corpus/, tokenizer/, shards/
+    python -m benchmarks.device --artifacts DIR --quick    # a CPU smoke of the same script
+
+DIR holds the corpus, tokenizer and shards artifacts of a default run (`lmpipe run`), so the
+GPU figures compare with the CPU ones of the same data. It measures:
+
+- pretrain on the default config, bf16 autocast (`precision: auto`) and float32: time, losses;
+- resume on the GPU: a run stopped after step 60 (resume state at step 50) and restarted ends
+  where the uninterrupted run ends (the CUDA RNG state goes through the resume state too);
+- the torchrun launch with NCCL (one process per GPU; a single GPU gives a group of one), and
+  the clear refusal of `processes` > GPUs;
+- SFT on the GPU-pretrained model (default config): losses and generation metrics;
+- training throughput and MFU of a bigger decoder through the stage's own `train_step`, with
+  the shards' batches (`data path`) and with one batch already on the GPU (`model only`);
+- tokenisation (the shards stage's chunk jobs) on 1, 2 and 4 cores of a replicated corpus.
+
+Writes benchmarks/results/device.{json,md}.
+"""
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from benchmarks.common import RESULTS, save_results
+from benchmarks.scale import stand_in_manifest
+from schemas.config import PROJECT_ROOT, load_config
+from schemas.training import ModelConfig
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, published
+# A decoder of about 200M parameters: big enough to keep an H100/H200 busy at seq 512.
+MFU_MODEL = ModelConfig(hidden_size=1024, num_layers=16, num_heads=16, intermediate_size=2816)
+
+
+def train(stage: str, cfg, inputs: dict[str, Path], out: Path) -> dict:
+    """Build one training stage in this process; its metrics and wall time."""
+    import importlib
+
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    metrics = importlib.import_module(f"tasks.{stage}").build(cfg, inputs, out)
+    return {**metrics, "wall_s": round(time.perf_counter() - start, 2)}
+
+
+def resumed(cfg, inputs: dict[str, Path], out: Path) -> dict:
+    """Stop pretraining a few steps after its first resume state (200 steps: state at 50, stop
+    after 60), then run again: it resumes from the state."""
+    every = cfg.max_steps // 4
+    cfg = cfg.model_copy(update={"checkpoint_every": every})
+    os.environ["LMPIPE_CRASH_AT"] = f"pretrain:step-{every + max(1, cfg.max_steps // 20)}:raise"
+    stopped = "did not stop"
+    try:
+        train("pretrain", cfg, inputs, out)
+    except RuntimeError as e:
+        stopped = str(e)
+    finally:
+        del os.environ["LMPIPE_CRASH_AT"]
+    left = sorted(p.name for p in (out / "resume").glob("step-*"))
+    return {"stopped": stopped, "resume_state": left, **train("pretrain", cfg, inputs, out)}
+
+
+def torchrun(cfg, inputs: dict[str, Path], out: Path) -> dict:
+    """The stage as torchrun runs it (tasks.distributed): NCCL on CUDA, one process per GPU."""
+    import torch
+
+    n = max(1, torch.cuda.device_count())
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={n}"]
+    cmd += ["-m", "tasks.distributed", "pretrain", cfg.model_dump_json()]
+    cmd += [json.dumps({k: str(v) for k, v in inputs.items()}), str(out)]
+    out.mkdir(parents=True)
+    start = time.perf_counter()
+    subprocess.run(cmd, cwd=PROJECT_ROOT, check=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    return {**metrics, "processes": n, "wall_s": round(time.perf_counter() - start, 2)}
+
+
+def too_many_processes(cfg, inputs: dict[str, Path], out: Path) -> str:
+    import torch
+
+    from tasks import distributed
+
+    asked = cfg.model_copy(update={"processes": torch.cuda.device_count() + 1})
+    try:
+        distributed.launch("pretrain", asked, inputs, out)
+    except ValueError as e:
+        return str(e)
+    return "not refused"
+
+
+def throughput(cfg, inputs: dict[str, Path], steps: int, model_cfg: ModelConfig) -> dict:
+    """Tokens/s and MFU of `train_step` on a bigger decoder, timed after 5 warm-up steps."""
+    import torch
+
+    from tasks import pretrain, training
+    from tasks import shards as shards_task
+    from tasks.tokenizer import load as load_tokenizer
+
+    cfg = cfg.model_copy(update={"model": model_cfg, "max_steps": steps + 5, "warmup_steps": 5})
+    device = training.setup(cfg)
+    table = shards_task.load(inputs["shards"], "pretrain", "train")
+    vocab = load_tokenizer(inputs["tokenizer"]).get_vocab_size()
+    seq = len(table["input_ids"][0])
+    model = training.new_decoder(model_cfg, vocab, seq).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.lr_at(s, cfg))
+    plan = pretrain.epoch_plan(table.num_rows, cfg.batch_size, cfg.seed)
+    one_batch = {k: v.to(device) for k, v in pretrain.packed_batch(table, plan(0)[0]).items()}
+    sides = {
+        "data path": training.Stream(plan, lambda rows, k: pretrain.packed_batch(table, rows)),
+        "model only": training.Stream(plan, lambda rows, k, b=one_batch: b),
+    }
+    n = sum(p.numel() for p in model.parameters())
+    flops_per_token = 6 * n + 12 * model_cfg.num_layers * model_cfg.hidden_size * seq  # PaLM, appendix B
+    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu_name()), None)
+    out = {"parameters": n, "seq_len": seq, "batch_size": cfg.batch_size, "steps_timed": steps}
+    for name, stream in sides.items():
+        start, tokens = time.perf_counter(), 0
+        for step in range(steps + 5):
+            if step == 5:
+                sync(device)
+                start, tokens = time.perf_counter(), 0
+            training.train_step(model, stream, step, cfg, device, params, optimizer, scheduler)
+            tokens += cfg.batch_size * seq if step >= 5 else 0
+        sync(device)
+        rate = tokens / (time.perf_counter() - start)
+        out[name] = {"tokens_per_s": round(rate), "tflops": round(rate * flops_per_token / 1e12, 1)}
+        if peak:
+            out[name]["mfu"] = round(rate * flops_per_token / 1e12 / peak, 3)
+    return out
+
+
+def sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def gpu_name() -> str:
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
+
+
+# --- tokenisation on several cores -------------------------------------------------------------
+
+
+def replicate(corpus: Path, dst: Path, times: int) -> Path:
+    """The corpus tables `times` over, replica r's ids suffixed `~r<r>` (the scale benchmark's
+    ids; the text stays the same: tokenising costs the same, and shards do not deduplicate)."""
+    dst.mkdir(parents=True)
+    for path in corpus.glob("*.parquet"):
+        table = pq.read_table(path)
+        copies = [
+            table.set_column(
+                table.schema.get_field_index("id"),
+                "id",
+                pc.binary_join_element_wise(table["id"], f"~r{r}", ""),
+            )
+            for r in range(times)
+        ]
+        pq.write_table(pa.concat_tables(copies), dst / path.name)
+    shutil.copy(corpus / "manifest.json", dst / "manifest.json")
+    return dst
+
+
+def tokenise_child(work: Path, cores: int) -> None:
+    """One shards build on `cores` cores (CPU affinity; the chunk jobs on as many threads)."""
+    from benchmarks.scale import Tokenising
+    from tasks import shards
+
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
+    cfg = load_config(str(PROJECT_ROOT / "configs" / "tiny.yaml")).shards
+    out = work / f"shards-c{cores}"
+    tokenise = Tokenising(cores)
+    start = time.perf_counter()
+    inputs = {"corpus": work / "corpus", "tokenizer": work / "tokenizer"}
+    stats = shards.build(cfg, inputs, out, map_chunks=tokenise.map_chunks)
+    wall = round(time.perf_counter() - start, 2)
+    print(
+        json.dumps(
+            {
+                "cores": cores,
+                "tokenise_s": tokenise.seconds,
+                "build_s": wall,
+                "tokens": sum(stats["tokens"].values()),
+            }
+        )
+    )
+
+
+def tokenising(artifacts: Path, work: Path, times: int, cores: list[int]) -> list[dict]:
+    replicate(artifacts / "corpus", work / "corpus", times)
+    shutil.copytree(artifacts / "tokenizer", work / "tokenizer")
+    rows = []
+    for n in cores:
+        env = {**os.environ, "RAYON_NUM_THREADS": str(n)}
+        cmd = [sys.executable, "-m", "benchmarks.device", "--tokenise-child", str(work), str(n)]
+        done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, text=True)
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    base = rows[0]["tokenise_s"]
+    return [{**r, "speedup": round(base / r["tokenise_s"], 2)} for r in rows]
+
+
+# --- the run -------------------------------------------------------------------------------------
+
+
+def run(artifacts: Path, work: Path, quick: bool, out: Path) -> dict:
+    """Every check in turn; the results so far are saved after each (a lease can run out)."""
+    import torch
+
+    cfg = load_config(str(PROJECT_ROOT / "configs" / "tiny.yaml"))
+    pre, sft = cfg.pretrain, cfg.sft
+    if quick:  # a smoke of every part on CPU
+        pre = pre.model_copy(update={"max_steps": 12, "warmup_steps": 2, "eval_batches": 2})
+        sft = sft.model_copy(
+            update={"max_steps": 4, "eval_batches": 2, "eval_examples": 2, "eval_max_new_tokens": 4}
+        )
+    inputs = {name: artifacts / name for name in ("shards", "tokenizer")}
+    fp32 = pre.model_copy(update={"precision": "float32"})
+    big = pre.model_copy(update={"batch_size": 4 if quick else 32})
+    checks = {
+        "pretrain bf16": lambda: train("pretrain", pre, inputs, work / "pretrain"),
+        "pretrain float32": lambda: train("pretrain", fp32, inputs, work / "fp32"),
+        "pretrain resumed": lambda: resumed(pre, inputs, work / "resumed"),
+        "pretrain torchrun": lambda: torchrun(pre, inputs, work / "torchrun"),
+        "processes > GPUs": lambda: too_many_processes(pre, inputs, work / "refused"),
+        "sft": lambda: sft_on(sft, inputs, work),
+        "throughput": lambda: throughput(
+            big, inputs, 3 if quick else 30, ModelConfig() if quick else MFU_MODEL
+        ),
+        "tokenise": lambda: tokenising(
+            artifacts, work / "tok", 1 if quick else 5, [1, 2] if quick else [1, 2, 4]
+        ),
+    }
+    res: dict = {"device": gpu_name(), "torch": torch.__version__}
+    for name, check in checks.items():
+        res[name] = check()
+        (out / "device-partial.json").write_text(json.dumps(res, indent=1))
+    return res
+
+
+def sft_on(cfg, inputs: dict[str, Path], work: Path) -> dict:
+    """SFT of the bf16-pretrained model (given a manifest: SFT ties its resume state to it)."""
+    stand_in_manifest("pretrain", work / "pretrain")
+    return train("sft", cfg, {**inputs, "pretrain": work / "pretrain"}, work / "sft")
+
+
+def markdown(res: dict) -> str:
+    keys = ("val_loss_before", "val_loss", "train_loss", "wall_s")
+    lines = [f"# Device checks on {res['device']} (torch {res['torch']})", ""]
+    lines += ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for name in ("pretrain bf16", "pretrain float32", "pretrain resumed", "pretrain torchrun", "sft"):
+        lines.append(f"| {name} | " + " | ".join(str(res[name].get(k, "")) for k in keys) + " |")
+    lines += [
+        "",
+        f"processes > GPUs: {res['processes > GPUs']}",
+        "",
+        "```",
+        json.dumps(res["throughput"], indent=1),
+        "```",
+    ]
+    lines += ["", "| cores | tokenise s | speedup | build s | tokens |", "|---|---|---|---|---|"]
+    lines += [
+        f"| {r['cores']} | {r['tokenise_s']} | {r['speedup']} | {r['build_s']} | {r['tokens']} |"
+        for r in res["tokenise"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--artifacts", type=Path)
+    parser.add_argument("--work", type=Path, default=Path("/tmp/lmpipe-device"))
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--tokenise-child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.tokenise_child:
+        return tokenise_child(Path(args.tokenise_child[0]), int(args.tokenise_child[1]))
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.out.mkdir(parents=True, exist_ok=True)
+    res = run(args.artifacts, args.work, args.quick, args.out)
+    save_results("device", res, markdown(res), args.out)
+
+
+if __name__ == "__main__":
+    main()
