@@ -117,15 +117,17 @@ def throughput(cfg, inputs: dict[str, Path], steps: int, model_cfg: ModelConfig)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.lr_at(s, cfg))
     plan = pretrain.epoch_plan(table.num_rows, cfg.batch_size, cfg.seed)
     one_batch = {k: v.to(device) for k, v in pretrain.packed_batch(table, plan(0)[0]).items()}
-    sides = {
-        "data path": training.Stream(plan, lambda rows, k: pretrain.packed_batch(table, rows)),
-        "model only": training.Stream(plan, lambda rows, k, b=one_batch: b),
+    sides = {  # name: (batches, precision)
+        "data path": (training.Stream(plan, lambda rows, k: pretrain.packed_batch(table, rows)), "auto"),
+        "model only": (training.Stream(plan, lambda rows, k, b=one_batch: b), "auto"),
+        "model only, float32": (training.Stream(plan, lambda rows, k, b=one_batch: b), "float32"),
     }
     n = sum(p.numel() for p in model.parameters())
     flops_per_token = 6 * n + 12 * model_cfg.num_layers * model_cfg.hidden_size * seq  # PaLM, appendix B
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu_name()), None)
     out = {"parameters": n, "seq_len": seq, "batch_size": cfg.batch_size, "steps_timed": steps}
-    for name, stream in sides.items():
+    for name, (stream, precision) in sides.items():
+        training.setup(cfg.model_copy(update={"precision": precision}))
         start, tokens = time.perf_counter(), 0
         for step in range(steps + 5):
             if step == 5:
@@ -176,48 +178,61 @@ def replicate(corpus: Path, dst: Path, times: int) -> Path:
     return dst
 
 
-def tokenise_child(work: Path, cores: int) -> None:
-    """One shards build on `cores` cores (CPU affinity; the chunk jobs on as many threads)."""
+def tokenise_child(work: Path, cores: int, mode: str) -> None:
+    """One shards build on `cores` cores (CPU affinity), its chunk jobs on as many threads (the
+    flow's default thread pool) or worker processes (as a Dask cluster of processes runs them)."""
     from benchmarks.scale import Tokenising
     from tasks import shards
 
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
     cfg = load_config(str(PROJECT_ROOT / "configs" / "tiny.yaml")).shards
-    out = work / f"shards-c{cores}"
-    tokenise = Tokenising(cores)
+    tokenise = Tokenising(cores) if mode == "threads" else InProcesses(cores)
     start = time.perf_counter()
     inputs = {"corpus": work / "corpus", "tokenizer": work / "tokenizer"}
-    stats = shards.build(cfg, inputs, out, map_chunks=tokenise.map_chunks)
-    wall = round(time.perf_counter() - start, 2)
-    print(
-        json.dumps(
-            {
-                "cores": cores,
-                "tokenise_s": tokenise.seconds,
-                "build_s": wall,
-                "tokens": sum(stats["tokens"].values()),
-            }
-        )
-    )
+    stats = shards.build(cfg, inputs, work / f"shards-{mode}-{cores}", map_chunks=tokenise.map_chunks)
+    row = {"mode": mode, "cores": cores, "tokenise_s": tokenise.seconds}
+    row |= {"build_s": round(time.perf_counter() - start, 2), "tokens": sum(stats["tokens"].values())}
+    print(json.dumps(row))
+
+
+class InProcesses:
+    """The chunk jobs on `cores` worker processes, timed (one Rayon thread each)."""
+
+    def __init__(self, cores: int):
+        self.cores, self.seconds = cores, None
+
+    def map_chunks(self, fn, jobs: list[dict]) -> list:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        start = time.perf_counter()
+        spawn = multiprocessing.get_context("spawn")  # no forked Rayon pool
+        with ProcessPoolExecutor(self.cores, mp_context=spawn) as pool:
+            done = list(pool.map(fn, jobs))
+        self.seconds = round(time.perf_counter() - start, 3)
+        return done
 
 
 def tokenising(artifacts: Path, work: Path, times: int, cores: list[int]) -> list[dict]:
+    """Tokenisation time on each number of cores, with threads and with processes."""
     replicate(artifacts / "corpus", work / "corpus", times)
     shutil.copytree(artifacts / "tokenizer", work / "tokenizer")
     rows = []
-    for n in cores:
-        env = {**os.environ, "RAYON_NUM_THREADS": str(n)}
-        cmd = [sys.executable, "-m", "benchmarks.device", "--tokenise-child", str(work), str(n)]
-        done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, text=True)
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    base = rows[0]["tokenise_s"]
-    return [{**r, "speedup": round(base / r["tokenise_s"], 2)} for r in rows]
+    for mode in ("threads", "processes"):
+        for n in cores:
+            rayon = str(n) if mode == "threads" else "1"
+            env = {**os.environ, "RAYON_NUM_THREADS": rayon}
+            cmd = [sys.executable, "-m", "benchmarks.device", "--tokenise-child", str(work), str(n), mode]
+            done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, text=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    one = {r["mode"]: r["tokenise_s"] for r in rows if r["cores"] == 1}
+    return [{**r, "speedup": round(one[r["mode"]] / r["tokenise_s"], 2)} for r in rows]
 
 
 # --- the run -------------------------------------------------------------------------------------
 
 
-def run(artifacts: Path, work: Path, quick: bool, out: Path) -> dict:
+def run(artifacts: Path, work: Path, quick: bool, out: Path, only: list[str] | None, scale: int) -> dict:
     """Every check in turn; the results so far are saved after each (a lease can run out)."""
     import torch
 
@@ -247,6 +262,8 @@ def run(artifacts: Path, work: Path, quick: bool, out: Path) -> dict:
     }
     res: dict = {"device": gpu_name(), "torch": torch.__version__}
     for name, check in checks.items():
+        if only and name not in only:
+            continue
         res[name] = check()
         (out / "device-partial.json").write_text(json.dumps(res, indent=1))
     return res
@@ -259,24 +276,31 @@ def sft_on(cfg, inputs: dict[str, Path], work: Path) -> dict:
 
 
 def markdown(res: dict) -> str:
+    """The checks that ran, as tables (a check left out by --only is left out here too)."""
     keys = ("val_loss_before", "val_loss", "train_loss", "wall_s")
     lines = [f"# Device checks on {res['device']} (torch {res['torch']})", ""]
-    lines += ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    for name in ("pretrain bf16", "pretrain float32", "pretrain resumed", "pretrain torchrun", "sft"):
-        lines.append(f"| {name} | " + " | ".join(str(res[name].get(k, "")) for k in keys) + " |")
-    lines += [
-        "",
-        f"processes > GPUs: {res['processes > GPUs']}",
-        "",
-        "```",
-        json.dumps(res["throughput"], indent=1),
-        "```",
+    runs = [
+        k
+        for k in ("pretrain bf16", "pretrain float32", "pretrain resumed", "pretrain torchrun", "sft")
+        if k in res
     ]
-    lines += ["", "| cores | tokenise s | speedup | build s | tokens |", "|---|---|---|---|---|"]
-    lines += [
-        f"| {r['cores']} | {r['tokenise_s']} | {r['speedup']} | {r['build_s']} | {r['tokens']} |"
-        for r in res["tokenise"]
-    ]
+    if runs:
+        lines += ["| run | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+        lines += [f"| {k} | " + " | ".join(str(res[k].get(c, "")) for c in keys) + " |" for k in runs]
+    if "processes > GPUs" in res:
+        lines += ["", f"processes > GPUs: {res['processes > GPUs']}"]
+    if "throughput" in res:
+        lines += ["", "```", json.dumps(res["throughput"], indent=1), "```"]
+    if "tokenise" in res:
+        lines += [
+            "",
+            "| chunk jobs on | cores | tokenise s | speedup | build s | tokens |",
+            "|---|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {r['mode']} | {r['cores']} | {r['tokenise_s']} | {r['speedup']} | {r['build_s']} | {r['tokens']} |"
+            for r in res["tokenise"]
+        ]
     return "\n".join(lines) + "\n"
 
 
@@ -286,14 +310,18 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/lmpipe-device"))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--tokenise-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--only", help="comma-separated checks (default: all)")
+    parser.add_argument("--tokenise-scale", type=int, default=5, help="corpus replicas to tokenise")
+    parser.add_argument("--tokenise-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     if args.tokenise_child:
-        return tokenise_child(Path(args.tokenise_child[0]), int(args.tokenise_child[1]))
+        work, cores, mode = args.tokenise_child
+        return tokenise_child(Path(work), int(cores), mode)
     shutil.rmtree(args.work, ignore_errors=True)
     args.out.mkdir(parents=True, exist_ok=True)
-    res = run(args.artifacts, args.work, args.quick, args.out)
+    only = args.only.split(",") if args.only else None
+    res = run(args.artifacts, args.work, args.quick, args.out, only, args.tokenise_scale)
     save_results("device", res, markdown(res), args.out)
 
 
