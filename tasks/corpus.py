@@ -13,6 +13,7 @@ the share of bad records (reasons outside POLICY_REASONS) exceeds `max_reject_ra
 import heapq
 import json
 import shutil
+import tempfile
 from array import array
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from schemas.corpus import POLICY_REASONS, TASK_FIELDS, CorpusConfig, Source, ta
 from schemas.manifest import ContractResult
 from tasks.contracts import ContractError, require, run_suite
 from tasks.corpus_clean import Reject, fields, group_key, record_id, split_of
-from tasks.corpus_dedup import Decontamination, Dedup, member
+from tasks.corpus_dedup import Decontamination, Dedup, member, repeated
 from tasks.corpus_read import Raw, read_source
 
 REJECTS = "rejects.jsonl"
@@ -38,7 +39,7 @@ SPOOL = ".spool"  # pass-one tables, dedup keys and signatures, own rejects; rem
 OWN_REJECTS = "own-rejects.txt"  # pass one's rejects (not duplicates), each after its input ordinal
 BATCH = 1024  # rows per Arrow batch while streaming (pretraining documents run to ~5 KB each)
 ROW_GROUP = 4096  # rows per Parquet row group of the output tables (and per validation batch)
-VALIDATE_BYTES = 4 << 20  # about this much text per validation batch (GX holds several copies)
+VALIDATE_BYTES = 2 << 20  # about this much text per validation batch (GX holds several copies)
 HITS = 128  # training rows whose n-grams are looked up at once (~1000 n-grams each for documents)
 
 
@@ -64,11 +65,11 @@ def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
         dropped = write_rejects(dedup, files, work, rejects)
         if decontam is not None:
             decontam.freeze(dropped)
-        summary = Summary(cfg)
+        summary = Summary(cfg, work)
         contaminated = write_pass(cfg, spool, dropped, decontam, files, rejects, summary, out)
     dedup.close()
+    lengths_png(summary.histograms(), out / HISTOGRAM)
     shutil.rmtree(work)
-    lengths_png(summary.lengths, out / HISTOGRAM)
     memory = {"dedup_bytes": dedup.nbytes(), "decontam_bytes": decontam.nbytes() if decontam else 0}
     return {**stats(cfg, summary, files, contaminated), "memory": memory}
 
@@ -158,13 +159,15 @@ class Spool:
 
 
 class Summary:
-    """What the manifest and the histogram need of the written rows: counts, weights, lengths."""
+    """What the manifest and the histogram need of the written rows: counts, weights, lengths
+    (in a file per task and source: the histogram's range is known only at the end)."""
 
-    def __init__(self, cfg: CorpusConfig):
-        self.cfg = cfg
+    def __init__(self, cfg: CorpusConfig, work: Path):
+        self.cfg, self.work = cfg, work
         self.records: dict[str, Counter] = {}
         self.mass: dict[str, Counter] = {}
-        self.lengths: dict[tuple[str, str], array] = defaultdict(lambda: array("l"))
+        self.lengths: dict[tuple[str, str], array] = defaultdict(lambda: array("q"))
+        self.files: dict[tuple[str, str], Path] = {}
 
     def add(self, task: str, batch: pa.RecordBatch) -> None:
         records, mass = self.records.setdefault(task, Counter()), self.mass.setdefault(task, Counter())
@@ -177,6 +180,28 @@ class Summary:
             if split == "train":
                 mass[source] += weight
             self.lengths[task, source].append(sum(len(t[i]) for t in texts))
+        for name, lengths in self.lengths.items():
+            path = self.files.setdefault(name, self.work / f"lengths-{len(self.files)}.bin")
+            with open(path, "ab") as f:
+                lengths.tofile(f)
+        self.lengths.clear()
+
+    def histograms(self) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+        """(counts, edges) of record length, 40 bins from shortest to longest, per task and source."""
+        out = {}
+        for name, path in self.files.items():
+            lo, hi = np.inf, -np.inf
+            for chunk in _chunks(path):
+                lo, hi = min(lo, chunk.min()), max(hi, chunk.max())
+            counts = sum(np.histogram(chunk, 40, (lo, hi))[0] for chunk in _chunks(path))
+            out[name] = counts, np.histogram_bin_edges([], 40, (lo, hi))
+        return out
+
+
+def _chunks(path: Path) -> Iterator[np.ndarray]:
+    with open(path, "rb") as f:
+        while len(chunk := np.fromfile(f, np.int64, 1 << 16)):
+            yield chunk
 
 
 def write_pass(
@@ -313,7 +338,7 @@ def validate_table(cfg: CorpusConfig, task: str, path: Path) -> list[ContractRes
     group in the one split its key gives (so no group is in train and validation)."""
     columns = ["id", "source", "file", "split", "group", *TASK_FIELDS[task]]
     batches = _validation_batches(path, columns)
-    checked, pairs_checked, misplaced, id_hashes = 0, 0, [], []
+    checked, pairs_checked, misplaced = 0, 0, []
     for batch in batches:
         df = batch.to_pandas()
         checked += run_suite(f"corpus/{task}", df, corpus_suite(task, cfg.max_chars)).checked
@@ -325,12 +350,11 @@ def validate_table(cfg: CorpusConfig, task: str, path: Path) -> list[ContractRes
             for i, g, s in zip(df["id"], df["group"], df["split"], strict=True)
             if s != split_of(g, cfg)
         ]
-        id_hashes.append(np.fromiter((xxhash.xxh3_64_intdigest(i.encode()) for i in df["id"]), np.uint64))
     if not checked:  # no rows: the suite's row-count guard names the empty table
         run_suite(f"corpus/{task}", pd.DataFrame(columns=columns), corpus_suite(task, cfg.max_chars))
     results = [ContractResult(name=f"corpus/{task}", success=True, checked=checked)]
     results.append(require(f"corpus/{task}-groups", misplaced, checked, "each group lives in one split"))
-    results.append(require(f"corpus/{task}-ids", _repeated_ids(path, id_hashes), checked, "ids are unique"))
+    results.append(require(f"corpus/{task}-ids", _repeated_ids(path), checked, "ids are unique"))
     if task == "preference":
         results.append(ContractResult(name="corpus/preference-pairs", success=True, checked=pairs_checked))
     return results
@@ -347,13 +371,26 @@ def _validation_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBat
     return f.iter_batches(batch_size=max(1, min(ROW_GROUP, rows)), columns=columns)
 
 
-def _repeated_ids(path: Path, id_hashes: list[np.ndarray]) -> list[str]:
-    """Ids that occur more than once (64-bit hashes first; the ids themselves only on a hit)."""
-    hashes = np.sort(np.concatenate(id_hashes)) if id_hashes else np.empty(0, np.uint64)
-    if not (hashes[1:] == hashes[:-1]).any():
+def _repeated_ids(path: Path) -> list[str]:
+    """Ids that occur more than once: their 64-bit hashes first, a partition at a time
+    (corpus_dedup.repeated), then the ids whose hash repeats, counted."""
+    if not path.exists():
         return []
-    ids = pq.read_table(path, columns=["id"]).column("id").to_pylist()
-    return [f"id={i!r} occurs {n} times" for i, n in Counter(ids).items() if n > 1]
+    table = pq.ParquetFile(path)
+
+    def ids_and_hashes() -> Iterator[tuple[list[str], np.ndarray]]:
+        for batch in table.iter_batches(batch_size=ROW_GROUP, columns=["id"]):
+            ids = batch.column(0).to_pylist()
+            yield ids, np.fromiter((xxhash.xxh3_64_intdigest(i.encode()) for i in ids), np.uint64, len(ids))
+
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        hashes = repeated((h for _, h in ids_and_hashes()), table.metadata.num_rows, Path(tmp))
+    if not len(hashes):
+        return []
+    counts = Counter(
+        i for ids, h in ids_and_hashes() for i, hit in zip(ids, member(hashes, h), strict=True) if hit
+    )
+    return [f"id={i!r} occurs {n} times" for i, n in counts.items() if n > 1]
 
 
 def accounting(out: Path, stats: dict) -> ContractResult:
@@ -400,19 +437,19 @@ def reject_line(raw: Raw, task: str, rid: str, reason: str, detail: str) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def lengths_png(lengths: dict[tuple[str, str], array], path: Path) -> None:
+def lengths_png(histograms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], path: Path) -> None:
     """One histogram of record length (characters, log counts) per configured source."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    if not lengths:
+    if not histograms:
         return
-    fig, axes = plt.subplots(len(lengths), 1, figsize=(7, 1.6 * len(lengths)), squeeze=False)
-    for ax, ((task, source), n) in zip(axes[:, 0], sorted(lengths.items()), strict=True):
-        ax.hist(n, bins=40, log=True)
-        ax.set_title(f"{task} / {source}: {len(n)} records, chars per record", fontsize=8)
+    fig, axes = plt.subplots(len(histograms), 1, figsize=(7, 1.6 * len(histograms)), squeeze=False)
+    for ax, ((task, source), (counts, edges)) in zip(axes[:, 0], sorted(histograms.items()), strict=True):
+        ax.hist(edges[:-1], bins=edges, weights=counts, log=True)  # as ax.hist(lengths, bins=40)
+        ax.set_title(f"{task} / {source}: {counts.sum()} records, chars per record", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

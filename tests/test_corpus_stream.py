@@ -3,6 +3,7 @@ as the full-signature MinHash LSH of datasketch does."""
 
 import json
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 import xxhash
 from datasketch import MinHash, MinHashLSH
@@ -43,12 +44,12 @@ def build(tmp_path, name: str, cfg: CorpusConfig):
     stats = corpus.build(cfg, {}, out)
     stats.pop("memory")
     tables = {t: pq.read_table(out / f"{t}.parquet") for t in FILES}
-    return stats, (out / "rejects.jsonl").read_bytes(), tables
+    return stats, (out / "rejects.jsonl").read_bytes(), tables, (out / "lengths.png").read_bytes()
 
 
 def test_batch_sizes_do_not_change_the_corpus(tmp_path, monkeypatch):
     cfg = CorpusConfig(sources=sources(tmp_path), validation_fraction=0.2, decontam_ngram=8)
-    stats, rejects, tables = build(tmp_path, "big", cfg)
+    stats, rejects, tables, png = build(tmp_path, "big", cfg)
     assert stats["near_duplicates"] and stats["contaminated"]  # the slices exercise every path
     found = [json.loads(x) for x in rejects.splitlines()]
     assert {"duplicate_id", "exact_duplicate", "empty_field"} <= {r["reason"] for r in found}
@@ -61,7 +62,7 @@ def test_batch_sizes_do_not_change_the_corpus(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_dedup, "PART_KEYS", 64)  # repeated keys found partition by partition
     monkeypatch.setattr(corpus_dedup, "CHUNK", 9)
     small = build(tmp_path, "small", cfg)
-    assert small[:2] == (stats, rejects)
+    assert small[:2] == (stats, rejects) and small[3] == png
     assert all(small[2][t].equals(tables[t]) for t in FILES)
     assert pq.ParquetFile(tmp_path / "small" / "translation.parquet").num_row_groups > 10
 
@@ -93,3 +94,16 @@ def test_near_duplicates_match_datasketch_lsh(tmp_path, monkeypatch):
     mine = [(rid, detail) for *_, rid, _, detail in ours.decide()]
     ours.close()
     assert len(theirs) > 50 and mine == theirs
+
+
+def test_repeated_ids_are_found_partition_by_partition(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_dedup, "PART_KEYS", 8)  # 1000 ids: 128 partitions
+    ids = [f"id-{n}" for n in range(1000)] + ["id-7", "id-500", "id-7"]
+    pq.write_table(pa.table({"id": ids}), tmp_path / "t.parquet")
+    assert corpus._repeated_ids(tmp_path / "t.parquet") == [
+        "id='id-7' occurs 3 times",
+        "id='id-500' occurs 2 times",
+    ]
+    pq.write_table(pa.table({"id": ids[:1000]}), tmp_path / "t.parquet")
+    assert corpus._repeated_ids(tmp_path / "t.parquet") == []
+    assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # the partitions are gone
