@@ -256,9 +256,7 @@ def run(artifacts: Path, work: Path, quick: bool, out: Path, only: list[str] | N
         "throughput": lambda: throughput(
             big, inputs, 3 if quick else 30, ModelConfig() if quick else MFU_MODEL
         ),
-        "tokenise": lambda: tokenising(
-            artifacts, work / "tok", 1 if quick else 5, [1, 2] if quick else [1, 2, 4]
-        ),
+        "tokenise": lambda: tokenising(artifacts, work / "tok", scale, [1, 2] if quick else [1, 2, 4, 8]),
     }
     res: dict = {"device": gpu_name(), "torch": torch.__version__}
     for name, check in checks.items():
