@@ -9,7 +9,10 @@ over the cores while packing, bucketing and writing stay serial (Amdahl, with th
 measured on one core). Peak memory is extrapolated from the RSS growth between the smallest and
 largest scale. Training of the `gpu` preset (configs/gpu.yaml) on G GPUs: FLOPs per token from
 the PaLM formula (6 x parameters + 12 x layers x width x sequence length, Chowdhery et al. 2022,
-appendix B) at PaLM's published 46.2% MFU on an H100's 989 TFLOPS dense bf16, scaling linearly.
+appendix B) on an H100's 989 TFLOPS dense bf16, scaling linearly, at two MFUs: PaLM's published
+46.2% and the 19.2% measured for lmpipe's own training step (`python -m benchmarks.device` on an
+H200, same peak: a 210M-parameter decoder, sequence 512, batch 32, bf16 autocast, batches read
+from the shards; docs/scale.md).
 Writes benchmarks/results/capacity.{json,md}.
 """
 
@@ -25,7 +28,10 @@ TOKENS = (1e9, 1e11)
 CORES = (1, 8, 64)
 GPUS = (1, 8, 64)
 H100_BF16_FLOPS = 989e12  # dense, SXM (NVIDIA H100 datasheet)
-MFU = 0.462  # PaLM 540B on TPU v4 (Chowdhery et al. 2022, table 3): a published, reachable figure
+MFU = {
+    "published": 0.462,  # PaLM 540B on TPU v4 (Chowdhery et al. 2022, table 3): reachable at scale
+    "measured": 0.192,  # lmpipe's train_step, 210M decoder on an H200 (benchmarks/device.py, 26 Nov 2026)
+}
 
 
 def per_token(rows: list[dict]) -> dict:
@@ -104,12 +110,13 @@ def flops_per_token(config: str = "gpu") -> tuple[float, int, int]:
 
 def training() -> list[dict]:
     flops, params, run_tokens = flops_per_token()
-    per_gpu = H100_BF16_FLOPS * MFU / flops  # tokens per second
     rows = []
-    for label, tokens in (("gpu preset run", run_tokens), ("1B tokens", 1e9), ("100B tokens", 1e11)):
-        for gpus in GPUS:
-            rows.append(
+    for source, mfu in MFU.items():
+        per_gpu = H100_BF16_FLOPS * mfu / flops  # tokens per second
+        for label, tokens in (("gpu preset run", run_tokens), ("1B tokens", 1e9), ("100B tokens", 1e11)):
+            rows += [
                 {
+                    "mfu": f"{mfu:.1%} ({source})",
                     "what": label,
                     "tokens": f"{tokens:.3g}",
                     "gpus": gpus,
@@ -118,7 +125,8 @@ def training() -> list[dict]:
                     "gflops_per_token": round(flops / 1e9, 3),
                     "tokens_per_s_per_gpu": round(per_gpu),
                 }
-            )
+                for gpus in GPUS
+            ]
     return rows
 
 
@@ -139,7 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"# capacity\n\nFrom {args.scale.name} (largest scale x{cost['scale']}); see benchmarks/capacity.py "
         "for the model. Hours are wall hours on otherwise idle cores.\n\n## Data preparation\n\n"
         + table(data["prepare"])
-        + f"\n\n## Pretraining, `gpu` preset, H100 at {MFU:.1%} MFU (PaLM's published figure)\n\n"
+        + "\n\n## Pretraining, `gpu` preset, H100, at the published and the measured MFU\n\n"
         + table(data["training"])
         + "\n"
     )
