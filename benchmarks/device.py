@@ -99,29 +99,58 @@ def too_many_processes(cfg, inputs: dict[str, Path], out: Path) -> str:
 
 
 def throughput(cfg, inputs: dict[str, Path], steps: int, model_cfg: ModelConfig) -> dict:
-    """Tokens/s and MFU of `train_step` on a bigger decoder, timed after 5 warm-up steps."""
-    import torch
-
+    """Tokens/s and MFU of `train_step` on a bigger decoder over the shards' pretraining rows."""
     from tasks import pretrain, training
     from tasks import shards as shards_task
     from tasks.tokenizer import load as load_tokenizer
 
-    cfg = cfg.model_copy(update={"model": model_cfg, "max_steps": steps + 5, "warmup_steps": 5})
-    device = training.setup(cfg)
     table = shards_task.load(inputs["shards"], "pretrain", "train")
     vocab = load_tokenizer(inputs["tokenizer"]).get_vocab_size()
-    seq = len(table["input_ids"][0])
-    model = training.new_decoder(model_cfg, vocab, seq).to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.lr_at(s, cfg))
     plan = pretrain.epoch_plan(table.num_rows, cfg.batch_size, cfg.seed)
+    device = training.setup(cfg)
     one_batch = {k: v.to(device) for k, v in pretrain.packed_batch(table, plan(0)[0]).items()}
     sides = {  # name: (batches, precision)
         "data path": (training.Stream(plan, lambda rows, k: pretrain.packed_batch(table, rows)), "auto"),
         "model only": (training.Stream(plan, lambda rows, k, b=one_batch: b), "auto"),
         "model only, float32": (training.Stream(plan, lambda rows, k, b=one_batch: b), "float32"),
     }
+    return timed_steps(cfg, model_cfg, vocab, len(table["input_ids"][0]), steps, sides)
+
+
+def preset_throughput(steps: int, name: str = "gpu") -> dict:
+    """The same for the model and sequence length of a preset (configs/gpu.yaml), on one batch of
+    random tokens kept on the GPU: the MFU the capacity plan's training rows need."""
+    import torch
+
+    from tasks import training
+
+    cfg = load_config(name)
+    pre, seq, vocab = cfg.pretrain, cfg.shards.seq_len, cfg.tokenizer.vocab_size
+    device = training.setup(pre)
+    ids = torch.randint(0, vocab, (pre.batch_size, seq), generator=torch.Generator().manual_seed(0))
+    batch = {
+        "input_ids": ids,
+        "labels": ids.clone(),
+        "position_ids": torch.arange(seq).expand(pre.batch_size, -1),
+    }
+    batch = {k: v.to(device) for k, v in batch.items()}
+    sides = {"model only": (training.Stream(lambda e: [[0]], lambda rows, k: batch), "auto")}
+    one_step = pre.model_copy(update={"grad_accum": 1})
+    return {"preset": name, **timed_steps(one_step, pre.model, vocab, seq, steps, sides)}
+
+
+def timed_steps(cfg, model_cfg: ModelConfig, vocab: int, seq: int, steps: int, sides: dict) -> dict:
+    """Each side's tokens/s, TFLOPS and MFU over `steps` optimizer steps after 5 warm-up steps."""
+    import torch
+
+    from tasks import training
+
+    cfg = cfg.model_copy(update={"model": model_cfg, "max_steps": steps + 5, "warmup_steps": 5})
+    device = training.setup(cfg)
+    model = training.new_decoder(model_cfg, vocab, seq).to(device).train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.lr_at(s, cfg))
     n = sum(p.numel() for p in model.parameters())
     flops_per_token = 6 * n + 12 * model_cfg.num_layers * model_cfg.hidden_size * seq  # PaLM, appendix B
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu_name()), None)
@@ -256,6 +285,7 @@ def run(artifacts: Path, work: Path, quick: bool, out: Path, only: list[str] | N
         "throughput": lambda: throughput(
             big, inputs, 3 if quick else 30, ModelConfig() if quick else MFU_MODEL
         ),
+        "throughput gpu preset": lambda: preset_throughput(3 if quick else 20, "tiny" if quick else "gpu"),
         "tokenise": lambda: tokenising(artifacts, work / "tok", scale, [1, 2] if quick else [1, 2, 4, 8]),
     }
     res: dict = {"device": gpu_name(), "torch": torch.__version__}
@@ -287,8 +317,9 @@ def markdown(res: dict) -> str:
         lines += [f"| {k} | " + " | ".join(str(res[k].get(c, "")) for c in keys) + " |" for k in runs]
     if "processes > GPUs" in res:
         lines += ["", f"processes > GPUs: {res['processes > GPUs']}"]
-    if "throughput" in res:
-        lines += ["", "```", json.dumps(res["throughput"], indent=1), "```"]
+    for key in ("throughput", "throughput gpu preset"):
+        if key in res:
+            lines += ["", f"{key}:", "```", json.dumps(res[key], indent=1), "```"]
     if "tokenise" in res:
         lines += [
             "",
