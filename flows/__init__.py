@@ -1,7 +1,7 @@
 """Prefect flows: one per stage plus `pipeline`. Thin: the work lives in tasks/.
 
 Importing this package sets the offline and no-telemetry defaults that every run needs
-(before Prefect, transformers or great-expectations are imported); a value already set in
+(before Prefect, pyarrow, transformers or great-expectations are imported); a value already set in
 the environment wins.
 """
 
@@ -18,6 +18,10 @@ for _key, _value in {
     "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks",  # stage progress (tasks.* loggers) in the UI
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     "TOKENIZERS_PARALLELISM": "false",
+    # Arrow's default pool (mimalloc) kept the pages that the shards stage's chunk jobs freed
+    # (~140 MiB at 10x the embedded corpus, growing with it); malloc gives them back
+    # (tasks.shard_chunks.release_memory). Read once, when pyarrow is first imported.
+    "ARROW_DEFAULT_MEMORY_POOL": "system",
 }.items():
     os.environ.setdefault(_key, _value)
 

@@ -264,6 +264,8 @@ def write_shards(
             markers.mkdir(parents=True, exist_ok=True)
             marker = {"sha256": sha256_file(out / name), "rows": written[name][0], "tokens": written[name][1]}
             write_json(markers / f"{name}.json", marker)
+        del table
+        shard_chunks.release_memory()
         crash_point("shards", f"after_{name}")
     return written
 
