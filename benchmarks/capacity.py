@@ -10,9 +10,8 @@ measured on one core). Peak memory is extrapolated from the RSS growth between t
 largest scale. Training of the `gpu` preset (configs/gpu.yaml) on G GPUs: FLOPs per token from
 the PaLM formula (6 x parameters + 12 x layers x width x sequence length, Chowdhery et al. 2022,
 appendix B) on an H100's 989 TFLOPS dense bf16, scaling linearly, at two MFUs: PaLM's published
-46.2% and the 19.2% measured for lmpipe's own training step (`python -m benchmarks.device` on an
-H200, same peak: a 210M-parameter decoder, sequence 512, batch 32, bf16 autocast, batches read
-from the shards; docs/scale.md).
+46.2% and the 21.7% measured for lmpipe's own training step on this preset's model and
+sequence length (`python -m benchmarks.device` on an H200, same peak; docs/scale.md).
 Writes benchmarks/results/capacity.{json,md}.
 """
 
@@ -30,7 +29,7 @@ GPUS = (1, 8, 64)
 H100_BF16_FLOPS = 989e12  # dense, SXM (NVIDIA H100 datasheet)
 MFU = {
     "published": 0.462,  # PaLM 540B on TPU v4 (Chowdhery et al. 2022, table 3): reachable at scale
-    "measured": 0.192,  # lmpipe's train_step, 210M decoder on an H200 (benchmarks/device.py, 26 Nov 2026)
+    "measured": 0.217,  # lmpipe's train_step, the gpu preset's model on an H200 (benchmarks/device.py, 26 Nov)
 }
 
 
