@@ -2,7 +2,8 @@
 
 Tokenising runs as one Prefect task per corpus chunk (`shards.chunk_rows` records) on
 Prefect's thread pool, or with `shards.runner: dask` on a local Dask cluster of
-`shards.workers` processes; the shards are the same bytes either way.
+`shards.workers` processes or an existing cluster (`shards.dask_address`); the shards are the
+same bytes either way.
 """
 
 from prefect import flow
@@ -17,6 +18,8 @@ def task_runner(cfg: ShardsConfig):
     if cfg.runner == "dask":
         from prefect_dask import DaskTaskRunner
 
+        if cfg.dask_address:
+            return DaskTaskRunner(address=cfg.dask_address)
         # Worker processes, one thread each: tokenising holds the GIL between tokenizer calls.
         kwargs = {
             "n_workers": cfg.workers,

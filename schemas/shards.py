@@ -134,6 +134,10 @@ class ShardsConfig(StrictModel):
     chunk_rows: int = runtime_field(5000, ge=1)
     runner: Literal["threads", "dask"] = runtime_field("threads")
     workers: int = runtime_field(2, ge=1)
+    # With runner dask: an existing cluster's scheduler ("tcp://scheduler:8786") instead of a
+    # local one (`workers` is then the cluster's business). Its workers must see the corpus,
+    # tokenizer and staging paths at the same place (a shared filesystem).
+    dask_address: str | None = runtime_field(None)
 
     @model_validator(mode="after")
     def buckets_cover_max_len(self) -> "ShardsConfig":

@@ -268,6 +268,20 @@ def test_dask_and_thread_runners_build_the_same_bytes(built, tmp_path, prefect_h
         assert files_of(out) == files_of(reference), runner
 
 
+def test_chunk_jobs_run_on_an_existing_dask_cluster_with_the_same_bytes(built, tmp_path, prefect_harness):
+    from distributed import LocalCluster
+
+    from flows.shards import parallel_build
+
+    cfg, inputs, reference, _ = built
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        at = {"runner": "dask", "dask_address": cluster.scheduler_address, "chunk_rows": 40}
+        parallel_build(cfg.shards.model_copy(update=at), inputs, tmp_path)
+        ran = cluster.scheduler.task_prefixes
+    assert files_of(tmp_path) == files_of(reference)
+    assert "tokenize_chunk" in ran, sorted(ran)  # the jobs ran on that cluster
+
+
 def test_headline_figures_and_length_histogram_for_the_prefect_artifact(built):
     _, _, out, stats = built
     assert (out / shards.PLOT).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
