@@ -31,6 +31,12 @@ class TrainConfig(StrictModel):
     # N > 1: the stage trains as N processes through torchrun (DDP; gloo on CPU, one GPU each on
     # CUDA). Each optimizer step then sees processes x grad_accum x batch_size rows.
     processes: int = Field(1, ge=1)
+    # M > 1: as many nodes, `processes` each (DDP over nodes x processes ranks; each optimizer
+    # step sees nodes x processes x grad_accum x batch_size rows). The flow's node is node 0 and
+    # listens on `rendezvous` ("host:port", reachable from the others); the other nodes run the
+    # command it logs (docs/scale.md, section 5).
+    nodes: int = Field(1, ge=1)
+    rendezvous: str | None = runtime_field(None)
     grad_accum: int = Field(1, ge=1)
     max_grad_norm: float = Field(1.0, gt=0)
     # auto: bf16 autocast on a GPU that has it, float32 elsewhere; float32: also on such a GPU

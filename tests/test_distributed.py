@@ -2,12 +2,17 @@
 trains exactly like one process accumulating the same two micro-batches per step."""
 
 import json
+import os
+import socket
+import subprocess
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from test_training import data  # noqa: F401  (module fixture)
 
-from tasks import pretrain
+from schemas.config import PROJECT_ROOT
+from tasks import distributed, pretrain
 
 
 def test_two_processes_match_gradient_accumulation(data, tmp_path):  # noqa: F811
@@ -26,3 +31,33 @@ def test_two_processes_match_gradient_accumulation(data, tmp_path):  # noqa: F81
     assert all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(h1, h2, strict=True))
     assert two["tokens_seen"] == one["tokens_seen"] and abs(two["val_loss"] - one["val_loss"]) < 1e-3
     assert not (tmp_path / "two" / "resume").exists()  # rank 0 finished and cleaned up alone
+
+
+def test_two_nodes_train_like_one_process_accumulating_their_batches(data, tmp_path):  # noqa: F811
+    """Node 0 is the stage's own launch; node 1 runs the command node 0 logs (here on 127.0.0.1)."""
+    cfg, inputs = data
+    base = cfg.pretrain.model_copy(update={"max_steps": 4, "batch_size": 2, "eval_batches": 1})
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    nodes = base.model_copy(update={"nodes": 2, "rendezvous": f"127.0.0.1:{port}"})
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    node1 = subprocess.Popen(
+        distributed.command("pretrain", nodes, inputs, tmp_path / "node1", node_rank=1),
+        cwd=PROJECT_ROOT,
+        env=env,
+    )
+    two = pretrain.build(nodes, inputs, tmp_path / "node0")
+    assert node1.wait(timeout=300) == 0
+    one = pretrain.build(base.model_copy(update={"grad_accum": 2}), inputs, tmp_path / "one")
+
+    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("one", "node0"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    assert two["tokens_seen"] == one["tokens_seen"]
+    assert not (tmp_path / "node1" / "model.safetensors").exists()  # only global rank 0 writes
+
+
+def test_several_nodes_need_a_rendezvous_address(data, tmp_path):  # noqa: F811
+    cfg, inputs = data
+    with pytest.raises(ValueError, match="nodes=2 needs rendezvous: 'host:port'"):
+        pretrain.build(cfg.pretrain.model_copy(update={"nodes": 2}), inputs, tmp_path)
