@@ -122,3 +122,19 @@ def test_a_corrupted_remote_file_is_refused_by_name(prefect_harness, s3, tiny_co
     machine(monkeypatch, tmp_path, "worker")
     with pytest.raises(ArtifactError, match=victim.rsplit("/", 1)[-1]):
         open_home(url)
+
+
+def test_a_file_url_home_is_a_shared_filesystem_home(prefect_harness, tiny_config, tmp_path, monkeypatch):
+    """`file://` (an NFS or other shared mount) is used in place, without a cache: publication is
+    the local store's (staging folder, manifest last, rename), and another machine sees it."""
+    url = f"file://{tmp_path / 'nfs' / 'lmpipe'}"
+    machine(monkeypatch, tmp_path, "laptop")
+    corpus = corpus_flow(config=str(tiny_config), home=url)
+    name = corpus["path"].rsplit("/", 1)[-1]
+    published = tmp_path / "nfs" / "lmpipe" / "artifacts" / "corpus" / name
+    assert (published / "manifest.json").exists() and not list(published.parent.glob(".tmp-*"))
+
+    machine(monkeypatch, tmp_path, "worker")
+    plans = plan_pipeline(load_config(str(tiny_config)), open_home(url))
+    assert plans[0].stage == "corpus" and plans[0].up_to_date
+    assert corpus_flow(config=str(tiny_config), home=url)["status"] == "skipped"
