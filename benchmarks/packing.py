@@ -24,7 +24,7 @@ def fill(sizes: list[int], bins: list[list[int]]) -> float:
 
 
 def compare_packers(name: str, doc_lengths: list[int]) -> list[dict]:
-    sizes = [n for _, _, n in packing.split_long(doc_lengths, SEQ_LEN)]
+    sizes = packing.split_long(doc_lengths, SEQ_LEN)[:, 2].tolist()
     rows = []
     for packer in (packing.best_fit_decreasing, packing.first_fit_decreasing, packing.next_fit):
         times, bins = timed(lambda p=packer: p(sizes, SEQ_LEN), 3)
@@ -82,7 +82,7 @@ def suite(data, repeats: int) -> list[dict]:
     packed, _ = shards.pack_pretrain(docs, SEQ_LEN)
     ours_fill = sum(r["n_tokens"] for r in packed) / (len(packed) * SEQ_LEN)
     lost = total - sum(r["n_tokens"] for r in packed)
-    sizes = [n for _, _, n in packing.split_long(list(map(len, docs)), SEQ_LEN)]
+    sizes = packing.split_long(list(map(len, docs)), SEQ_LEN)[:, 2].tolist()
     trl = trl_packed(docs, SEQ_LEN)
     baselines = {
         "global best-fit-decreasing": fill(sizes, packing.best_fit_decreasing(sizes, SEQ_LEN)),

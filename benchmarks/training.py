@@ -73,7 +73,7 @@ def bare(batches: list[training.Batch], vocab: int) -> float:
 
 def padded_batches(docs: list[list[int]], steps: int) -> list[training.Batch]:
     """One document (piece) per row, right-padded to the batch's longest; same seeded order."""
-    pieces = [docs[d][s : s + n] for d, s, n in packing.split_long([len(x) for x in docs], SEQ_LEN)]
+    pieces = [docs[d][s : s + n] for d, s, n in packing.split_long([len(x) for x in docs], SEQ_LEN).tolist()]
     order = packing.random_batches(len(pieces), BATCH, 0)[:steps]
     out = []
     for rows in order:

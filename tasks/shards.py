@@ -24,6 +24,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from tokenizers import Tokenizer
@@ -52,22 +53,21 @@ def pack_pretrain(docs: list[list[int]], seq_len: int) -> tuple[list[dict], dict
     return rows, _pack_stats(lengths, len(pieces), len(rows), seq_len)
 
 
-def plan_pretrain(lengths: list[int], seq_len: int) -> tuple[list[tuple[int, int, int]], list[list[int]]]:
+def plan_pretrain(lengths, seq_len: int) -> tuple[np.ndarray, packing.Bins]:
     """The (doc, start, length) pieces and the bins of piece numbers: packing needs lengths only."""
     pieces = packing.split_long(lengths, seq_len)
-    return pieces, packing.best_fit_decreasing([n for _, _, n in pieces], seq_len)
+    return pieces, packing.best_fit_decreasing(pieces[:, 2], seq_len)
 
 
-def pretrain_rows(
-    pieces: list[tuple[int, int, int]], bins: list[list[int]], fetch: Callable, seq_len: int
-) -> list[dict]:
+def pretrain_rows(pieces: np.ndarray, bins: packing.Bins, fetch: Callable, seq_len: int) -> list[dict]:
     """The rows of these bins; `fetch(doc numbers)` gives {doc: token ids} for the ones needed."""
-    docs = fetch(sorted({pieces[k][0] for members in bins for k in members}))
+    docs = fetch(np.unique(pieces[bins.members, 0]).tolist())
     rows = []
     for members in bins:
-        chunks = [docs[doc][start : start + n] for doc, start, n in (pieces[k] for k in members)]
+        chosen = pieces[members].tolist()
+        chunks = [docs[doc][start : start + n] for doc, start, n in chosen]
         labels = [[IGNORE_INDEX] + chunk[1:] for chunk in chunks]
-        rows.append({**_packed_row(chunks, labels, seq_len), "_docs": [pieces[k][0] for k in members]})
+        rows.append({**_packed_row(chunks, labels, seq_len), "_docs": [doc for doc, _, _ in chosen]})
     return rows
 
 
@@ -99,16 +99,16 @@ def pack_sft(examples: list[dict], row_len: int) -> tuple[list[dict], dict]:
     return rows, _sft_pack_stats(lengths, len(rows), row_len)
 
 
-def _sft_pack_stats(lengths: list[int], rows: int, row_len: int) -> dict:
+def _sft_pack_stats(lengths, rows: int, row_len: int) -> dict:
     stats = _pack_stats(lengths, len(lengths), rows, row_len)
     return {**stats, "padding": round(1 - stats["fill_rate"], 5)}
 
 
-def sft_packed_rows(bins: list[list[int]], fetch: Callable, row_len: int) -> list[dict]:
+def sft_packed_rows(bins: packing.Bins, fetch: Callable, row_len: int) -> list[dict]:
     """The packed rows of these bins; `fetch(example numbers)` gives {number: example}."""
-    examples = fetch(sorted({k for members in bins for k in members}))
+    examples = fetch(np.unique(bins.members).tolist())
     rows = []
-    for members in bins:
+    for members in map(np.ndarray.tolist, bins):
         chosen = [examples[k] for k in members]
         row = _packed_row([ex["input_ids"] for ex in chosen], [ex["labels"] for ex in chosen], row_len)
         rows.append(
@@ -144,8 +144,8 @@ def _packed_row(chunks: list[list[int]], labels: list[list[int]], seq_len: int) 
     }
 
 
-def _pack_stats(lengths: list[int], pieces: int, rows: int, seq_len: int) -> dict:
-    tokens = sum(lengths)
+def _pack_stats(lengths, pieces: int, rows: int, seq_len: int) -> dict:
+    tokens = int(np.sum(lengths, dtype=np.int64))
     fill_rate = round(tokens / (rows * seq_len), 5) if rows else 0.0
     return {
         "documents": len(lengths),
@@ -173,49 +173,58 @@ def dpo_examples(tok: Tokenizer, corpus: Path, split: str) -> list[dict]:
     return shard_chunks.dpo_examples(tok, "preference", read_split(corpus, "preference", split), None)
 
 
-def auto_boundaries(lengths: list[int], count: int, max_len: int) -> list[int]:
+def auto_boundaries(lengths, count: int, max_len: int) -> list[int]:
     """Bucket bounds at length quantiles, rounded up to a multiple of 8, ending at max_len.
 
     >>> auto_boundaries([5, 9, 30, 31, 200], 2, 512)
     [32, 512]
     """
-    ordered = sorted(n for n in lengths if n <= max_len)
-    if not ordered:
+    lengths = np.asarray(lengths, np.int64)
+    ordered = np.sort(lengths[lengths <= max_len])
+    if not len(ordered):
         return [max_len]
     picks = {
-        min(max_len, -(-ordered[min(len(ordered) - 1, len(ordered) * k // count)] // 8) * 8)
+        min(max_len, -(-int(ordered[min(len(ordered) - 1, len(ordered) * k // count)]) // 8) * 8)
         for k in range(1, count)
     }
     return sorted(picks | {max_len})
 
 
 def bucketed(
-    lengths: list[int], cfg: ShardsConfig, bounds: list[int], rejects, ids: Callable, difficulty=None
-) -> tuple[list[int], list[int], dict]:
+    lengths: np.ndarray, cfg: ShardsConfig, bounds: list[int], rejects, ids: Callable, difficulty=None
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """Drop examples over max_len (logged to rejects; `ids(numbers)` names them), give each a
     bucket, and order them by bucket (or by `difficulty` where a curriculum set it).
     Returns the kept example numbers in that order, their buckets, and the stats."""
-    too_long = [i for i, n in enumerate(lengths) if n > cfg.max_len]
-    for i, rid in zip(too_long, ids(too_long), strict=True):
-        n = lengths[i]
+    too_long = np.flatnonzero(lengths > cfg.max_len)
+    for n, rid in zip(lengths[too_long].tolist(), ids(too_long), strict=True):
         rejects.write(
             json.dumps({"id": rid, "reason": f"too long: {n} tokens > max_len {cfg.max_len}"}) + "\n"
         )
-    bucket = [packing.bucket_of(n, bounds) if n <= cfg.max_len else -1 for n in lengths]
+    kept = np.flatnonzero(lengths <= cfg.max_len)
+    bucket = np.searchsorted(bounds, lengths[kept], side="left")  # packing.bucket_of, for all
     # stable: keeps corpus order inside a bucket; a curriculum orders by difficulty instead
-    kept = sorted(
-        (i for i, b in enumerate(bucket) if b >= 0),
-        key=lambda i: difficulty[i] if difficulty is not None else bucket[i],
-    )
-    lens = [lengths[i] for i in kept]
-    buckets = [bucket[i] for i in kept]
-    bs = cfg.stats_batch_size
+    key = bucket if difficulty is None else np.asarray(difficulty, np.float64)[kept]
+    order = np.argsort(key, kind="stable")
+    kept, buckets = kept[order], bucket[order]
+    lens = lengths[kept]
+    counts = np.bincount(buckets, minlength=len(bounds))
     stats = {
         "examples": len(kept),
         "rejected_too_long": len(too_long),
-        "tokens": sum(lens),
+        "tokens": int(lens.sum()),
         "bucket_boundaries": bounds,
-        "bucket_counts": {str(bounds[b]): buckets.count(b) for b in sorted(set(buckets))},
+        "bucket_counts": {str(bounds[b]): int(counts[b]) for b in np.flatnonzero(counts)},
+        **padding_stats(lens.tolist(), buckets.tolist(), cfg),
+    }
+    return kept, buckets, stats
+
+
+def padding_stats(lens: list[int], buckets: list[int], cfg: ShardsConfig) -> dict:
+    """Padding of bucketed and of random batches of stats_batch_size (the seeded shuffles of
+    tasks.packing, as training draws them, need Python lists: they live only here)."""
+    bs = cfg.stats_batch_size
+    return {
         f"padding_bucketed@{bs}": round(
             packing.padding_fraction(lens, packing.bucket_batches(buckets, bs, cfg.seed, lengths=lens)), 5
         ),
@@ -223,7 +232,6 @@ def bucketed(
             packing.padding_fraction(lens, packing.random_batches(len(lens), bs, cfg.seed)), 5
         ),
     }
-    return kept, buckets, stats
 
 
 class LazyRows:
@@ -339,7 +347,7 @@ def build(
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
         for kind in ("sft", "dpo"):
             chunks = {s: shard_chunks.Chunks(jobs, kind, s) for s in SPLITS}
-            lengths = {s: chunks[s].lengths().tolist() for s in SPLITS}
+            lengths = {s: chunks[s].lengths() for s in SPLITS}
             train_lengths[kind] = lengths["train"]
             bounds = cfg.bucket_boundaries
             if bounds == "auto":
@@ -356,7 +364,7 @@ def build(
 def pretrain_split(cfg: ShardsConfig, chunks: shard_chunks.Chunks, split: str, stats: dict):
     """The packed rows of one split (built a shard at a time for BFD), their stats, and the
     document lengths."""
-    lengths = chunks.lengths().tolist()
+    lengths = chunks.lengths()
     scored = bool(cfg.curriculum) and split == "train"
     # the concat baseline and curriculum scores need every document's tokens: not streamed
     docs = chunks.take(range(len(chunks))) if cfg.packing != "bfd" or scored else []
@@ -369,8 +377,8 @@ def pretrain_split(cfg: ShardsConfig, chunks: shard_chunks.Chunks, split: str, s
         )
     pieces, bins = plan_pretrain(lengths, cfg.seq_len)
     if scored:  # what row_scores reads of a row, without its tokens
-        light = [{"_docs": [pieces[k][0] for k in m], "doc_lens": [pieces[k][2] for k in m]} for m in bins]
-        bins = [bins[i] for i in _pretrain_order(cfg, docs, light, stats)]
+        light = [{"_docs": pieces[m, 0].tolist(), "doc_lens": pieces[m, 2].tolist()} for m in bins]
+        bins = bins.take(_pretrain_order(cfg, docs, light, stats))
 
     def fetch(need: list[int]) -> dict[int, list[int]]:
         return dict(zip(need, (d["input_ids"] for d in chunks.take(need)), strict=True))
@@ -403,24 +411,27 @@ def example_split(cfg, kind, split, chunks, lengths, bounds, rejects, stats, wri
 
     def examples_at(positions: list[int]) -> list[dict]:
         """The kept examples at these positions of the bucketed order, as the shards hold them."""
-        rows = chunks.take([kept[p] for p in positions])
-        for p, row in zip(positions, rows, strict=True):
-            row |= {"length": lengths[kept[p]], "bucket": buckets[p]}
+        numbers = kept[positions]
+        rows = chunks.take(numbers)
+        for row, k, n, b in zip(
+            rows, numbers.tolist(), lengths[numbers].tolist(), buckets[positions].tolist(), strict=True
+        ):
+            row |= {"length": n, "bucket": b}
             if difficulty is not None:
-                row["difficulty"] = difficulty[kept[p]]
+                row["difficulty"] = difficulty[k]
         return rows
 
     write(LazyRows(len(kept), lambda a, b: examples_at(list(range(a, b)))), kind, split)
     if kind == "sft" and cfg.sft_packing:
-        kept_lengths = [lengths[i] for i in kept]
+        kept_lengths = lengths[kept]
         bins = packing.best_fit_decreasing(kept_lengths, cfg.max_len)
         stats[f"sft_packed_{split}"] = _sft_pack_stats(kept_lengths, len(bins), cfg.max_len)
         if difficulty is not None:
-            light = [{"_docs": m, "doc_lens": [kept_lengths[k] for k in m]} for m in bins]
+            light = [{"_docs": m.tolist(), "doc_lens": kept_lengths[m].tolist()} for m in bins]
             order, stats["curriculum"]["sft_packed_train"] = _by_difficulty(
                 light, [difficulty[i] for i in kept]
             )
-            bins = [bins[i] for i in order]
+            bins = bins.take(order)
 
         def fetch(need: list[int]) -> dict[int, dict]:
             return dict(zip(need, examples_at(need), strict=True))
@@ -453,7 +464,7 @@ def headline(stats: dict) -> dict:
     }
 
 
-def lengths_png(cfg: ShardsConfig, lengths: dict[str, list[int]], path: Path) -> None:
+def lengths_png(cfg: ShardsConfig, lengths: dict[str, np.ndarray], path: Path) -> None:
     """Token-length histograms of the training split (log counts), with the row length and
     bucket bounds drawn in. Written without metadata, so the bytes depend only on the data."""
     import matplotlib
@@ -463,7 +474,7 @@ def lengths_png(cfg: ShardsConfig, lengths: dict[str, list[int]], path: Path) ->
 
     fig, axes = plt.subplots(len(lengths), 1, figsize=(7, 1.8 * len(lengths)))
     for ax, (kind, n) in zip(axes, lengths.items(), strict=True):
-        ax.hist(n or [0], bins=50, log=True)
+        ax.hist(n if len(n) else [0], bins=50, log=True)
         limit = cfg.seq_len if kind == "pretrain" else cfg.max_len
         ax.axvline(limit, color="red", linewidth=1)
         if kind != "pretrain" and cfg.bucket_boundaries != "auto":

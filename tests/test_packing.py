@@ -2,6 +2,7 @@
 
 import random
 
+import numpy as np
 import pytest
 
 from tasks import packing
@@ -14,6 +15,44 @@ def test_best_fit_decreasing_places_every_item_once_within_capacity():
     assert sorted(i for b in bins for i in b) == list(range(500))
     assert all(sum(sizes[i] for i in b) <= 512 for b in bins)
     assert sum(sizes) / (len(bins) * 512) > 0.95
+
+
+def reference_best_fit(sizes: list[int], capacity: int) -> list[list[int]]:
+    """Best fit decreasing the plain way: the bin with the least room that fits, and among equal
+    rooms the one changed last (what the room-indexed stacks of packing.best_fit_decreasing pick)."""
+    bins, room, changed = [], [], []
+    for step, i in enumerate(sorted(range(len(sizes)), key=lambda i: -sizes[i])):
+        fits = [b for b in range(len(bins)) if 0 < room[b] and sizes[i] <= room[b]]
+        if fits:
+            b = min(fits, key=lambda b: (room[b], -changed[b]))
+        else:
+            b = len(bins)
+            bins.append([])
+            room.append(capacity)
+            changed.append(step)
+        bins[b].append(i)
+        room[b] -= sizes[i]
+        changed[b] = step
+    return bins
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_best_fit_decreasing_equals_the_plain_algorithm_and_keeps_bins_in_arrays(seed):
+    rng = random.Random(seed)
+    capacity = rng.choice([16, 64, 512])
+    sizes = [rng.choice([rng.randint(1, capacity), capacity, capacity // 2]) for _ in range(400)]
+    bins = packing.best_fit_decreasing(sizes, capacity)
+    assert bins.tolist() == reference_best_fit(sizes, capacity)
+    assert bins.members.dtype == np.int64 and len(bins.members) == 400
+    order = list(range(len(bins)))
+    rng.shuffle(order)
+    assert bins.take(order)[3:9].tolist() == [bins.tolist()[b] for b in order][3:9]
+
+
+def test_split_long_cuts_each_document_in_order():
+    lengths = [0, 3, 8, 9, 17]
+    expected = [(d, s, min(4, n - s)) for d, n in enumerate(lengths) for s in range(0, n, 4)]
+    assert [tuple(p) for p in packing.split_long(lengths, 4).tolist()] == expected
 
 
 def test_best_fit_rejects_oversized_items():
