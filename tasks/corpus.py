@@ -39,6 +39,7 @@ SPOOL = ".spool"  # pass-one tables, dedup keys and signatures, own rejects; rem
 OWN_REJECTS = "own-rejects.txt"  # pass one's rejects (not duplicates), each after its input ordinal
 BATCH = 1024  # rows per Arrow batch while streaming (pretraining documents run to ~5 KB each)
 ROW_GROUP = 4096  # rows per Parquet row group of the output tables (and per validation batch)
+GROUP_BYTES = 4 << 20  # and at most about this much data (4096 pretraining documents are ~10 MB)
 VALIDATE_BYTES = 2 << 20  # about this much text per validation batch (GX holds several copies)
 HITS = 128  # training rows whose n-grams are looked up at once (~1000 n-grams each for documents)
 
@@ -228,7 +229,10 @@ def write_pass(
                 batch = batch.filter(pa.array(keep, pa.bool_()))
                 summary.add(task, batch)
                 pending.append(batch)
-                if sum(b.num_rows for b in pending) >= ROW_GROUP:
+                if (
+                    sum(b.num_rows for b in pending) >= ROW_GROUP
+                    or sum(b.nbytes for b in pending) >= GROUP_BYTES
+                ):
                     writer.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP)
                     pending = []
             if pending:
