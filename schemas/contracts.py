@@ -29,13 +29,14 @@ def preference_suite() -> list[Expectation]:
     return [("expect_column_values_to_be_in_set", {"column": "chosen_equals_rejected", "value_set": [False]})]
 
 
-def shard_suite(kind: str, vocab_size: int) -> list[Expectation]:
-    """Per-row summaries of a shard (min/max id, loss tokens) checked against the vocab."""
+def shard_suite(vocab_size: int, unique_ids: bool = False) -> list[Expectation]:
+    """Per-row summaries of a shard (min/max id, loss tokens) checked against the vocab; the
+    shards stage checks unique ids across its shards exactly (tasks.shard_checks) instead."""
     suite: list[Expectation] = [
         ("expect_column_values_to_be_between", {"column": "min_id", "min_value": 0}),
         ("expect_column_values_to_be_between", {"column": "max_id", "max_value": vocab_size - 1}),
         ("expect_column_values_to_be_between", {"column": "n_loss", "min_value": 1}),
     ]
-    if kind != "pretrain":
+    if unique_ids:
         suite.append(("expect_column_values_to_be_unique", {"column": "id"}))
     return suite

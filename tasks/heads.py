@@ -297,7 +297,7 @@ def validate(cfg: HeadsConfig, inputs: dict[str, Path], out: Path, stats: dict) 
             table = read_table(out / "data" / f"{head}-{split}.arrow")
             summary, bad = example_problems(metrics["kind"], table, len(metrics["labels"]))
             results.append(
-                run_suite(f"heads/{head}-{split}", summary, shard_suite("heads", stats["vocab_size"]))
+                run_suite(f"heads/{head}-{split}", summary, shard_suite(stats["vocab_size"], unique_ids=True))
             )
             results.append(
                 require(f"heads/{head}-{split}-labels", bad, table.num_rows, LABEL_RULES[metrics["kind"]])

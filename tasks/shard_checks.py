@@ -1,15 +1,18 @@
 """The shards stage's contracts: a GX suite on per-row summaries, and exact layout checks.
 
 Each row of a shard is summarised (min/max token id, loss tokens) for the great-expectations
-suite, and checked exactly against the layout its kind promises (_LAYOUT_RULES); a violation
-names the row's id and what is wrong, and blocks publication.
+suite, run shard by shard, and checked exactly against the layout its kind promises
+(_LAYOUT_RULES); example ids are unique across the split (64-bit hashes, then the ids). A
+violation names the row's id and what is wrong, and blocks publication.
 """
 
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import xxhash
 
 from schemas.contracts import shard_suite
 from schemas.manifest import ContractResult
@@ -20,22 +23,48 @@ from tasks import instruct
 from tasks.contracts import require, run_suite
 
 
-def check(cfg: ShardsConfig, tables: dict[str, Iterable[pa.Table]], vocab: int) -> list[ContractResult]:
-    """The GX suite and the layout check of each kind's shards (the stage passes its training
-    split), read one shard at a time."""
+def check(
+    cfg: ShardsConfig, tables: dict[str, Callable[[], Iterable[pa.Table]]], vocab: int
+) -> list[ContractResult]:
+    """The GX suite (shard by shard), unique ids and the layout check of each kind's shards (the
+    stage passes its training split). `tables[kind]()` reads the shards one at a time; memory
+    holds one shard's summary and 8 bytes per row (the id hashes)."""
     results = []
     for kind, parts in tables.items():
-        summaries, bad, rows = [], [], 0
-        for table in parts:
+        bad, rows, hashes = [], 0, []
+        for table in parts():
+            summaries = []
             for batch in table.to_batches(max_chunksize=256):  # Python lists of a few rows at a time
-                summary, problems = check_rows(kind, batch.to_pylist(), cfg)
+                summary, problems = check_rows(kind, batch.to_pylist(), cfg, first=rows)
                 summaries.append(summary)
                 bad += problems
-            rows += table.num_rows
-        summary = pd.concat(summaries, ignore_index=True) if summaries else check_rows(kind, [], cfg)[0]
-        results.append(run_suite(f"shards/{kind}", summary, shard_suite(kind, vocab)))
+                rows += len(summary)
+            summary = pd.concat(summaries, ignore_index=True)
+            run_suite(f"shards/{kind}", summary, shard_suite(vocab))
+            hashes.append(np.fromiter(map(_hash, summary["id"]), np.uint64, len(summary)))
+        if not rows:  # the suite's row-count guard names the empty split
+            run_suite(f"shards/{kind}", check_rows(kind, [], cfg)[0], shard_suite(vocab))
+        results.append(ContractResult(name=f"shards/{kind}", success=True, checked=rows))
+        if kind in ("sft", "dpo"):  # their rows are examples, named by id
+            repeated = _repeated_ids(hashes, parts) if hashes else []
+            results.append(require(f"shards/{kind}-ids", repeated, rows, "each example id once"))
         results.append(require(f"shards/{kind}-layout", bad, rows, _LAYOUT_RULES[kind]))
     return results
+
+
+def _hash(rid: str) -> int:
+    return xxhash.xxh3_64_intdigest(rid.encode("utf-8", "surrogatepass"))
+
+
+def _repeated_ids(hashes: list[np.ndarray], parts: Callable[[], Iterable[pa.Table]]) -> list[str]:
+    """Ids that occur more than once: hashes that repeat, then (rarely) the ids behind them."""
+    keys = np.sort(np.concatenate(hashes))
+    twice = np.unique(keys[1:][keys[1:] == keys[:-1]])
+    if not len(twice):
+        return []
+    suspects = set(twice.tolist())
+    counts = Counter(i for table in parts() for i in table.column("id").to_pylist() if _hash(i) in suspects)
+    return [f"id={i}: {n} rows" for i, n in counts.items() if n > 1]
 
 
 _LAYOUT_RULES = {
@@ -46,11 +75,14 @@ _LAYOUT_RULES = {
 }
 
 
-def check_rows(kind: str, rows: list[dict], cfg: ShardsConfig) -> tuple[pd.DataFrame, list[str]]:
-    """Per-row summary for the GX suite, and exact layout violations."""
+def check_rows(
+    kind: str, rows: list[dict], cfg: ShardsConfig, first: int = 0
+) -> tuple[pd.DataFrame, list[str]]:
+    """Per-row summary for the GX suite, and exact layout violations. Rows without an id (packed
+    rows) are named by their number in the split, counting from `first` for this batch."""
     summary, bad = [], []
     for i, row in enumerate(rows):
-        rid = row.get("id", f"row {i}")
+        rid = row.get("id", f"row {first + i}")
         if kind == "dpo":
             ids = row["prompt_ids"] + row["chosen_ids"] + row["rejected_ids"]
             n_loss = min(len(row["chosen_ids"]), len(row["rejected_ids"]))

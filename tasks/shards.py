@@ -18,6 +18,7 @@ finished chunks are not tokenised again and shards whose completion marker match
 bytes are not written again, so the rerun's files equal an uninterrupted run's byte for byte.
 """
 
+import functools
 import itertools
 import json
 import shutil
@@ -509,5 +510,5 @@ def _set_difficulty(cfg: Curriculum, examples: list[dict]) -> None:
 def validate(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
     """The contracts of tasks.shard_checks on the training split of every shard kind."""
     kinds = ("pretrain", "sft", "dpo") + (("sft_packed",) if cfg.sft_packing else ())
-    tables = {kind: shard_tables(out, kind, "train") for kind in kinds}
+    tables = {kind: functools.partial(shard_tables, out, kind, "train") for kind in kinds}
     return shard_checks.check(cfg, tables, stats["vocab_size"])

@@ -1,6 +1,8 @@
 """Shards stage: templates, loss masks, packing layout, bucketing, and the shard contracts."""
 
 import hashlib
+import re
+import shutil
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -133,6 +135,17 @@ def test_token_id_out_of_range_is_stopped_with_the_record_named(built, tmp_path)
     ):
         w.write_table(table)
     with pytest.raises(ContractError, match=rf"(?s)shards/sft failed.*max_id.*id={victim}"):
+        shards.validate(cfg.shards, inputs, bad, stats)
+
+
+def test_an_example_in_two_shards_is_stopped_with_its_id(built, tmp_path):
+    cfg, inputs, out, stats = built
+    bad = tmp_path / "bad"
+    shutil.copytree(out, bad)
+    first = sorted(bad.glob("sft-train-*.arrow"))[0]
+    shutil.copy(first, bad / "sft-train-99999.arrow")  # the same rows again, in another shard
+    victim = shards.load(bad, "sft", "train")["id"][0].as_py()
+    with pytest.raises(ContractError, match=rf"(?s)shards/sft-ids failed.*id={re.escape(victim)}: 2 rows"):
         shards.validate(cfg.shards, inputs, bad, stats)
 
 
