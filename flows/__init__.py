@@ -20,7 +20,7 @@ for _key, _value in {
     "TOKENIZERS_PARALLELISM": "false",
     # Arrow's default pool (mimalloc) kept the pages that the shards stage's chunk jobs freed
     # (~140 MiB at 10x the embedded corpus, growing with it); malloc gives them back
-    # (tasks.shard_chunks.release_memory). Read once, when pyarrow is first imported.
+    # (tasks.memory.release). Read once, when pyarrow is first imported.
     "ARROW_DEFAULT_MEMORY_POOL": "system",
 }.items():
     os.environ.setdefault(_key, _value)

@@ -9,6 +9,7 @@ naming the expectation and showing offending records (by id):
       e.g. id=bible-01-001-004
 """
 
+import gc
 import itertools
 import os
 from functools import cache
@@ -17,6 +18,7 @@ import pandas as pd
 
 from schemas.contracts import Expectation
 from schemas.manifest import ContractResult
+from tasks import memory
 
 
 class ContractError(RuntimeError):
@@ -33,6 +35,9 @@ def _context():
 
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = {"globally": False}
+    # What is alive now (libraries, the context) lives as long as the process: the collections
+    # after each validation (memory.release) then skip it, and take milliseconds, not 0.2 s.
+    gc.freeze()
     return gx, ctx
 
 
@@ -57,6 +62,7 @@ def run_suite(
         )
     finally:
         ctx.data_sources.delete(source.name)
+        memory.release(collect=True)  # else RSS grows by about a batch per validated batch
     failures = [_describe(r, len(df), id_column) for r in result.results if not r.success]
     checked = ContractResult(name=name, success=result.success, checked=len(df), details="; ".join(failures))
     if not result.success:

@@ -12,7 +12,6 @@ the chunks back in plan order, so its shards depend neither on which worker ran 
 on the chunk size. Jobs are plain dicts of strings and numbers (they travel to other processes).
 """
 
-import ctypes
 import functools
 import os
 from collections.abc import Callable, Iterator
@@ -28,7 +27,7 @@ from schemas.instruct import InstructConfig
 from schemas.shards import IGNORE_INDEX, TOKENIZED_SCHEMAS, ShardsConfig
 from schemas.templates import PREFERENCE_COMPLETION, PREFERENCE_PROMPT, PRETRAIN
 from schemas.tokens import token_id
-from tasks import curriculum, instruct
+from tasks import curriculum, instruct, memory
 from tasks import tokenizer as tokenizer_task
 from tasks.artifacts import fsync_path
 from tasks.faults import crash_point
@@ -114,7 +113,7 @@ def tokenize_chunk(job: dict) -> str:
             writer.write_table(pa.Table.from_pylist(_tokenize(job, rows), schema=schema))
     fsync_path(tmp)
     os.replace(tmp, final)
-    release_memory()
+    memory.release()
     crash_point("shards", f"after_{job['file']}")
     return job["file"]
 
@@ -183,18 +182,6 @@ class Chunks:
             for w, r in zip(where.tolist(), rows, strict=True):
                 out[w] = {k: v for k, v in r.items() if not (k == "score" and v is None)}
         return out
-
-
-def release_memory() -> None:
-    """Give the heap's free pages back to the OS (glibc only). glibc keeps what a chunk's or a
-    shard's Python lists and Arrow buffers freed in the arena of the thread that used them, so
-    without this the stage's RSS grew with the number of chunks though none of them stays alive.
-    (Arrow allocates from malloc because flows/__init__ sets ARROW_DEFAULT_MEMORY_POOL=system.)"""
-    if _MALLOC_TRIM is not None:
-        _MALLOC_TRIM(0)
-
-
-_MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the C library's, where it has one
 
 
 @functools.lru_cache(maxsize=4)

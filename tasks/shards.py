@@ -34,7 +34,7 @@ from schemas.instruct import InstructConfig
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum, ShardsConfig
 from schemas.tokens import token_id
-from tasks import curriculum, packing, shard_checks, shard_chunks
+from tasks import curriculum, memory, packing, shard_checks, shard_chunks
 from tasks import tokenizer as tokenizer_task
 from tasks.artifacts import fsync_path, sha256_file, write_json
 from tasks.faults import crash_point
@@ -274,7 +274,7 @@ def write_shards(
             marker = {"sha256": sha256_file(out / name), "rows": written[name][0], "tokens": written[name][1]}
             write_json(markers / f"{name}.json", marker)
         del table
-        shard_chunks.release_memory()
+        memory.release()
         crash_point("shards", f"after_{name}")
     return written
 
