@@ -42,25 +42,31 @@ def corpus_rows(corpus_dir: Path, split: str | None = "train") -> Iterator[tuple
                 yield task, hashlib.sha256(f"{task}:{row['id']}".encode()).hexdigest(), row
 
 
+ORDER_BATCH = 1 << 16  # rows of id, split and source read at a time
+
+
 def hashed_order(corpus_dir: Path, split: str | None) -> Iterator[tuple[str, int, str]]:
     """(task, row number, source) of the rows of a split in the order of their hashed ids.
 
-    Only the id, split and source columns are read, and the order is kept as numpy arrays
-    (8-byte hash prefixes: 21 bytes a row), so the texts stay on disk.
+    Only the id, split and source columns are read, 65,536 rows at a time, and the order is kept
+    as numpy arrays (8-byte hash prefixes: 21 bytes a row), so the texts stay on disk.
     """
     keys, tasks, rows, sources, names = [], [], [], [], {}
     for t, task in enumerate(TASK_FIELDS):
         path = corpus_dir / f"{task}.parquet"
         if not path.exists():
             continue
-        table = pq.read_table(path, columns=["id", "split", "source"])
-        ids, splits, srcs = (table.column(c).to_pylist() for c in ("id", "split", "source"))
-        picked = [n for n, s in enumerate(splits) if split is None or s == split]
-        keys.append(np.fromiter((_key(task, ids[n]) for n in picked), np.uint64, len(picked)))
-        rows.append(np.array(picked, np.int64))
-        tasks.append(np.full(len(picked), t, np.int8))
-        sources.append(np.array([names.setdefault(srcs[n], len(names)) for n in picked], np.int32))
-        del table, ids, splits, srcs
+        start = 0  # row number of the batch's first row in the table
+        for batch in pq.ParquetFile(path).iter_batches(
+            batch_size=ORDER_BATCH, columns=["id", "split", "source"]
+        ):
+            ids, splits, srcs = (batch.column(c).to_pylist() for c in ("id", "split", "source"))
+            picked = [n for n, s in enumerate(splits) if split is None or s == split]
+            keys.append(np.fromiter((_key(task, ids[n]) for n in picked), np.uint64, len(picked)))
+            rows.append(np.array(picked, np.int64) + start)
+            tasks.append(np.full(len(picked), t, np.int8))
+            sources.append(np.array([names.setdefault(srcs[n], len(names)) for n in picked], np.int32))
+            start += batch.num_rows
     if not keys:
         return
     order = np.argsort(np.concatenate(keys), kind="stable")

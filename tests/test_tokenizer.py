@@ -87,6 +87,13 @@ def test_training_sample_is_bounded_and_drawn_from_every_task(small_corpus):
     assert any(t in TEXTS[:30] for t in sample) and any(t in TEXTS[30:] for t in sample)
 
 
+def test_sample_order_does_not_depend_on_how_many_rows_are_read_at_a_time(small_corpus, monkeypatch):
+    whole = list(tokenizer.hashed_order(small_corpus, None))
+    monkeypatch.setattr(tokenizer, "ORDER_BATCH", 7)  # many batches a table: row numbers carry over
+    assert list(tokenizer.hashed_order(small_corpus, None)) == whole
+    assert sorted(n for t, n, _ in whole if t == "pretrain")[-1] > 7
+
+
 def test_build_reports_fertility_per_source_and_passes_its_contracts(small_corpus, tmp_path):
     cfg = TokenizerConfig(vocab_size=400, sample_per_source=20)
     stats = tokenizer.build(cfg, {"corpus": small_corpus}, tmp_path)
