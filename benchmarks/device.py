@@ -13,10 +13,13 @@ GPU figures compare with the CPU ones of the same data. It measures:
   the clear refusal of `processes` > GPUs;
 - SFT on the GPU-pretrained model (default config): losses and generation metrics;
 - training throughput and MFU of a bigger decoder through the stage's own `train_step`, with
-  the shards' batches (`data path`) and with one batch already on the GPU (`model only`);
-- tokenisation (the shards stage's chunk jobs) on 1, 2 and 4 cores of a replicated corpus.
+  the shards' batches (`data path`), with one batch already on the GPU (`model only`, bf16 and
+  float32), and of the `gpu` preset's model at its sequence length;
+- tokenisation (the shards stage's chunk jobs, on threads and on processes) on 1, 2, 4 and 8
+  cores (distinct physical cores first) of a replicated corpus.
 
-Writes benchmarks/results/device.{json,md}.
+`--only a,b` runs some checks (names as in the results). Writes benchmarks/results/device.{json,md}
+(and device-partial.json after each check). Measured on an H200: docs/scale.md, section 5.
 """
 
 import argparse
