@@ -1,6 +1,7 @@
 """Helpers shared by the benchmarks: timing, the embedded texts, writing results."""
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -90,3 +91,23 @@ def write_results(name: str, data: dict, table: list[dict]) -> Path:
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for row in table]
     return save_results(name, data, f"# {name}\n\n" + "\n".join(lines) + "\n")
+
+
+def spread_cpus(n: int) -> list[int]:
+    """`n` of this process's CPUs, on distinct physical cores first: two hyperthreads of one
+    core share its execution units, so they would understate what a second core gives."""
+    firsts, siblings, seen = [], [], set()
+    for cpu in sorted(os.sched_getaffinity(0)):
+        core = topology(cpu)
+        (siblings if core in seen else firsts).append(cpu)
+        seen.add(core)
+    return (firsts + siblings)[:n]
+
+
+def topology(cpu: int) -> tuple[str, str]:
+    """(package, core) of a CPU from sysfs; the CPU itself where sysfs does not say."""
+    base = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
+    try:
+        return (base / "physical_package_id").read_text().strip(), (base / "core_id").read_text().strip()
+    except OSError:
+        return "?", str(cpu)

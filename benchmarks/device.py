@@ -36,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from benchmarks.common import RESULTS, save_results
+from benchmarks.common import RESULTS, save_results, spread_cpus
 from benchmarks.scale import stand_in_manifest
 from schemas.config import PROJECT_ROOT, load_config
 from schemas.training import ModelConfig
@@ -218,7 +218,7 @@ def tokenise_child(work: Path, cores: int, mode: str) -> None:
 
     os.sched_setaffinity(0, spread_cpus(cores))
     cfg = load_config(str(PROJECT_ROOT / "configs" / "tiny.yaml")).shards
-    tokenise = Tokenising(cores) if mode == "threads" else InProcesses(cores)
+    tokenise = Tokenising(cores, processes=mode == "processes")
     start = time.perf_counter()
     inputs = {"corpus": work / "corpus", "tokenizer": work / "tokenizer"}
     stats = shards.build(cfg, inputs, work / f"shards-{mode}-{cores}", map_chunks=tokenise.map_chunks)
@@ -230,44 +230,6 @@ def tokenise_child(work: Path, cores: int, mode: str) -> None:
     }
     row |= {"build_s": round(time.perf_counter() - start, 2), "tokens": sum(stats["tokens"].values())}
     print(json.dumps(row))
-
-
-def spread_cpus(n: int) -> list[int]:
-    """`n` of this process's CPUs, on distinct physical cores first: two hyperthreads of one
-    core share its execution units, so they would understate what a second core gives."""
-    firsts, siblings, seen = [], [], set()
-    for cpu in sorted(os.sched_getaffinity(0)):
-        core = topology(cpu)
-        (siblings if core in seen else firsts).append(cpu)
-        seen.add(core)
-    return (firsts + siblings)[:n]
-
-
-def topology(cpu: int) -> tuple[str, str]:
-    """(package, core) of a CPU from sysfs; the CPU itself where sysfs does not say."""
-    base = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology")
-    try:
-        return (base / "physical_package_id").read_text().strip(), (base / "core_id").read_text().strip()
-    except OSError:
-        return "?", str(cpu)
-
-
-class InProcesses:
-    """The chunk jobs on `cores` worker processes, timed (one Rayon thread each)."""
-
-    def __init__(self, cores: int):
-        self.cores, self.seconds = cores, None
-
-    def map_chunks(self, fn, jobs: list[dict]) -> list:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        start = time.perf_counter()
-        spawn = multiprocessing.get_context("spawn")  # no forked Rayon pool
-        with ProcessPoolExecutor(self.cores, mp_context=spawn) as pool:
-            done = list(pool.map(fn, jobs))
-        self.seconds = round(time.perf_counter() - start, 3)
-        return done
 
 
 def tokenising(artifacts: Path, work: Path, times: int, cores: list[int]) -> list[dict]:

@@ -30,16 +30,17 @@ Writes benchmarks/results/scale.{json,md}.
 import argparse
 import importlib
 import json
+import multiprocessing
 import os
 import re
 import subprocess
 import sys
 import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.common import RESULTS, save_results
+from benchmarks.common import RESULTS, save_results, spread_cpus
 from schemas.config import PROJECT_ROOT, load_config
 from schemas.corpus import TASK_FIELDS
 from schemas.stages import STAGES
@@ -112,7 +113,7 @@ def scaled_config(raw_dir: Path, scale: int, limit: int | None):
 
 def run_stage(stage: str, run_dir: Path, cores: int) -> dict:
     """Build and validate one stage into `run_dir/<stage>` (shards: `shards-c<cores>`)."""
-    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[:cores])
+    os.sched_setaffinity(0, spread_cpus(cores))
     cfg = load_config(str(run_dir / "config.yaml"))
     module = importlib.import_module(f"tasks.{stage}")
     section = cfg.section(stage)
@@ -163,14 +164,21 @@ def warm_up() -> None:
 
 class Tokenising:
     """Runs the shards stage's chunk jobs on `cores` threads, as the flow's Prefect thread pool
-    does (flows/shards.py, `shards.workers`), and times them: the stage's tokenisation."""
+    does (flows/shards.py, `shards.workers`), or on `cores` worker processes as a Dask cluster of
+    processes runs them (one Rayon thread each), and times them: the stage's tokenisation."""
 
-    def __init__(self, cores: int):
-        self.cores, self.seconds = cores, None
+    def __init__(self, cores: int, processes: bool = False):
+        self.cores, self.processes, self.seconds = cores, processes, None
 
     def map_chunks(self, fn, jobs: list[dict]) -> list:
         start = time.perf_counter()
-        with ThreadPoolExecutor(self.cores) as pool:
+        spawn = multiprocessing.get_context("spawn")  # no forked Rayon pool
+        pool = (
+            ProcessPoolExecutor(self.cores, mp_context=spawn)
+            if self.processes
+            else ThreadPoolExecutor(self.cores)
+        )
+        with pool:
             done = list(pool.map(fn, jobs))
         self.seconds = round(time.perf_counter() - start, 3)
         return done
