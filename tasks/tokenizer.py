@@ -22,6 +22,7 @@ from schemas.corpus import TASK_FIELDS
 from schemas.manifest import ContractResult
 from schemas.tokenizer import TokenizerConfig
 from schemas.tokens import BOS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS, TASK_TOKENS, UNK, token_id
+from tasks import memory
 from tasks.artifacts import sha256_file
 from tasks.contracts import require
 from tasks.plan import raw_path
@@ -143,6 +144,7 @@ def train(texts: Iterator[str], cfg: TokenizerConfig) -> Tokenizer:
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer=trainer)
+    memory.release()  # the trainer's word and pair counts, freed but kept by malloc
     tok.encode_special_tokens = True
     return tok
 
@@ -221,7 +223,7 @@ def fertility(tok: Tokenizer, samples: dict[str, list[str]]) -> dict[str, float]
     out = {}
     for source, texts in samples.items():
         words = sum(len(t.split()) for t in texts)
-        tokens = sum(len(e.ids) for e in tok.encode_batch(texts))
+        tokens = sum(len(e.ids) for e in encoded(tok, texts))
         out[source] = round(tokens / max(words, 1), 3)
     return out
 
@@ -295,7 +297,7 @@ def round_trip(tok: Tokenizer, texts: list[str], name: str, what: str) -> Contra
     controls = control_ids(tok)
     unk = getattr(tok.model, "unk_token", None)
     bad = []
-    for i, (text, enc) in enumerate(zip(texts, tok.encode_batch(texts), strict=True)):
+    for i, (text, enc) in enumerate(zip(texts, encoded(tok, texts), strict=True)):
         control = [x for x in enc.ids if x in controls]
         if unk is not None and unk in enc.tokens:
             bad.append(f"text {i} {text[:40]!r}: unknown token {unk} (no byte fallback)")
@@ -304,6 +306,17 @@ def round_trip(tok: Tokenizer, texts: list[str], name: str, what: str) -> Contra
         elif tok.decode(enc.ids, skip_special_tokens=False) != text:
             bad.append(f"text {i} {text[:40]!r}: decode(encode(x)) != x")
     return require(name, bad, len(texts), f"round trip, no control or unknown ids ({what})")
+
+
+ENCODE_BATCH = 256  # texts encoded at a time: an Encoding holds ~50 bytes per token
+
+
+def encoded(tok: Tokenizer, texts: list[str]) -> Iterator:
+    """The encodings of `texts`, a batch at a time, so memory holds one batch's, not the sample's
+    (the trim gives each batch's pages back: the Rust allocations are malloc's too)."""
+    for at in range(0, len(texts), ENCODE_BATCH):
+        yield from tok.encode_batch(texts[at : at + ENCODE_BATCH])
+        memory.release()
 
 
 def control_ids(tok: Tokenizer) -> set[int]:

@@ -165,3 +165,15 @@ def test_a_tokenizer_without_byte_fallback_fails_the_round_trip(small_corpus, tm
     with pytest.raises(ContractError, match=r"unknown token \[UNK\] \(no byte fallback\)"):
         tokenizer.round_trip(tokenizer.load(out), ["snowman \u2603"], "t", "unseen character")
     assert json.loads((out / "tokenizer_config.json").read_text())["split_special_tokens"] is True
+
+
+def test_round_trip_in_batches_names_the_text_past_the_first_batch(small_corpus, tmp_path, monkeypatch):
+    existing_tokenizer(tmp_path / "ws.json", byte_level=False)
+    cfg = TokenizerConfig(adopt=str(tmp_path / "ws.json"), adopt_sha256=sha256_file(tmp_path / "ws.json"))
+    out = tmp_path / "out"
+    out.mkdir()
+    tokenizer.build(cfg, {"corpus": small_corpus}, out)
+    monkeypatch.setattr(tokenizer, "ENCODE_BATCH", 2)  # texts are encoded a batch at a time
+    texts = ["a"] * 5 + ["snowman \u2603"]  # one-letter texts round-trip here
+    with pytest.raises(ContractError, match=r"(?s)1 of 6 records.*text 5 'snowman .': unknown token"):
+        tokenizer.round_trip(tokenizer.load(out), texts, "t", "batches")
