@@ -164,7 +164,10 @@ def _texts(values: dict, data: HeadData, names: tuple[str, ...]) -> str:
 
 
 def _label(value: object, data: HeadData) -> str | None:
-    """A label as its name: text as is; an integer indexes `data.labels`."""
+    """A label as its name: text as is; an integer indexes `data.labels` (in a CSV cell, digits
+    that are not themselves a label name)."""
+    if isinstance(value, str) and value.isdigit() and data.labels and value not in data.labels:
+        value = int(value)
     if isinstance(value, str):
         return value
     if (
@@ -180,9 +183,10 @@ def _label(value: object, data: HeadData) -> str | None:
 def _check_sequence(values: dict, data: HeadData) -> str:
     pair = ("text_pair",) if values["text_pair"] is not None or "text_pair" in data.fields else ()
     why = _texts(values, data, ("text", *pair))
-    values["label"] = _label(values["label"], data) or values["label"]
-    if not why and not isinstance(values["label"], str):
+    name = _label(values["label"], data)
+    if not why and name is None:
         why = f"unknown label {values['label']!r}: not a name, nor an index into `labels`"
+    values["label"] = name
     return why
 
 

@@ -196,3 +196,54 @@ def test_user_tagging_and_qa_files_train_heads_and_bad_records_are_rejected_by_l
         heads.build(strict, inputs, tmp_path / "strict")
     spec = json.loads((out / "ner" / heads.HEAD_FILE).read_text())
     assert spec == {"head": "ner", "kind": "token", "pair": False, "labels": ["LOC", "O", "PER"]}
+
+
+def test_user_csv_files_give_sequence_token_and_span_records_and_name_bad_lines(tmp_path):
+    """CSV cells are text: integer labels index `labels`, tokens and tags are whitespace-separated,
+    answer_start is a number in text; every bad row is named by file and line."""
+    from schemas.encoder import HeadData
+    from tasks import heads_data
+
+    def csv(name: str, text: str) -> str:
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        return str(tmp_path / name)
+
+    sentiment = csv(
+        "sent.csv",
+        "id,text,text_pair,label\n"
+        "a,good film,loved it,1\n"
+        "b,bad film,hated it,negative\n"
+        "c,odd film,,0\n"  # line 4: an empty text_pair
+        "d,some film,meh,7\n",  # line 5: no 8th label
+    )
+    seq = HeadData(
+        name="sent", kind="sequence", train=sentiment, validation=sentiment,
+        fields={"text_pair": "text_pair"}, labels=["negative", "positive"],
+    )  # fmt: skip
+    records, rejects = heads_data.user_records(seq, "train")
+    assert [(r["id"], r["label"], r["text_pair"]) for r in records] == [
+        ("a", "positive", "loved it"),
+        ("b", "negative", "hated it"),
+    ]
+    assert [(r["id"], r["line"]) for r in rejects] == [("c", 4), ("d", 5)]
+    assert "'text_pair'" in rejects[0]["reason"] and "unknown label '7'" in rejects[1]["reason"]
+    assert all(r["file"].endswith("sent.csv") for r in rejects)
+
+    ner = csv("ner.csv", "id,tokens,tags\ns1,Anna lives in Rome,PER O O LOC\ns2,Paris is big,LOC O\n")
+    tok = HeadData(name="ner", kind="token", train=ner, validation=ner)
+    records, rejects = heads_data.user_records(tok, "train")
+    assert records[0]["tokens"] == ["Anna", "lives", "in", "Rome"]
+    assert records[0]["tags"] == ["PER", "O", "O", "LOC"]
+    assert rejects == [{"id": "s2", "file": rejects[0]["file"], "line": 3, "reason": "2 tags for 3 tokens"}]
+
+    qa = csv(
+        "qa.csv",
+        'id,question,context,answer,answer_start\nq1,When?,"Built in 1889, it stands.",1889,9\n'
+        'q2,When?,"Built in 1889, it stands.",1889,3\n',
+    )
+    span = HeadData(name="qa", kind="span", train=qa, validation=qa)
+    records, rejects = heads_data.user_records(span, "train")
+    assert [(r["id"], r["answer_start"]) for r in records] == [("q1", 9)]
+    assert rejects[0]["line"] == 3 and "not a span of the context at answer_start 3" in rejects[0]["reason"]
+    with pytest.raises(ValueError, match=r"1 of 2 records of .*qa.csv are bad .* line 3: answer"):
+        heads_data.check_reject_rate(span, "train", len(records), rejects)
