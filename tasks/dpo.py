@@ -20,15 +20,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import torch
 from torch.utils.data import DataLoader
 
 from schemas.manifest import ContractResult
 from schemas.training import DpoConfig
 from tasks import evaluation, packing, training
 from tasks import shards as shards_task
-from tasks.artifacts import write_json
-from tasks.faults import crash_point
 from tasks.pretrain import check_checkpoint
 from tasks.sft import padding_of
 
@@ -41,17 +38,19 @@ class BucketBatchSampler:
     """Batches drawn from one length bucket each; a new seeded order every epoch.
 
     Each pass uses the epoch it is set to and moves to the next, so a resumed run that sets the
-    epoch it stopped in draws the same batches. Given `lengths` (tokens per row) it counts the
-    tokens it hands out, for the tokens/s progress line, and sorts by them within windows
-    (packing.bucket_batches) to cut padding.
+    epoch it stopped in (`resume_at`) draws the same batches. Given `lengths` (tokens per row)
+    it counts the tokens it hands out, for the tokens/s progress line, and sorts by them within
+    windows (packing.bucket_batches) to cut padding.
     """
 
     def __init__(self, buckets: list[int], batch_size: int, seed: int, lengths: list[int] | None = None):
         self.buckets, self.batch_size, self.seed, self.lengths = buckets, batch_size, seed, lengths
         self.epoch, self.tokens = 0, 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def resume_at(self, step: int, grad_accum: int) -> None:
+        """Draw from the epoch that optimizer step `step` falls in (the trainer skips the batches
+        of that epoch it has already seen)."""
+        self.epoch = step // max(1, len(self) // grad_accum)
 
     def __iter__(self):
         epoch, self.epoch = self.epoch, self.epoch + 1
@@ -101,25 +100,6 @@ def progress_callback(sampler: BucketBatchSampler):
     return Progress()
 
 
-def resume_callback(out: Path, guard: dict):
-    from transformers import TrainerCallback
-
-    class Resume(TrainerCallback):
-        """After each step: the crash point; after each save: the guard, then the atomic commit
-        (the same `resume/step-N` layout and rename as `training.fit`)."""
-
-        def on_step_end(self, args, state, control, **kwargs):
-            crash_point("dpo", f"step-{state.global_step}")
-
-        def on_save(self, args, state, control, **kwargs):
-            step = state.global_step
-            written = Path(args.output_dir) / f"checkpoint-{step}"
-            write_json(written / "state.json", {"step": step, "inputs": guard})
-            training.commit_resume(written, out / training.RESUME, step)
-
-    return Resume()
-
-
 def make_trainer(cfg: DpoConfig, model, train, val, tokenizer, scratch: str, resume=None):
     """TRL's DPO trainer as the stage runs it: LoRA, one-bucket batches, float32 on CPU.
 
@@ -159,7 +139,9 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
     found = training.checked_resume(out, guard)  # refuses state made from other inputs
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
     scratch = str(out / training.RESUME / ".trainer")
-    trainer = make_trainer(cfg, model, train, val, tokenizer, scratch, resume=resume_callback(out, guard))
+    trainer = make_trainer(
+        cfg, model, train, val, tokenizer, scratch, resume=training.resume_callback("dpo", out, guard)
+    )
     before = training.cached_json(
         out / training.RESUME / "before.json",
         lambda: {
@@ -170,8 +152,7 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
     # train
     if found:
         log.info(f"resuming from {found[0]} (step {found[1]['step']})")
-        sampler = trainer.bucket_sampler
-        sampler.set_epoch(found[1]["step"] // max(1, len(sampler) // cfg.grad_accum))
+        trainer.bucket_sampler.resume_at(found[1]["step"], cfg.grad_accum)
     trained = trainer.train(resume_from_checkpoint=str(found[0]) if found else None)
     # evaluate
     after = trainer.evaluate()
@@ -188,11 +169,7 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
         "val_loss": round(after["eval_loss"], 4),
         "val_reward_accuracy": round(after.get("eval_rewards/accuracies", float("nan")), 4),
         "val_reward_margin": round(after.get("eval_rewards/margins", float("nan")), 4),
-        # the last logged losses; fewer steps than log_every log none, so then the run's mean
-        "train_loss": round(
-            sum(h["loss"] for h in history[-10:]) / len(history[-10:]) if history else trained.training_loss,
-            4,
-        ),
+        "train_loss": training.logged_loss(history, trained),
         "val_preference_accuracy_before": before["preference_accuracy"],
         "val_preference_accuracy": preference_after["preference_accuracy"],
         "val_logprob_margin_before": before["logprob_margin"],
@@ -227,31 +204,7 @@ def dpo_args(cfg: DpoConfig, output_dir: str, save: bool):
     """TRL settings from our config; with `save`, a checkpoint every `checkpoint_every` steps."""
     from trl import DPOConfig
 
-    return DPOConfig(
-        output_dir=output_dir,
-        use_cpu=not torch.cuda.is_available(),
-        bf16=training.precision(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-        == torch.bfloat16,
-        max_steps=cfg.max_steps,
-        per_device_train_batch_size=cfg.batch_size,
-        per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        lr_scheduler_type=cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
-        warmup_steps=cfg.warmup_steps,
-        max_grad_norm=cfg.max_grad_norm,
-        beta=cfg.beta,
-        seed=cfg.seed,
-        logging_steps=cfg.log_every,
-        save_strategy="steps" if save else "no",
-        save_steps=cfg.checkpoint_every,
-        save_total_limit=None,
-        report_to=[],
-        disable_tqdm=True,
-        max_length=None,
-        dataloader_num_workers=0,
-    )
+    return DPOConfig(**training.trainer_args(cfg, output_dir, save), beta=cfg.beta, max_length=None)
 
 
 def lora_config(cfg: DpoConfig):

@@ -13,7 +13,6 @@ checkpoint loads with `AutoModelForSequenceClassification` (merged weights, safe
 """
 
 import logging
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -79,31 +78,6 @@ def reward_accuracy(model, table: pa.Table, device, limit: int = 512) -> dict:
     }
 
 
-def trainer_args(cfg, scratch: str) -> dict:
-    """The TRL/Trainer arguments every TRL-based stage shares (CPU float32, bf16 on CUDA)."""
-    cuda = torch.cuda.is_available()
-    return {
-        "output_dir": scratch,
-        "use_cpu": not cuda,  # else TRL asks for bf16/GPU on a CPU machine
-        "bf16": training.precision(torch.device("cuda" if cuda else "cpu")) == torch.bfloat16,
-        "max_steps": cfg.max_steps,
-        "per_device_train_batch_size": cfg.batch_size,
-        "per_device_eval_batch_size": cfg.batch_size,
-        "gradient_accumulation_steps": cfg.grad_accum,
-        "learning_rate": cfg.lr,
-        "weight_decay": cfg.weight_decay,
-        "lr_scheduler_type": cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
-        "warmup_steps": cfg.warmup_steps,
-        "max_grad_norm": cfg.max_grad_norm,
-        "seed": cfg.seed,
-        "logging_steps": cfg.log_every,
-        "save_strategy": "no",
-        "report_to": [],
-        "disable_tqdm": True,
-        "dataloader_num_workers": 0,
-    }
-
-
 def lora_config(cfg, task_type: str):
     from peft import LoraConfig
 
@@ -165,50 +139,62 @@ def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
     train = shards_task.load(inputs["shards"], "dpo", "train")
     val = shards_task.load(inputs["shards"], "dpo", "validation")
     model = load(inputs["sft"])  # the SFT body, a fresh (seeded) score head
-    before = reward_accuracy(model, val, device, cfg.eval_pairs)
+    guard = training.input_fingerprints(inputs)
+    found = training.checked_resume(out, guard)  # refuses state made from other inputs
+    state = out / training.RESUME
+    before = training.cached_json(
+        state / "before.json", lambda: reward_accuracy(model, val, device, cfg.eval_pairs)
+    )
 
     def dataset(table: pa.Table) -> "Dataset":
         chosen, rejected = pair_sequences(table)
         return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
 
     # train
-    with tempfile.TemporaryDirectory() as scratch:
-        args = TrlRewardConfig(
-            **trainer_args(cfg, scratch), max_length=None, center_rewards_coefficient=cfg.center_rewards
-        )
-        trainer_class = make_trainer_class()
-        trainer_class.bucket_sampler = BucketBatchSampler(
-            train["bucket"].to_pylist(), cfg.batch_size, cfg.seed
-        )
-        trainer = trainer_class(
-            model=model,
-            args=args,
-            train_dataset=dataset(train),
-            eval_dataset=dataset(val.slice(0, cfg.eval_pairs)),
-            processing_class=AutoTokenizer.from_pretrained(inputs["tokenizer"]),
-            peft_config=lora_config(cfg, "SEQ_CLS"),
-            callbacks=[log_callback("reward", ("accuracy", "margin"))],
-        )
-        trainer.remove_callback(PrinterCallback)
-        eval_before = trainer.evaluate()
-        result = trainer.train()
-        eval_after = trainer.evaluate()
+    args = TrlRewardConfig(
+        **training.trainer_args(cfg, str(state / ".trainer"), save=True),
+        max_length=None,
+        center_rewards_coefficient=cfg.center_rewards,
+    )
+    trainer_class = make_trainer_class()
+    sampler = trainer_class.bucket_sampler = BucketBatchSampler(
+        train["bucket"].to_pylist(), cfg.batch_size, cfg.seed
+    )
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=dataset(train),
+        eval_dataset=dataset(val.slice(0, cfg.eval_pairs)),
+        processing_class=AutoTokenizer.from_pretrained(inputs["tokenizer"]),
+        peft_config=lora_config(cfg, "SEQ_CLS"),
+        callbacks=[
+            log_callback("reward", ("accuracy", "margin")),
+            training.resume_callback("reward", out, guard),
+        ],
+    )
+    trainer.remove_callback(PrinterCallback)
+    eval_before = training.cached_json(state / "eval-before.json", trainer.evaluate)
+    if found:
+        log.info(f"resuming from {found[0]} (step {found[1]['step']})")
+        sampler.resume_at(found[1]["step"], cfg.grad_accum)
+    result = trainer.train(resume_from_checkpoint=str(found[0]) if found else None)
+    eval_after = trainer.evaluate()
     # evaluate
     trainer.model.save_pretrained(out / "adapter")
     merged = trainer.model.merge_and_unload()
     after = reward_accuracy(merged, val, device, cfg.eval_pairs)
+    history = history_of(trainer.state.log_history, ("accuracy", "margin"))
     metrics = {
         "objective": "reward",
         "val_loss_before": round(eval_before["eval_loss"], 4),
         "val_loss": round(eval_after["eval_loss"], 4),
-        "train_loss": round(result.training_loss, 4),
+        "train_loss": training.logged_loss(history, result),
         "val_reward_accuracy_before": before["reward_accuracy"],
         **{f"val_{k}": v for k, v in after.items() if k not in ("finite", "pairs")},
         "val_pairs": after["pairs"],
         "steps": cfg.max_steps,
     }
     # save
-    history = history_of(trainer.state.log_history, ("accuracy", "margin"))
     card = training.model_card("reward", metrics, cfg, inputs, "AutoModelForSequenceClassification")
     training.finish(out, merged, inputs["tokenizer"], history, metrics, card)
     return metrics

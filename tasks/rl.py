@@ -20,7 +20,6 @@ to validation prompts, as the reward model scores them.
 
 import json
 import logging
-import tempfile
 from pathlib import Path
 
 import pyarrow as pa
@@ -107,37 +106,44 @@ def build(cfg: RlConfig, inputs: dict[str, Path], out: Path) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
     reward_model = reward.load(inputs["reward"]).to(device).eval()
     policy = AutoModelForCausalLM.from_pretrained(inputs["sft"], use_safetensors=True)
-    sft = compare(policy, reward_model, val, cfg, device)
-    dpo = compare(
-        AutoModelForCausalLM.from_pretrained(inputs["dpo"], use_safetensors=True),
-        reward_model,
-        val,
-        cfg,
-        device,
+    guard = training.input_fingerprints(inputs)
+    found = training.checked_resume(out, guard)  # refuses state made from other inputs
+    state = out / training.RESUME
+    sft = training.cached_json(state / "sft.json", lambda: compare(policy, reward_model, val, cfg, device))
+    dpo = training.cached_json(
+        state / "dpo.json",
+        lambda: compare(
+            AutoModelForCausalLM.from_pretrained(inputs["dpo"], use_safetensors=True),
+            reward_model,
+            val,
+            cfg,
+            device,
+        ),
     )
     prompts = unique_prompts(train)
     data = Dataset.from_dict({"prompt": tokenizer.batch_decode(prompts), "prompt_ids": prompts})
     # train
-    with tempfile.TemporaryDirectory() as scratch:
-        args = RLOOConfig(
-            **reward.trainer_args(cfg, scratch),
-            beta=cfg.beta,
-            num_generations=cfg.num_generations,
-            max_completion_length=cfg.max_completion_length,
-            temperature=cfg.temperature,
-            remove_unused_columns=False,  # the reward function reads prompt_ids
-        )
-        trainer = make_trainer_class()(
-            model=policy,
-            reward_funcs=reward_function(reward_model, device),
-            args=args,
-            train_dataset=data,
-            processing_class=tokenizer,
-            peft_config=reward.lora_config(cfg, "CAUSAL_LM"),
-            callbacks=[reward.log_callback("rl", LOGGED)],
-        )
-        trainer.remove_callback(PrinterCallback)
-        trainer.train()
+    args = RLOOConfig(
+        **training.trainer_args(cfg, str(state / ".trainer"), save=True),
+        beta=cfg.beta,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        remove_unused_columns=False,  # the reward function reads prompt_ids
+    )
+    trainer = make_trainer_class()(
+        model=policy,
+        reward_funcs=reward_function(reward_model, device),
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=reward.lora_config(cfg, "CAUSAL_LM"),
+        callbacks=[reward.log_callback("rl", LOGGED), training.resume_callback("rl", out, guard)],
+    )
+    trainer.remove_callback(PrinterCallback)
+    if found:
+        log.info(f"resuming from {found[0]} (step {found[1]['step']})")
+    trainer.train(resume_from_checkpoint=str(found[0]) if found else None)
     # evaluate
     trainer.model.save_pretrained(out / "adapter")
     merged = trainer.model.merge_and_unload()

@@ -459,3 +459,57 @@ def model_card(
         "File hashes and the full lineage: see manifest.json.",
     ]
     return "\n".join(lines) + "\n"
+
+
+def trainer_args(cfg: TrainConfig, output_dir: str, save: bool = False) -> dict:
+    """The TRL/Trainer arguments every TRL-based stage shares (CPU float32, bf16 on CUDA); with
+    `save`, a checkpoint every `checkpoint_every` steps (see `resume_callback`)."""
+    cuda = torch.cuda.is_available()
+    return {
+        "output_dir": output_dir,
+        "use_cpu": not cuda,  # else TRL asks for bf16/GPU on a CPU machine
+        "bf16": precision(torch.device("cuda" if cuda else "cpu")) == torch.bfloat16,
+        "max_steps": cfg.max_steps,
+        "per_device_train_batch_size": cfg.batch_size,
+        "per_device_eval_batch_size": cfg.batch_size,
+        "gradient_accumulation_steps": cfg.grad_accum,
+        "learning_rate": cfg.lr,
+        "weight_decay": cfg.weight_decay,
+        "lr_scheduler_type": cfg.schedule if cfg.schedule != "constant" else "constant_with_warmup",
+        "warmup_steps": cfg.warmup_steps,
+        "max_grad_norm": cfg.max_grad_norm,
+        "seed": cfg.seed,
+        "logging_steps": cfg.log_every,
+        "save_strategy": "steps" if save else "no",
+        "save_steps": cfg.checkpoint_every,
+        "report_to": [],
+        "disable_tqdm": True,
+        "dataloader_num_workers": 0,
+    }
+
+
+def resume_callback(stage: str, out: Path, guard: dict):
+    from transformers import TrainerCallback
+
+    class Resume(TrainerCallback):
+        """After each step: the crash point; after each save: the guard, then the atomic commit
+        (the same `resume/step-N` layout and rename as `fit`)."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            crash_point(stage, f"step-{state.global_step}")
+
+        def on_save(self, args, state, control, **kwargs):
+            step = state.global_step
+            written = Path(args.output_dir) / f"checkpoint-{step}"
+            write_json(written / "state.json", {"step": step, "inputs": guard})
+            commit_resume(written, out / RESUME, step)
+
+    return Resume()
+
+
+def logged_loss(history: list[dict], trained) -> float:
+    """The mean of the last (up to 10) logged training losses: the same for a resumed run, where
+    a TRL trainer's own `training_loss` averages only the steps since the resume. A run too short
+    to log a loss gives the trainer's mean."""
+    last = [h["loss"] for h in history[-10:]]
+    return round(sum(last) / len(last) if last else trained.training_loss, 4)

@@ -90,3 +90,50 @@ def _other_shards(state: Path) -> str:
     saved = json.loads(state.read_text())
     saved["inputs"]["shards"] = "0" * 64  # as if the state came from other shards
     return json.dumps(saved)
+
+
+def test_reward_killed_run_resumes_to_identical_weights(data, finetuned, tmp_path, caplog):  # noqa: F811
+    """The reward stage resumes like DPO: TRL checkpoints committed as resume state."""
+    from tasks import reward
+
+    cfg, inputs = data
+    inputs = {**inputs, "sft": finetuned}
+    rcfg = cfg.reward.model_copy(update={"max_steps": 6, "checkpoint_every": 2, "log_every": 2})
+    whole = reward.build(rcfg, inputs, tmp_path / "whole")
+
+    out = tmp_path / "killed"
+    killed = run_build(rcfg, inputs, out, crash="reward:step-5:SIGKILL", stage="reward")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert sorted(p.name for p in (out / "resume").glob("[!.]*")) == [
+        "before.json", "eval-before.json", "step-000004",
+    ]  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="tasks.reward"):
+        resumed = reward.build(rcfg, inputs, out)
+    assert "(step 4)" in caplog.text
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed == whole and not (out / "resume").exists()
+
+
+def test_rl_killed_run_resumes_to_identical_weights(data, finetuned, tmp_path, caplog):  # noqa: F811
+    """RLOO samples its completions: the resumed run draws the same ones (RNG state restored)."""
+    from tasks import reward, rl
+
+    cfg, inputs = data
+    scorer = tmp_path / "reward"
+    reward.build(cfg.reward.model_copy(update={"max_steps": 1}), {**inputs, "sft": finetuned}, scorer)
+    inputs = {**inputs, "sft": finetuned, "dpo": finetuned, "reward": with_manifest("reward", scorer)}
+    short = {"eval_prompts": 4, "eval_max_new_tokens": 4, "max_completion_length": 8}
+    rcfg = cfg.rl.model_copy(update={"max_steps": 4, "checkpoint_every": 2, "log_every": 1, **short})
+    whole = rl.build(rcfg, inputs, tmp_path / "whole")
+
+    out = tmp_path / "killed"
+    killed = run_build(rcfg, inputs, out, crash="rl:step-3:SIGKILL", stage="rl")
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (out / "resume" / "step-000002").is_dir()
+    with caplog.at_level(logging.INFO, logger="tasks.rl"):
+        resumed = rl.build(rcfg, inputs, out)
+    assert "(step 2)" in caplog.text
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed == whole and not (out / "resume").exists()
