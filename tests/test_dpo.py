@@ -1,6 +1,7 @@
 """DPO: completion log-probs ignore padding, preference accuracy can go either way, and a
-killed DPO run resumes to the weights of an uninterrupted one."""
+killed DPO, reward or RL run resumes to the weights of an uninterrupted one."""
 
+import importlib
 import json
 import logging
 import shutil
@@ -57,33 +58,50 @@ def finetuned(data, pretrained, tmp_path_factory):  # noqa: F811
     return with_manifest("sft", out)
 
 
+def killed_and_resumed(
+    stage, cfg, inputs, tmp_path, caplog, kill_at: int, saved: int, meanwhile=None
+) -> Path:
+    """Build `stage` whole; build it again in a child killed after step `kill_at`; rerun that
+    (after `meanwhile(killed dir)`), which must resume from step `saved` and end with the whole
+    run's weights, history and stats. Returns the resumed run's directory."""
+    module = importlib.import_module(f"tasks.{stage}")
+    whole = module.build(cfg, inputs, tmp_path / "whole")
+    out = tmp_path / "killed"
+    killed = run_build(cfg, inputs, out, crash=f"{stage}:step-{kill_at}:SIGKILL", stage=stage)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    assert (out / "resume" / f"step-{saved:06d}").is_dir()
+    if meanwhile:
+        meanwhile(out)
+    with caplog.at_level(logging.INFO, logger=f"tasks.{stage}"):
+        resumed = module.build(cfg, inputs, out)
+    assert f"(step {saved})" in caplog.text
+    names = ["model.safetensors", *(str(p.relative_to(out)) for p in out.glob("adapter/*.safetensors"))]
+    for name in names:
+        a, b = load_file(tmp_path / "whole" / name), load_file(out / name)
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    history = [json.loads((d / "history.json").read_text()) for d in (tmp_path / "whole", out)]
+    assert history[0] == history[1]
+    assert resumed == whole and not (out / "resume").exists()
+    return out
+
+
 def test_dpo_killed_run_resumes_to_identical_weights(data, finetuned, tmp_path, caplog):  # noqa: F811
     cfg, inputs = data
     inputs = {**inputs, "sft": finetuned}
     dcfg = cfg.dpo.model_copy(update={"max_steps": 6, "checkpoint_every": 2, "log_every": 2})
-    whole = dpo.build(dcfg, inputs, tmp_path / "whole")
 
-    out = tmp_path / "killed"
-    killed = run_build(dcfg, inputs, out, crash="dpo:step-5:SIGKILL", stage="dpo")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert sorted(p.name for p in (out / "resume").glob("[!.]*")) == ["before.json", "step-000004"]
+    def refused_from_other_shards(out: Path) -> None:
+        assert sorted(p.name for p in (out / "resume").glob("[!.]*")) == ["before.json", "step-000004"]
+        tampered = tmp_path / "tampered"
+        shutil.copytree(out, tampered)
+        state = tampered / "resume" / "step-000004" / "state.json"
+        state.write_text(_other_shards(state))
+        with pytest.raises(training.ResumeError, match=r"input changed.*shards 000000000000 -> shards-fp"):
+            dpo.build(dcfg, inputs, tampered)
 
-    tampered = tmp_path / "tampered"
-    shutil.copytree(out, tampered)
-    state = tampered / "resume" / "step-000004" / "state.json"
-    state.write_text(_other_shards(state))
-    with pytest.raises(training.ResumeError, match=r"input changed.*shards 000000000000 -> shards-fp"):
-        dpo.build(dcfg, inputs, tampered)
-
-    with caplog.at_level(logging.INFO, logger="tasks.dpo"):
-        resumed = dpo.build(dcfg, inputs, out)
-    assert "(step 4)" in caplog.text
-    for name in ("model.safetensors", "adapter/adapter_model.safetensors"):
-        a, b = load_file(tmp_path / "whole" / name), load_file(out / name)
-        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
-    history = [json.loads((d / "history.json").read_text()) for d in (tmp_path / "whole", out)]
-    assert history[0] == history[1] and [h["step"] for h in history[0]] == [2, 4, 6]
-    assert resumed == whole and not (out / "resume").exists()
+    out = killed_and_resumed("dpo", dcfg, inputs, tmp_path, caplog, 5, 4, refused_from_other_shards)
+    assert [h["step"] for h in json.loads((out / "history.json").read_text())] == [2, 4, 6]
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
 
 
 def _other_shards(state: Path) -> str:
@@ -94,30 +112,14 @@ def _other_shards(state: Path) -> str:
 
 def test_reward_killed_run_resumes_to_identical_weights(data, finetuned, tmp_path, caplog):  # noqa: F811
     """The reward stage resumes like DPO: TRL checkpoints committed as resume state."""
-    from tasks import reward
-
     cfg, inputs = data
-    inputs = {**inputs, "sft": finetuned}
     rcfg = cfg.reward.model_copy(update={"max_steps": 6, "checkpoint_every": 2, "log_every": 2})
-    whole = reward.build(rcfg, inputs, tmp_path / "whole")
-
-    out = tmp_path / "killed"
-    killed = run_build(rcfg, inputs, out, crash="reward:step-5:SIGKILL", stage="reward")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert sorted(p.name for p in (out / "resume").glob("[!.]*")) == [
-        "before.json", "eval-before.json", "step-000004",
-    ]  # fmt: skip
-    with caplog.at_level(logging.INFO, logger="tasks.reward"):
-        resumed = reward.build(rcfg, inputs, out)
-    assert "(step 4)" in caplog.text
-    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed == whole and not (out / "resume").exists()
+    killed_and_resumed("reward", rcfg, {**inputs, "sft": finetuned}, tmp_path, caplog, 5, 4)
 
 
 def test_rl_killed_run_resumes_to_identical_weights(data, finetuned, tmp_path, caplog):  # noqa: F811
     """RLOO samples its completions: the resumed run draws the same ones (RNG state restored)."""
-    from tasks import reward, rl
+    from tasks import reward
 
     cfg, inputs = data
     scorer = tmp_path / "reward"
@@ -125,15 +127,4 @@ def test_rl_killed_run_resumes_to_identical_weights(data, finetuned, tmp_path, c
     inputs = {**inputs, "sft": finetuned, "dpo": finetuned, "reward": with_manifest("reward", scorer)}
     short = {"eval_prompts": 4, "eval_max_new_tokens": 4, "max_completion_length": 8}
     rcfg = cfg.rl.model_copy(update={"max_steps": 4, "checkpoint_every": 2, "log_every": 1, **short})
-    whole = rl.build(rcfg, inputs, tmp_path / "whole")
-
-    out = tmp_path / "killed"
-    killed = run_build(rcfg, inputs, out, crash="rl:step-3:SIGKILL", stage="rl")
-    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
-    assert (out / "resume" / "step-000002").is_dir()
-    with caplog.at_level(logging.INFO, logger="tasks.rl"):
-        resumed = rl.build(rcfg, inputs, out)
-    assert "(step 2)" in caplog.text
-    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert resumed == whole and not (out / "resume").exists()
+    killed_and_resumed("rl", rcfg, inputs, tmp_path, caplog, 3, 2)
