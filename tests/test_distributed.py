@@ -9,10 +9,11 @@ import subprocess
 import pytest
 import torch
 from safetensors.torch import load_file
+from test_sft import pretrained, sft_cfg  # noqa: F401  (module fixture)
 from test_training import data  # noqa: F401  (module fixture)
 
 from schemas.config import PROJECT_ROOT
-from tasks import distributed, pretrain
+from tasks import distributed, pretrain, sft
 
 
 def test_two_processes_match_gradient_accumulation(data, tmp_path):  # noqa: F811
@@ -31,6 +32,20 @@ def test_two_processes_match_gradient_accumulation(data, tmp_path):  # noqa: F81
     assert all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(h1, h2, strict=True))
     assert two["tokens_seen"] == one["tokens_seen"] and abs(two["val_loss"] - one["val_loss"]) < 1e-3
     assert not (tmp_path / "two" / "resume").exists()  # rank 0 finished and cleaned up alone
+
+
+def test_sft_in_two_processes_matches_gradient_accumulation(data, pretrained, tmp_path):  # noqa: F811
+    """SFT's bucketed batches split across ranks the same way: rank r takes micro-batch 2k+r."""
+    cfg, inputs = data
+    inputs = {**inputs, "pretrain": pretrained}
+    base = sft_cfg(cfg, max_steps=3, batch_size=2, eval_batches=1)
+    one = sft.build(base.model_copy(update={"grad_accum": 2}), inputs, tmp_path / "one")
+    two = sft.build(base.model_copy(update={"processes": 2}), inputs, tmp_path / "two")
+    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("one", "two"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    h1, h2 = (json.loads((tmp_path / d / "history.json").read_text()) for d in ("one", "two"))
+    assert [h["tokens"] for h in h1] == [h["tokens"] for h in h2]
+    assert abs(two["val_loss"] - one["val_loss"]) < 1e-3
 
 
 def test_two_nodes_train_like_one_process_accumulating_their_batches(data, tmp_path):  # noqa: F811
