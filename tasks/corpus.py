@@ -32,6 +32,7 @@ from tasks.contracts import ContractError, require, run_suite
 from tasks.corpus_clean import Reject, fields, group_key, record_id, split_of
 from tasks.corpus_dedup import Decontamination, Dedup, member, repeated
 from tasks.corpus_read import Raw, read_source
+from tasks.memory import parquet, release
 
 REJECTS = "rejects.jsonl"
 HISTOGRAM = "lengths.png"
@@ -139,6 +140,7 @@ class Spool:
     def _flush(self, task: str) -> None:
         self.writers[task].write_batch(pa.RecordBatch.from_pylist(self.rows[task], schema=table_schema(task)))
         self.rows[task] = []
+        release()  # texts freed among live objects: malloc would keep their pages
 
     def close(self) -> None:
         for task, writer in self.writers.items():
@@ -235,6 +237,7 @@ def write_pass(
                 ):
                     writer.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP)
                     pending = []
+                    release()
             if pending:
                 writer.write_table(pa.Table.from_batches(pending), row_group_size=ROW_GROUP)
     return removed
@@ -369,7 +372,7 @@ def _validation_batches(path: Path, columns: list[str]) -> Iterator[pa.RecordBat
     pretraining documents would hold ~20 MB of text, several times over inside GX."""
     if not path.exists():
         return iter(())
-    f = pq.ParquetFile(path)
+    f = parquet(path)
     size = sum(f.metadata.row_group(i).total_byte_size for i in range(f.num_row_groups))
     rows = f.metadata.num_rows * VALIDATE_BYTES // max(size, 1)
     return f.iter_batches(batch_size=max(1, min(ROW_GROUP, rows)), columns=columns)
@@ -380,7 +383,7 @@ def _repeated_ids(path: Path) -> list[str]:
     (corpus_dedup.repeated), then the ids whose hash repeats, counted."""
     if not path.exists():
         return []
-    table = pq.ParquetFile(path)
+    table = parquet(path)
 
     def ids_and_hashes() -> Iterator[tuple[list[str], np.ndarray]]:
         for batch in table.iter_batches(batch_size=ROW_GROUP, columns=["id"]):

@@ -188,10 +188,10 @@ def _next_row(reader) -> list[str] | str | None:
 
 def read_parquet(path: Path, label: str) -> Iterator[Raw]:
     """Header (line 0) then one `Raw` per row; a corrupt file is one `unreadable_file` reject."""
-    import pyarrow.parquet as pq
+    from tasks.memory import parquet
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = parquet(path)
     except Exception as e:  # pyarrow raises several types for a bad footer
         yield Raw(label, 0, None, "unreadable_file", f"not a readable Parquet file: {e}")
         return

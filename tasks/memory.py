@@ -9,6 +9,9 @@ validated (~4 MB a 4 MB batch of pretraining text), though none of them stayed a
 
 import ctypes
 import gc
+from pathlib import Path
+
+import pyarrow.parquet as pq
 
 _MALLOC_TRIM = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the C library's, where it has one
 
@@ -20,3 +23,10 @@ def release(collect: bool = False) -> None:
         gc.collect()
     if _MALLOC_TRIM is not None:
         _MALLOC_TRIM(0)
+
+
+def parquet(path: Path) -> pq.ParquetFile:
+    """A Parquet file to stream: pyarrow pre-buffers by default, and a reader's pre-buffer keeps
+    the bytes of every row group it has read until the reader is gone (apache/arrow#39808), so
+    reading a file batch by batch held its whole compressed size by the end."""
+    return pq.ParquetFile(path, pre_buffer=False)

@@ -2,6 +2,7 @@
 as the full-signature MinHash LSH of datasketch does."""
 
 import json
+import os
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -107,3 +108,19 @@ def test_repeated_ids_are_found_partition_by_partition(tmp_path, monkeypatch):
     pq.write_table(pa.table({"id": ids[:1000]}), tmp_path / "t.parquet")
     assert corpus._repeated_ids(tmp_path / "t.parquet") == []
     assert [p.name for p in tmp_path.iterdir()] == ["t.parquet"]  # the partitions are gone
+
+
+def test_validation_batches_hold_a_row_group_not_the_file(tmp_path, monkeypatch):
+    """pyarrow's default pre-buffering kept every row group read until the reader closed
+    (apache/arrow#39808): the validation's memory grew with the table (~1 MB a batch)."""
+    monkeypatch.setattr(corpus, "VALIDATE_BYTES", 100_000)  # batches of ~16 rows
+    texts = [os.urandom(3000).hex() for _ in range(600)]  # random hex: Snappy barely shrinks it
+    columns = ["id", "source", "file", "split", "group", "text"]
+    table = pa.table({c: [f"{c}-{n}" for n in range(600)] for c in columns[:-1]} | {"text": texts})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=30)  # 20 row groups of ~180 KB
+    del table
+    before, most, rows = pa.total_allocated_bytes(), 0, 0
+    for batch in corpus._validation_batches(tmp_path / "t.parquet", columns):
+        most, rows = max(most, pa.total_allocated_bytes()), rows + batch.num_rows
+        del batch
+    assert rows == 600 and most - before < (tmp_path / "t.parquet").stat().st_size / 3
