@@ -59,7 +59,7 @@ def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
     work = out / SPOOL
     work.mkdir(exist_ok=True)
     spool = Spool(work)
-    decontam = Decontamination(cfg.decontam_ngram) if cfg.decontam_ngram is not None else None
+    decontam = Decontamination(cfg.decontam_ngram, work) if cfg.decontam_ngram is not None else None
     dedup = Dedup(cfg, work)
     files: dict[str, Counter] = {}
     read_pass(cfg, spool, dedup, decontam, files)

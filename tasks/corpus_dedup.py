@@ -12,7 +12,9 @@ corpus can never make a record a duplicate, so the in-memory index holds repeate
   messages as an index of every key. Ids, file:line and signatures of earlier records are read
   back from disk for the messages and the rare candidates.
 
-Decontamination keeps every validation n-gram in memory (docs/scale.md has the sizes).
+Decontamination spools the validation n-grams to a file while the corpus is read, then keeps
+them sorted in memory, 12 bytes each, while the training records are checked (docs/scale.md has
+the sizes).
 
     >>> d = Dedup(cfg, work)
     >>> d.add(Raw("x.jsonl", 1, {}), 1, "pretrain", 0, "a", ["The cat sat on the mat"])
@@ -35,10 +37,13 @@ from datasketch import MinHash, MinHashLSH
 from schemas.corpus import CorpusConfig
 from tasks.corpus_clean import ngrams, shingles
 from tasks.corpus_read import Raw
+from tasks.memory import release
 
 MERGE_AT = 1 << 15  # recent entries kept in a dict (about 3 MB) before they join the arrays
 PART_KEYS = 1 << 19  # keys per partition (4 MB) when looking for repeated keys
 CHUNK = 1 << 16  # records whose keys are read at once in the replay
+PART_GRAMS = 1 << 18  # validation n-grams sorted at once (3 MB) when decontamination freezes
+GRAM = np.dtype([("gram", "<u8"), ("owner", "<u4")])  # a validation n-gram and its record, on disk
 
 
 class HashIndex:
@@ -272,19 +277,23 @@ class Decontamination:
     """The word n-grams of all validation text, and who said each first.
 
     Validation records are added as the corpus is read (in any order, each with its rank: the
-    order of the old in-memory stage, task by task), then `freeze` drops those found to be
-    duplicates and sorts the n-gram hashes so training records can be checked a batch at a time:
+    order of the old in-memory stage, task by task); their n-grams go to a file in `work`. Then
+    `freeze` drops those of records found to be duplicates and sorts the n-gram hashes, a hash
+    partition at a time, so training records can be checked a batch at a time:
 
-    >>> d.add_validation("val-1", rank=0, texts=["a b c d"])   # n = 4
+    >>> d = Decontamination(4, work)
+    >>> d.add_validation("val-1", rank=0, texts=["a b c d"])
     >>> d.freeze(dropped=np.array([], np.uint64)); d.first_hits([["x a b c d"]])
     ['val-1']
     """
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, work: Path):
         self.n = n
         self.ids = Strings()
         self.ranks = array("q")
-        self.parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self.path = work / "validation-ngrams.bin"
+        self.file = open(self.path, "wb")
+        self.count = 0
         self.pending: list[int] = []
         self.owners: list[int] = []
 
@@ -300,24 +309,51 @@ class Decontamination:
             self._flush()
 
     def _flush(self) -> None:
-        self.parts.append((np.array(self.pending, np.uint64), np.array(self.owners, np.uint32)))
+        rows = np.empty(len(self.pending), GRAM)
+        rows["gram"], rows["owner"] = self.pending, self.owners
+        self.file.write(rows.tobytes())
+        self.count += len(rows)
         self.pending, self.owners = [], []
 
     def freeze(self, dropped: np.ndarray) -> None:
         """Sort the n-grams of records whose rank is not in `dropped` (sorted uint64); keep for
-        each n-gram the validation record of lowest rank."""
+        each n-gram the validation record of lowest rank. Memory: the answer and a partition
+        (the n-grams sharing their top bits, about PART_GRAMS of them)."""
         self._flush()
-        grams = np.concatenate([g for g, _ in self.parts])
-        owners = np.concatenate([o for _, o in self.parts])
-        self.parts = []
+        self.file.close()
         ranks = np.frombuffer(self.ranks, np.int64)
-        kept = ~member(dropped, ranks[owners].astype(np.uint64))
-        grams, owners = grams[kept], owners[kept]
+        gone = member(dropped, ranks.astype(np.uint64))  # per validation record
+        bits = max(0, math.ceil(math.log2(max(self.count, 1) / PART_GRAMS)))
+        self.grams, self.owner_of = np.empty(self.count, np.uint64), np.empty(self.count, np.uint32)
+        n = 0
+        for p in range(1 << bits):
+            grams, owners = self._partition(p, bits, gone, ranks)
+            self.grams[n : n + len(grams)], self.owner_of[n : n + len(grams)] = grams, owners
+            n += len(grams)  # partitions in order of their top bits: sorted
+            release()  # the partition's arrays: else malloc keeps their pages
+        self.grams.resize(n, refcheck=False)  # in place: no second copy
+        self.owner_of.resize(n, refcheck=False)
+        self.path.unlink()
+
+    def _partition(
+        self, p: int, bits: int, gone: np.ndarray, ranks: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The distinct n-grams whose top `bits` bits are `p`, sorted, of records not `gone`,
+        each with its record of lowest rank."""
+        grams, owners = [np.empty(0, np.uint64)], [np.empty(0, np.uint32)]
+        with open(self.path, "rb") as f:
+            while len(rows := np.fromfile(f, GRAM, CHUNK)):
+                pick = ~gone[rows["owner"]]
+                if bits:
+                    pick &= rows["gram"] >> np.uint64(64 - bits) == p
+                grams.append(rows["gram"][pick])
+                owners.append(rows["owner"][pick])
+        grams, owners = np.concatenate(grams), np.concatenate(owners)
         order = np.lexsort((ranks[owners], grams))
         grams, owners = grams[order], owners[order]
         first = np.ones(len(grams), bool)
         first[1:] = grams[1:] != grams[:-1]
-        self.grams, self.owner_of = grams[first], owners[first]
+        return grams[first], owners[first]
 
     def first_hits(self, records: list[list[str]]) -> list[str | None]:
         """For each record (its fields' texts): the validation id of its first shared n-gram,

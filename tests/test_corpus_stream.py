@@ -62,6 +62,7 @@ def test_batch_sizes_do_not_change_the_corpus(tmp_path, monkeypatch):
     monkeypatch.setattr(corpus_dedup, "MERGE_AT", 4)
     monkeypatch.setattr(corpus_dedup, "PART_KEYS", 64)  # repeated keys found partition by partition
     monkeypatch.setattr(corpus_dedup, "CHUNK", 9)
+    monkeypatch.setattr(corpus_dedup, "PART_GRAMS", 1000)  # validation n-grams sorted partition by partition
     small = build(tmp_path, "small", cfg)
     assert small[:2] == (stats, rejects) and small[3] == png
     assert all(small[2][t].equals(tables[t]) for t in FILES)
