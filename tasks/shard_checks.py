@@ -6,8 +6,7 @@ suite, run shard by shard, and checked exactly against the layout its kind promi
 violation names the row's id and what is wrong, and blocks publication.
 """
 
-from collections import Counter
-from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,50 +20,66 @@ from schemas.templates import PREFERENCE_PROMPT
 from schemas.tokens import BOS, EOS, PROMPT, token_id
 from tasks import instruct
 from tasks.contracts import require, run_suite
+from tasks.corpus_dedup import member, repeated
 
 
-def check(
-    cfg: ShardsConfig, tables: dict[str, Callable[[], Iterable[pa.Table]]], vocab: int
-) -> list[ContractResult]:
+def check(cfg: ShardsConfig, shards: dict[str, list[Path]], vocab: int, work: Path) -> list[ContractResult]:
     """The GX suite (shard by shard), unique ids and the layout check of each kind's shards (the
-    stage passes its training split). `tables[kind]()` reads the shards one at a time; memory
-    holds one shard's summary and 8 bytes per row (the id hashes)."""
+    stage passes its training split's files). The shards are read one at a time, memory-mapped:
+    memory holds one shard's summary; the id check sorts id hashes a partition at a time in
+    files under `work`."""
     results = []
-    for kind, parts in tables.items():
-        bad, rows, hashes = [], 0, []
-        for table in parts():
-            summaries = []
-            for batch in table.to_batches(max_chunksize=256):  # Python lists of a few rows at a time
+    for kind, paths in shards.items():
+        bad, rows = [], 0
+        for path in paths:
+            summaries = []  # Python lists of a few rows at a time:
+            for batch in read_shard(path).to_batches(max_chunksize=256):
                 summary, problems = check_rows(kind, batch.to_pylist(), cfg, first=rows)
                 summaries.append(summary)
                 bad += problems
                 rows += len(summary)
-            summary = pd.concat(summaries, ignore_index=True)
-            run_suite(f"shards/{kind}", summary, shard_suite(vocab))
-            hashes.append(np.fromiter(map(_hash, summary["id"]), np.uint64, len(summary)))
+            run_suite(f"shards/{kind}", pd.concat(summaries, ignore_index=True), shard_suite(vocab))
         if not rows:  # the suite's row-count guard names the empty split
             run_suite(f"shards/{kind}", check_rows(kind, [], cfg)[0], shard_suite(vocab))
         results.append(ContractResult(name=f"shards/{kind}", success=True, checked=rows))
         if kind in ("sft", "dpo"):  # their rows are examples, named by id
-            repeated = _repeated_ids(hashes, parts) if hashes else []
+            repeated = _repeated_ids(paths, rows, work)
             results.append(require(f"shards/{kind}-ids", repeated, rows, "each example id once"))
         results.append(require(f"shards/{kind}-layout", bad, rows, _LAYOUT_RULES[kind]))
     return results
 
 
-def _hash(rid: str) -> int:
-    return xxhash.xxh3_64_intdigest(rid.encode("utf-8", "surrogatepass"))
+def read_shard(path: Path) -> pa.Table:
+    """One shard, memory-mapped (nothing is copied until used)."""
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
-def _repeated_ids(hashes: list[np.ndarray], parts: Callable[[], Iterable[pa.Table]]) -> list[str]:
-    """Ids that occur more than once: hashes that repeat, then (rarely) the ids behind them."""
-    keys = np.sort(np.concatenate(hashes))
-    twice = np.unique(keys[1:][keys[1:] == keys[:-1]])
+def _ids(path: Path) -> tuple[list[str], np.ndarray]:
+    """One shard's example ids and their 64-bit hashes."""
+    ids = read_shard(path).column("id").to_pylist()
+    return ids, np.fromiter(
+        (xxhash.xxh3_64_intdigest(i.encode("utf-8", "surrogatepass")) for i in ids), np.uint64, len(ids)
+    )
+
+
+def _repeated_ids(paths: list[Path], rows: int, work: Path) -> list[str]:
+    """Ids that occur more than once, with the shards that hold them: the hashes that repeat
+    first, a partition at a time on disk (corpus_dedup.repeated, as the corpus stage's id check
+    finds them), then the ids behind those hashes."""
+    work.mkdir(parents=True, exist_ok=True)
+    twice = repeated((_ids(path)[1] for path in paths), rows, work)
     if not len(twice):
         return []
-    suspects = set(twice.tolist())
-    counts = Counter(i for table in parts() for i in table.column("id").to_pylist() if _hash(i) in suspects)
-    return [f"id={i}: {n} rows" for i, n in counts.items() if n > 1]
+    shards: dict[str, list[str]] = {}  # id -> the shard of each of its rows
+    for path in paths:
+        ids, hashes = _ids(path)
+        for i in np.flatnonzero(member(twice, hashes)).tolist():
+            shards.setdefault(ids[i], []).append(path.name)
+    return [
+        f"id={i}: {len(names)} rows, in {', '.join(dict.fromkeys(names))}"
+        for i, names in shards.items()
+        if len(names) > 1
+    ]
 
 
 _LAYOUT_RULES = {

@@ -18,7 +18,6 @@ finished chunks are not tokenised again and shards whose completion marker match
 bytes are not written again, so the rerun's files equal an uninterrupted run's byte for byte.
 """
 
-import functools
 import itertools
 import json
 import shutil
@@ -216,21 +215,21 @@ def bucketed(
         "tokens": int(lens.sum()),
         "bucket_boundaries": bounds,
         "bucket_counts": {str(bounds[b]): int(counts[b]) for b in np.flatnonzero(counts)},
-        **padding_stats(lens.tolist(), buckets.tolist(), cfg),
+        **padding_stats(lens, buckets, cfg),
     }
     return kept, buckets, stats
 
 
-def padding_stats(lens: list[int], buckets: list[int], cfg: ShardsConfig) -> dict:
-    """Padding of bucketed and of random batches of stats_batch_size (the seeded shuffles of
-    tasks.packing, as training draws them, need Python lists: they live only here)."""
+def padding_stats(lens: np.ndarray, buckets: np.ndarray, cfg: ShardsConfig) -> dict:
+    """Padding of bucketed and of random batches of stats_batch_size: the seeded plans of
+    tasks.packing, as training draws them, held in numpy (a few bytes an example)."""
     bs = cfg.stats_batch_size
     return {
         f"padding_bucketed@{bs}": round(
-            packing.padding_fraction(lens, packing.bucket_batches(buckets, bs, cfg.seed, lengths=lens)), 5
+            packing.padding_fraction(lens, packing.bucket_plan(buckets, bs, cfg.seed, lengths=lens)), 5
         ),
         f"padding_random@{bs}": round(
-            packing.padding_fraction(lens, packing.random_batches(len(lens), bs, cfg.seed)), 5
+            packing.padding_fraction(lens, packing.random_plan(len(lens), bs, cfg.seed)), 5
         ),
     }
 
@@ -316,8 +315,11 @@ def load(directory: Path, kind: str, split: str) -> pa.Table:
 
 def shard_tables(directory: Path, kind: str, split: str) -> Iterator[pa.Table]:
     """The shards of one kind and split, one memory-mapped table each, in file order."""
-    for f in sorted(directory.glob(f"{kind}-{split}-*.arrow")):
-        yield pa.ipc.open_file(pa.memory_map(str(f))).read_all()
+    return map(shard_checks.read_shard, shard_files(directory, kind, split))
+
+
+def shard_files(directory: Path, kind: str, split: str) -> list[Path]:
+    return sorted(directory.glob(f"{kind}-{split}-*.arrow"))
 
 
 def build(
@@ -510,5 +512,11 @@ def _set_difficulty(cfg: Curriculum, examples: list[dict]) -> None:
 def validate(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
     """The contracts of tasks.shard_checks on the training split of every shard kind."""
     kinds = ("pretrain", "sft", "dpo") + (("sft_packed",) if cfg.sft_packing else ())
-    tables = {kind: functools.partial(shard_tables, out, kind, "train") for kind in kinds}
-    return shard_checks.check(cfg, tables, stats["vocab_size"])
+    files = {kind: shard_files(out, kind, "train") for kind in kinds}
+    # the id check's partition files go to the chunks' folder: a killed run's are removed by
+    # the rerun's build
+    work = out / shard_chunks.WORK
+    try:
+        return shard_checks.check(cfg, files, stats["vocab_size"], work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -90,6 +90,57 @@ def test_length_sorted_windows_pad_near_the_sorted_floor_and_still_reshuffle():
     assert {frozenset(b) for b in again} != {frozenset(b) for b in windowed}
 
 
+def reference_bucket_batches(buckets, batch_size, seed, epoch=0, lengths=None):
+    """packing.bucket_batches as it was written with Python lists (training drew these batches)."""
+    rng = random.Random(f"{seed}:{epoch}")
+    by_bucket: dict[int, list[int]] = {}
+    for i, b in enumerate(buckets):
+        by_bucket.setdefault(b, []).append(i)
+    batches, window = [], batch_size * packing.SORT_WINDOW
+    for b in sorted(by_bucket):
+        members = by_bucket[b]
+        rng.shuffle(members)
+        if lengths is not None:
+            members = [
+                i
+                for k in range(0, len(members), window)
+                for i in sorted(members[k : k + window], key=lengths.__getitem__)
+            ]
+        batches += [members[k : k + batch_size] for k in range(0, len(members), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def reference_padding(lengths, batches):
+    slots = sum(max(lengths[i] for i in b) * len(b) for b in batches)
+    return 1 - sum(lengths[i] for b in batches for i in b) / slots if slots else 0.0
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_batches_in_arrays_equal_the_list_shuffles_and_their_padding_exactly(case):
+    """The shards stage's padding statistics and training's batches come from numpy arrays
+    shuffled in place: the same seeded draws must give the same batches as lists did."""
+    rng = random.Random(case)
+    n = rng.choice([0, 1, 7, 300, 2500])
+    n_buckets, batch_size = rng.choice([1, 3, 9]), rng.choice([1, 4, 16])
+    lengths = [rng.randint(1, rng.choice([3, 512])) for _ in range(n)]  # many ties for the stable sort
+    buckets = [rng.choice([2, 5, 11, 40][:n_buckets] or [0]) for _ in range(n)]
+    for lens in (None, lengths):
+        expected = reference_bucket_batches(buckets, batch_size, case, case % 3, lens)
+        assert packing.bucket_batches(buckets, batch_size, case, case % 3, lens) == expected
+        plan = packing.bucket_plan(np.array(buckets), batch_size, case, case % 3, np.array(lengths))
+        assert packing.padding_fraction(np.array(lengths), plan) == reference_padding(
+            lengths, reference_bucket_batches(buckets, batch_size, case, case % 3, lengths)
+        )
+    order = list(range(n))
+    random.Random(case).shuffle(order)
+    expected = [order[k : k + batch_size] for k in range(0, n, batch_size)]
+    assert packing.random_batches(n, batch_size, case) == expected
+    assert packing.padding_fraction(lengths, packing.random_plan(n, batch_size, case)) == reference_padding(
+        lengths, expected
+    )
+
+
 def test_padding_fraction():
     assert packing.padding_fraction([2, 4], [[0, 1]]) == pytest.approx(0.25)
     assert packing.padding_fraction([3, 3], [[0], [1]]) == 0.0

@@ -114,7 +114,9 @@ def test_packed_sft_rows_hold_every_example_whole(built):
 
 def test_contracts_pass_on_good_shards(built):
     cfg, inputs, out, stats = built
+    before = sorted(p.name for p in out.rglob("*"))
     assert all(r.success for r in shards.validate(cfg.shards, inputs, out, stats))
+    assert sorted(p.name for p in out.rglob("*")) == before  # the id check's files are gone
 
 
 def test_token_id_out_of_range_is_stopped_with_the_record_named(built, tmp_path):
@@ -145,7 +147,8 @@ def test_an_example_in_two_shards_is_stopped_with_its_id(built, tmp_path):
     first = sorted(bad.glob("sft-train-*.arrow"))[0]
     shutil.copy(first, bad / "sft-train-99999.arrow")  # the same rows again, in another shard
     victim = shards.load(bad, "sft", "train")["id"][0].as_py()
-    with pytest.raises(ContractError, match=rf"(?s)shards/sft-ids failed.*id={re.escape(victim)}: 2 rows"):
+    named = rf"id={re.escape(victim)}: 2 rows, in {first.name}, sft-train-99999.arrow"
+    with pytest.raises(ContractError, match=rf"(?s)shards/sft-ids failed.*{named}"):
         shards.validate(cfg.shards, inputs, bad, stats)
 
 
