@@ -172,12 +172,25 @@ def bucket_batches(
 def bucket_plan(buckets, batch_size: int, seed: int, epoch: int = 0, lengths=None) -> Bins:
     """The batches of `bucket_batches`, flat in numpy (4 bytes an example where lists of Python
     ints took ~110): the same seeded draws, so the same batches in the same order."""
-    rng = random.Random(f"{seed}:{epoch}")
-    buckets = np.asarray(buckets, np.int64)
-    lengths = None if lengths is None else np.asarray(lengths, np.int64)
-    members = np.argsort(buckets, kind="stable").astype(_index_type(len(buckets)))  # index order in a bucket
-    edges = np.flatnonzero(np.diff(buckets[members])) + 1
-    bounds = [0, *edges.tolist(), len(members)]
+    rng = epoch_rng(seed, epoch)
+    batches = bucket_cuts(buckets, batch_size, rng, lengths)
+    return batches.take(shuffled(len(batches), rng))
+
+
+def epoch_rng(seed: int, epoch: int = 0) -> random.Random:
+    """The generator of one epoch's bucket batches."""
+    return random.Random(f"{seed}:{epoch}")
+
+
+def bucket_cuts(buckets, batch_size: int, rng: random.Random, lengths=None) -> Bins:
+    """The batches of `bucket_plan` before their order is drawn (bucket by bucket): what their
+    padding depends on. `rng` makes the shuffles of the buckets' members."""
+    buckets = np.asarray(buckets)
+    members = np.argsort(buckets, kind="stable").astype(index_type(len(buckets)))  # index order in a bucket
+    ordered = buckets[members]
+    bounds = [0, *(np.flatnonzero(ordered[1:] != ordered[:-1]) + 1).tolist(), len(members)]
+    del ordered
+    lengths = None if lengths is None else np.asarray(lengths)
     window = batch_size * SORT_WINDOW
     starts = []
     for a, b in zip(bounds[:-1], bounds[1:], strict=True):  # buckets in ascending order
@@ -187,8 +200,7 @@ def bucket_plan(buckets, batch_size: int, seed: int, epoch: int = 0, lengths=Non
             members[a:b] = members[a:b][np.lexsort((lengths[members[a:b]], window_of))]
         starts.append(np.arange(a, b, batch_size))
     starts.append([len(members)])
-    plan = Bins(members, np.concatenate(starts).astype(np.int64))
-    return plan.take(shuffled(len(plan), rng))
+    return Bins(members, np.concatenate(starts).astype(np.int64))
 
 
 def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
@@ -204,12 +216,13 @@ def random_plan(n: int, batch_size: int, seed: int) -> Bins:
 def shuffled(n: int, rng: random.Random) -> np.ndarray:
     """range(n) in the order `rng.shuffle(list(range(n)))` leaves it (the same draws, made on a
     numpy array in place: 4 bytes an item instead of a list's ~36)."""
-    order = np.arange(n, dtype=_index_type(n))
+    order = np.arange(n, dtype=index_type(n))
     rng.shuffle(memoryview(order))
     return order
 
 
-def _index_type(n: int) -> type:
+def index_type(n: int) -> type:
+    """The narrowest of int32 and int64 that numbers n items."""
     return np.int32 if n < 2**31 else np.int64
 
 

@@ -34,7 +34,8 @@ from tasks.faults import crash_point
 
 SPLITS = ("train", "validation")
 WORK = ".work"  # chunk files and shard markers; removed before the stage is published
-SLICE = 256  # records tokenised (and held as Python lists) at a time inside a chunk job
+SLICE = 256  # records tokenised (and held as Python lists) at a time inside a chunk job,
+SLICE_BYTES = 1 << 17  # or fewer: about this much corpus data (~55 pretraining documents)
 
 
 def encode_template(tok: Tokenizer, parts: tuple[str, ...], rows: list[dict]) -> list[list[int]]:
@@ -169,8 +170,9 @@ class Chunks:
                 )
         return np.concatenate(out).astype(np.int64)
 
-    def take(self, indices) -> list[dict]:
-        """The records at these plan-order positions, as dicts ("score" only where set)."""
+    def take(self, indices, columns: list[str] | None = None) -> list[dict]:
+        """The records at these plan-order positions, as dicts ("score" only where set), with
+        all their columns or these."""
         idx = np.asarray(indices, np.int64)
         file_of = np.searchsorted(self.starts, idx, "right") - 1
         out: list[dict] = [{}] * len(idx)
@@ -178,6 +180,7 @@ class Chunks:
             where = np.flatnonzero(file_of == f)
             with pa.memory_map(str(self.paths[f])) as src:
                 table = pa.ipc.open_file(src).read_all()
+                table = table.select(columns) if columns else table
                 rows = table.take(pa.array(idx[where] - self.starts[f])).to_pylist()
             for w, r in zip(where.tolist(), rows, strict=True):
                 out[w] = {k: v for k, v in r.items() if not (k == "score" and v is None)}
@@ -190,7 +193,7 @@ def _tokenizer(directory: str) -> Tokenizer:
 
 
 def _record_slices(corpus: Path, task: str, split: str, start: int, stop: int) -> Iterator[list[dict]]:
-    """Records start..stop-1 of one split, about SLICE at a time (training records with their
+    """Records start..stop-1 of one split, a slice at a time (training records with their
     mixing weights applied), reading only the row groups that hold them, a batch at a time: a
     chunk job holds a slice of records, not its chunk."""
     path = corpus / f"{task}.parquet"
@@ -199,7 +202,9 @@ def _record_slices(corpus: Path, task: str, split: str, start: int, stop: int) -
     pf, seen = pq.ParquetFile(path), 0  # seen: records of the split before the current batch
     for group, n in enumerate(counts):
         if seen < stop and start < seen + n:
-            for batch in pf.iter_batches(batch_size=SLICE, row_groups=[group]):
+            for batch in pf.iter_batches(
+                batch_size=_slice_rows(pf.metadata.row_group(group)), row_groups=[group]
+            ):
                 batch = batch.filter(pc.equal(batch.column("split"), split))
                 lo, hi = max(start, seen), min(stop, seen + batch.num_rows)
                 if lo < hi:
@@ -208,6 +213,12 @@ def _record_slices(corpus: Path, task: str, split: str, start: int, stop: int) -
                 seen += batch.num_rows
         else:
             seen += n
+
+
+def _slice_rows(group: pq.RowGroupMetaData) -> int:
+    """Records of a row group to tokenise at a time: SLICE, or fewer of long records (a slice
+    of 256 pretraining documents held ~60 MB while tokenised, two jobs at once twice that)."""
+    return max(1, min(SLICE, SLICE_BYTES * group.num_rows // max(group.total_byte_size, 1)))
 
 
 @functools.lru_cache(maxsize=8)

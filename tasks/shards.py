@@ -201,12 +201,16 @@ def bucketed(
         rejects.write(
             json.dumps({"id": rid, "reason": f"too long: {n} tokens > max_len {cfg.max_len}"}) + "\n"
         )
-    kept = np.flatnonzero(lengths <= cfg.max_len)
-    bucket = np.searchsorted(bounds, lengths[kept], side="left")  # packing.bucket_of, for all
+    # narrow types: these arrays and their sorts are what the stage holds per example
+    kept = np.flatnonzero(lengths <= cfg.max_len).astype(packing.index_type(len(lengths)))
+    bucket = np.searchsorted(bounds, lengths[kept], side="left").astype(
+        np.int16
+    )  # packing.bucket_of, for all
     # stable: keeps corpus order inside a bucket; a curriculum orders by difficulty instead
     key = bucket if difficulty is None else np.asarray(difficulty, np.float64)[kept]
     order = np.argsort(key, kind="stable")
     kept, buckets = kept[order], bucket[order]
+    del order, key, bucket
     lens = lengths[kept]
     counts = np.bincount(buckets, minlength=len(bounds))
     stats = {
@@ -222,11 +226,15 @@ def bucketed(
 
 def padding_stats(lens: np.ndarray, buckets: np.ndarray, cfg: ShardsConfig) -> dict:
     """Padding of bucketed and of random batches of stats_batch_size: the seeded plans of
-    tasks.packing, as training draws them, held in numpy (a few bytes an example)."""
+    tasks.packing, as training draws them, held in numpy (a few bytes an example). The order
+    of the bucketed batches changes no batch's padding, so it is not drawn."""
     bs = cfg.stats_batch_size
     return {
         f"padding_bucketed@{bs}": round(
-            packing.padding_fraction(lens, packing.bucket_plan(buckets, bs, cfg.seed, lengths=lens)), 5
+            packing.padding_fraction(
+                lens, packing.bucket_cuts(buckets, bs, packing.epoch_rng(cfg.seed), lens)
+            ),
+            5,
         ),
         f"padding_random@{bs}": round(
             packing.padding_fraction(lens, packing.random_plan(len(lens), bs, cfg.seed)), 5
@@ -407,7 +415,7 @@ def example_split(cfg, kind, split, chunks, lengths, bounds, rejects, stats, wri
         difficulty = [ex["difficulty"] for ex in examples]
         del examples
     kept, buckets, stats[f"{kind}_{split}"] = bucketed(
-        lengths, cfg, bounds, rejects, lambda idx: [ex["id"] for ex in chunks.take(idx)], difficulty
+        lengths, cfg, bounds, rejects, lambda idx: [ex["id"] for ex in chunks.take(idx, ["id"])], difficulty
     )
     if cfg.curriculum and split == "train":
         stats["curriculum"][f"{kind}_train"] = curriculum.summary([difficulty[i] for i in kept])
