@@ -199,7 +199,7 @@ def _record_slices(corpus: Path, task: str, split: str, start: int, stop: int) -
     path = corpus / f"{task}.parquet"
     stat = path.stat()
     counts = _split_counts(str(path), split, stat.st_mtime_ns, stat.st_size)
-    pf, seen = pq.ParquetFile(path), 0  # seen: records of the split before the current batch
+    pf, seen = memory.parquet(path), 0  # seen: records of the split before the current batch
     for group, n in enumerate(counts):
         if seen < stop and start < seen + n:
             for batch in pf.iter_batches(
@@ -224,7 +224,7 @@ def _slice_rows(group: pq.RowGroupMetaData) -> int:
 @functools.lru_cache(maxsize=8)
 def _split_counts(path: str, split: str, mtime_ns: int, size: int) -> tuple[int, ...]:
     """Records of one split in each row group of a corpus table (mtime and size key the cache)."""
-    pf = pq.ParquetFile(path)
+    pf = memory.parquet(path)
     return tuple(
         pc.sum(pc.equal(pf.read_row_group(g, columns=["split"]).column("split"), split)).as_py() or 0
         for g in range(pf.num_row_groups)

@@ -338,6 +338,11 @@ def build(
     lengths; each shard's rows are then gathered from the chunk files (shard_chunks.Chunks), so
     memory holds one shard, not the corpus. Chunks and shards already finished by a killed run
     in `out` are reused, so a rerun only builds what is missing."""
+    with memory.large_blocks_mapped():
+        return _build(cfg, inputs, out, map_chunks)
+
+
+def _build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, map_chunks: Callable) -> dict:
     jobs = shard_chunks.plan(cfg, inputs, out)
     map_chunks(shard_chunks.tokenize_chunk, jobs)
     stats: dict = {"rows": {}, "tokens": {}}
@@ -525,6 +530,7 @@ def validate(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, stats: dict)
     # the rerun's build
     work = out / shard_chunks.WORK
     try:
-        return shard_checks.check(cfg, files, stats["vocab_size"], work)
+        with memory.large_blocks_mapped():
+            return shard_checks.check(cfg, files, stats["vocab_size"], work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
