@@ -58,7 +58,7 @@ def hashed_order(corpus_dir: Path, split: str | None) -> Iterator[tuple[str, int
         if not path.exists():
             continue
         start = 0  # row number of the batch's first row in the table
-        for batch in pq.ParquetFile(path).iter_batches(
+        for batch in memory.parquet(path).iter_batches(
             batch_size=ORDER_BATCH, columns=["id", "split", "source"]
         ):
             ids, splits, srcs = (batch.column(c).to_pylist() for c in ("id", "split", "source"))
@@ -90,7 +90,7 @@ def read_rows(corpus_dir: Path, picks: list[tuple[str, int]]) -> dict[tuple[str,
         wanted[task].add(n)
     out = {}
     for task, rows in wanted.items():
-        pf, start = pq.ParquetFile(corpus_dir / f"{task}.parquet"), 0
+        pf, start = memory.parquet(corpus_dir / f"{task}.parquet"), 0
         for g in range(pf.num_row_groups):
             size = pf.metadata.row_group(g).num_rows
             local = sorted(n - start for n in rows if start <= n < start + size)
