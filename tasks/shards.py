@@ -203,9 +203,8 @@ def bucketed(
         )
     # narrow types: these arrays and their sorts are what the stage holds per example
     kept = np.flatnonzero(lengths <= cfg.max_len).astype(packing.index_type(len(lengths)))
-    bucket = np.searchsorted(bounds, lengths[kept], side="left").astype(
-        np.int16
-    )  # packing.bucket_of, for all
+    # packing.bucket_of, for all
+    bucket = np.searchsorted(bounds, lengths[kept], side="left").astype(np.int16)
     # stable: keeps corpus order inside a bucket; a curriculum orders by difficulty instead
     key = bucket if difficulty is None else np.asarray(difficulty, np.float64)[kept]
     order = np.argsort(key, kind="stable")
