@@ -17,6 +17,7 @@ import torch
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS, token_id
 from schemas.training import ModelConfig
+from tasks import shards as shards_task
 
 
 def new_encoder(mcfg: ModelConfig, vocab_size: int, max_positions: int):
@@ -63,7 +64,7 @@ def document_mask(doc_lens: list[list[int]]) -> torch.Tensor:
 
 
 def masked_batch(table: pa.Table, rows: list[int], prob: float, vocab: int, seed: int) -> dict:
-    cols = table.take(rows).select(["input_ids", "position_ids", "doc_lens"]).to_pydict()
+    cols = shards_task.take_rows(table, rows, ["input_ids", "position_ids", "doc_lens"])
     gen = torch.Generator().manual_seed(seed)
     inputs, labels = mask_tokens(torch.tensor(cols["input_ids"], dtype=torch.long), prob, vocab, gen)
     return {

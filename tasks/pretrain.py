@@ -26,7 +26,7 @@ from tasks.tokenizer import load as load_tokenizer
 
 
 def packed_batch(table: pa.Table, rows: list[int]) -> training.Batch:
-    cols = table.take(rows).to_pydict()
+    cols = shards_task.take_rows(table, rows)
     return {k: torch.tensor(cols[k], dtype=torch.long) for k in ("input_ids", "labels", "position_ids")}
 
 

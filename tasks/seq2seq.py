@@ -142,7 +142,7 @@ def task_rows(table: pa.Table, tasks: list[str]) -> pa.Table:
 
 def batch(table: pa.Table, rows: list[int]) -> training.Batch:
     """Encoder: the SFT prompt; decoder: `<bos>` + answer, loss on the answer (right-padded)."""
-    cols = table.take(rows).select(["input_ids", "labels"]).to_pydict()
+    cols = shards_task.take_rows(table, rows, ["input_ids", "labels"])
     prompts, answers = [], []
     for ids, labels in zip(cols["input_ids"], cols["labels"], strict=True):
         first = next(i for i, x in enumerate(labels) if x != IGNORE_INDEX)

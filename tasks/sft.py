@@ -23,7 +23,7 @@ from tasks.pretrain import check_checkpoint
 
 def padded_batch(table: pa.Table, rows: list[int]) -> training.Batch:
     """Right-padded input_ids / labels / attention_mask for the given rows."""
-    cols = table.take(rows).select(["input_ids", "labels"]).to_pydict()
+    cols = shards_task.take_rows(table, rows, ["input_ids", "labels"])
     width = max(len(x) for x in cols["input_ids"])
     pad = token_id(PAD)
 

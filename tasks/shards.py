@@ -320,6 +320,22 @@ def load(directory: Path, kind: str, split: str) -> pa.Table:
     return pa.concat_tables(tables) if tables else SCHEMAS[kind].empty_table()
 
 
+def take_rows(table: pa.Table, rows: list[int], columns: list[str] | None = None) -> dict[str, list]:
+    """`table.take(rows).to_pydict()` without its copy: on a table of several shards pyarrow's
+    take first concatenates each column's chunks, so every training batch copied the whole
+    split out of the memory-mapped shards (10x corpus: +91 MiB a batch, 100x: +700)."""
+    table = table.select(columns) if columns else table
+    batches = table.to_batches()
+    starts = np.cumsum([0, *(b.num_rows for b in batches)])
+    picked = []
+    for r in rows:
+        if not 0 <= r < starts[-1]:
+            raise IndexError(f"row {r} of {starts[-1]}")
+        k = int(np.searchsorted(starts, r, "right")) - 1
+        picked.append(batches[k].slice(r - int(starts[k]), 1))
+    return pa.Table.from_batches(picked, schema=table.schema).to_pydict()
+
+
 def shard_tables(directory: Path, kind: str, split: str) -> Iterator[pa.Table]:
     """The shards of one kind and split, one memory-mapped table each, in file order."""
     return map(shard_checks.read_shard, shard_files(directory, kind, split))

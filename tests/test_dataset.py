@@ -1,6 +1,7 @@
 """The shard dataset: memory-mapped rows, seeded epochs, and resume at an exact sample."""
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from schemas.shards import IGNORE_INDEX
@@ -82,3 +83,18 @@ def test_batches_pad_unequal_rows(shard_dir):
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0, 0, 0], [1] * 7]
     packed = ShardDataset(shard_dir, "pretrain", "train").batch([0, 1])
     assert packed["input_ids"].shape == (2, 32) and "attention_mask" not in packed
+
+
+def test_take_rows_across_shards_equals_arrow_take_without_concatenating():
+    """Training batches come from tables of many memory-mapped shards: rows are taken per shard
+    (pyarrow's take would first copy every chunk of the split), in the order asked."""
+    parts = [
+        pa.table({"input_ids": [[i, i + 1] for i in range(k, k + 3)], "n": list(range(k, k + 3))})
+        for k in (0, 3, 6)
+    ]
+    table = pa.concat_tables(parts)
+    rows = [7, 0, 4, 4, 2, 8]
+    assert shards.take_rows(table, rows) == table.take(rows).to_pydict()
+    assert shards.take_rows(table, rows, ["n"]) == {"n": rows}
+    with pytest.raises(IndexError, match="row 9 of 9"):
+        shards.take_rows(table, [9])
