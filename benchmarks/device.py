@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -232,27 +233,46 @@ def tokenise_child(work: Path, cores: int, mode: str) -> None:
     print(json.dumps(row))
 
 
-def tokenising(artifacts: Path, work: Path, times: int, cores: list[int]) -> list[dict]:
-    """Tokenisation time on each number of cores, with threads and with processes."""
+def tokenising(artifacts: Path, work: Path, times: int, cores: list[int], repeats: int) -> dict:
+    """Tokenisation time on each number of cores, with threads and with processes, `repeats`
+    rounds (each round every mode and core count once, so drift hits all alike); the speedup of
+    a run is over the one-core run of its round, and the summary takes the median per setting."""
     replicate(artifacts / "corpus", work / "corpus", times)
     shutil.copytree(artifacts / "tokenizer", work / "tokenizer")
     rows = []
-    for mode in ("threads", "processes"):
-        for n in cores:
-            rayon = str(n) if mode == "threads" else "1"
-            env = {**os.environ, "RAYON_NUM_THREADS": rayon}
-            cmd = [sys.executable, "-m", "benchmarks.device", "--tokenise-child", str(work), str(n), mode]
-            done = subprocess.run(cmd, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, text=True)
-            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    one = {r["mode"]: r["tokenise_s"] for r in rows if r["cores"] == 1}
-    return [{**r, "speedup": round(one[r["mode"]] / r["tokenise_s"], 2)} for r in rows]
+    for round_ in range(repeats):
+        for mode in ("threads", "processes"):
+            for n in cores:
+                rayon = str(n) if mode == "threads" else "1"
+                env = {**os.environ, "RAYON_NUM_THREADS": rayon}
+                cmd = [sys.executable, "-m", "benchmarks.device", "--tokenise-child", str(work), str(n), mode]
+                done = subprocess.run(
+                    cmd, cwd=PROJECT_ROOT, env=env, check=True, capture_output=True, text=True
+                )
+                rows.append({"round": round_, **json.loads(done.stdout.strip().splitlines()[-1])})
+                shutil.rmtree(work / f"shards-{mode}-{n}")
+    one = {(r["round"], r["mode"]): r["tokenise_s"] for r in rows if r["cores"] == 1}
+    rows = [{**r, "speedup": round(one[r["round"], r["mode"]] / r["tokenise_s"], 2)} for r in rows]
+    median = {
+        f"{mode} {n}": statistics.median(r["speedup"] for r in rows if (r["mode"], r["cores"]) == (mode, n))
+        for mode in ("threads", "processes")
+        for n in cores
+    }
+    return {"runs": rows, "median speedup": median}
 
 
 # --- the run -------------------------------------------------------------------------------------
 
 
 def run(
-    artifacts: Path, work: Path, quick: bool, out: Path, only: list[str] | None, scale: int, cores: list[int]
+    artifacts: Path,
+    work: Path,
+    quick: bool,
+    out: Path,
+    only: list[str] | None,
+    scale: int,
+    cores: list[int],
+    repeats: int = 1,
 ) -> dict:
     """Every check in turn; the results so far are saved after each (a lease can run out)."""
     import torch
@@ -278,7 +298,7 @@ def run(
             big, inputs, 3 if quick else 30, ModelConfig() if quick else MFU_MODEL
         ),
         "throughput gpu preset": lambda: preset_throughput(3 if quick else 20, "tiny" if quick else "gpu"),
-        "tokenise": lambda: tokenising(artifacts, work / "tok", scale, [1, 2] if quick else cores),
+        "tokenise": lambda: tokenising(artifacts, work / "tok", scale, [1, 2] if quick else cores, repeats),
     }
     res: dict = {"device": gpu_name(), "torch": torch.__version__}
     for name, check in checks.items():
@@ -315,13 +335,15 @@ def markdown(res: dict) -> str:
     if "tokenise" in res:
         lines += [
             "",
-            "| chunk jobs on | cores | tokenise s | speedup | build s | tokens |",
-            "|---|---|---|---|---|---|",
+            "| round | chunk jobs on | cores | tokenise s | speedup | build s | tokens |",
+            "|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['mode']} | {r['cores']} | {r['tokenise_s']} | {r['speedup']} | {r['build_s']} | {r['tokens']} |"
-            for r in res["tokenise"]
+            f"| {r['round']} | {r['mode']} | {r['cores']} | {r['tokenise_s']} | {r['speedup']} | {r['build_s']} "
+            f"| {r['tokens']} |"
+            for r in res["tokenise"]["runs"]
         ]
+        lines += ["", f"median speedup: {json.dumps(res['tokenise']['median speedup'])}"]
     return "\n".join(lines) + "\n"
 
 
@@ -334,6 +356,7 @@ def main() -> None:
     parser.add_argument("--only", help="comma-separated checks (default: all)")
     parser.add_argument("--tokenise-scale", type=int, default=5, help="corpus replicas to tokenise")
     parser.add_argument("--tokenise-cores", default="1,2,4,8", help="core counts to tokenise on")
+    parser.add_argument("--tokenise-repeats", type=int, default=1, help="rounds of every core count")
     parser.add_argument("--tokenise-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -344,7 +367,16 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     only = args.only.split(",") if args.only else None
     cores = [int(c) for c in args.tokenise_cores.split(",")]
-    res = run(args.artifacts, args.work, args.quick, args.out, only, args.tokenise_scale, cores)
+    res = run(
+        args.artifacts,
+        args.work,
+        args.quick,
+        args.out,
+        only,
+        args.tokenise_scale,
+        cores,
+        args.tokenise_repeats,
+    )
     save_results("device", res, markdown(res), args.out)
 
 

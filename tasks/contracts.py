@@ -13,12 +13,14 @@ import gc
 import itertools
 import os
 from functools import cache
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from schemas.contracts import Expectation
 from schemas.manifest import ContractResult
 from tasks import memory
+
+if TYPE_CHECKING:  # pandas only for GX suites: the shards stage's chunk workers start without it
+    import pandas as pd
 
 
 class ContractError(RuntimeError):
@@ -42,7 +44,7 @@ def _context():
 
 
 def run_suite(
-    name: str, df: pd.DataFrame, expectations: list[Expectation], id_column: str = "id"
+    name: str, df: "pd.DataFrame", expectations: list[Expectation], id_column: str = "id"
 ) -> ContractResult:
     """Validate `df` against `expectations` (plus row-count and not-null guards); raise on failure."""
     gx, ctx = _context()

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tokenizers import Tokenizer
 
+from schemas.corpus import TASK_FIELDS
 from schemas.instruct import InstructConfig
 from schemas.shards import IGNORE_INDEX, TOKENIZED_SCHEMAS, ShardsConfig
 from schemas.templates import PREFERENCE_COMPLETION, PREFERENCE_PROMPT, PRETRAIN
@@ -108,7 +109,8 @@ def tokenize_chunk(job: dict) -> str:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.{os.getpid()}")
     schema = TOKENIZED_SCHEMAS[job["kind"]]
-    records = _record_slices(Path(job["corpus"]), job["task"], job["split"], job["start"], job["stop"])
+    where = (Path(job["corpus"]), job["task"], job["split"], job["start"], job["stop"])
+    records = _record_slices(*where, _job_columns(job))
     with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
         for rows in records:  # a slice's records and token lists in Python at a time
             writer.write_table(pa.Table.from_pylist(_tokenize(job, rows), schema=schema))
@@ -117,6 +119,16 @@ def tokenize_chunk(job: dict) -> str:
     memory.release()
     crash_point("shards", f"after_{job['file']}")
     return job["file"]
+
+
+def _job_columns(job: dict) -> list[str]:
+    """What a job reads of its records: each becomes a Python dict (under the GIL), and the
+    columns no template uses (source, group, ...) cost a quarter of that (5x corpus, one core:
+    reading every job's records 0.95 -> 0.74 CPU s)."""
+    columns = ["id", "weight", *TASK_FIELDS[job["task"]]]
+    if job["column"]:  # a curriculum score; file and line name a bad one
+        columns += [job["column"], "file", "line"]
+    return list(dict.fromkeys(columns))
 
 
 def _tokenize(job: dict, records: list[dict]) -> list[dict]:
@@ -192,20 +204,27 @@ def _tokenizer(directory: str) -> Tokenizer:
     return tokenizer_task.load(Path(directory))
 
 
-def _record_slices(corpus: Path, task: str, split: str, start: int, stop: int) -> Iterator[list[dict]]:
+def _record_slices(
+    corpus: Path, task: str, split: str, start: int, stop: int, columns: list[str] | None = None
+) -> Iterator[list[dict]]:
     """Records start..stop-1 of one split, a slice at a time (training records with their
     mixing weights applied), reading only the row groups that hold them, a batch at a time: a
-    chunk job holds a slice of records, not its chunk."""
+    chunk job holds a slice of records, not its chunk. `columns`: only those (default: all)."""
     path = corpus / f"{task}.parquet"
     stat = path.stat()
     counts = _split_counts(str(path), split, stat.st_mtime_ns, stat.st_size)
     pf, seen = memory.parquet(path), 0  # seen: records of the split before the current batch
+    if columns:  # a column the table lacks reads as None (a missing curriculum score is named)
+        columns = [c for c in columns if c in pf.schema_arrow.names]
     for group, n in enumerate(counts):
         if seen < stop and start < seen + n:
             for batch in pf.iter_batches(
-                batch_size=_slice_rows(pf.metadata.row_group(group)), row_groups=[group]
+                batch_size=_slice_rows(pf.metadata.row_group(group)),
+                row_groups=[group],
+                columns=columns and ["split", *columns],
             ):
                 batch = batch.filter(pc.equal(batch.column("split"), split))
+                batch = batch.select(columns) if columns else batch
                 lo, hi = max(start, seen), min(stop, seen + batch.num_rows)
                 if lo < hi:
                     rows = batch.slice(lo - seen, hi - lo).to_pylist()
