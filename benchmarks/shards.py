@@ -34,6 +34,7 @@ from schemas.shards import ShardsConfig
 from schemas.tokenizer import TokenizerConfig
 from tasks import pretrain, shard_chunks, shards, tokenizer
 from tasks.dataset import ShardDataset
+from tasks.jobs import serial
 
 SEQ_LEN = 512
 BATCH = 8
@@ -65,7 +66,7 @@ def tokenise_and_pack(cfg: ShardsConfig, inputs: dict[str, Path], out: Path) -> 
     jobs = shard_chunks.plan(cfg, inputs, out)
     for job in jobs:
         (Path(job["work"]) / job["file"]).unlink(missing_ok=True)
-    shard_chunks.serial(shard_chunks.tokenize_chunk, jobs)
+    serial(shard_chunks.tokenize_chunk, jobs)
     docs = shard_chunks.read_chunks(jobs, "pretrain", "train")
     return shards.pack_pretrain([d["input_ids"] for d in docs], SEQ_LEN)[0]
 

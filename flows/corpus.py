@@ -1,8 +1,22 @@
-"""The corpus stage as a deployable Prefect flow. Raw sources (JSONL, Parquet, CSV/TSV, text, datasets) -> clean, deduplicated, split Parquet tables + rejects."""
+"""The corpus stage as a deployable Prefect flow. Raw sources (JSONL, Parquet, CSV/TSV, text, datasets) -> clean, deduplicated, split Parquet tables + rejects.
+
+Pass one (reading, admitting, dedup keys and signatures) runs as one Prefect task per piece of
+a source (a file, or about `corpus.chunk_bytes` of a JSONL file) on Prefect's thread pool, or
+with `corpus.runner: dask` on a local Dask cluster of `corpus.workers` processes or an existing
+cluster (`corpus.dask_address`); the artifact is the same bytes either way (flows/runners.py).
+"""
 
 from prefect import flow
 
+from flows.runners import prefect_map
 from flows.stage import run_stage
+from schemas.corpus import CorpusConfig
+from tasks import corpus as corpus_task
+
+
+def parallel_build(cfg: CorpusConfig, inputs: dict, out) -> dict:
+    """tasks.corpus.build with its pass-one jobs submitted as Prefect tasks (results are file names)."""
+    return corpus_task.build(cfg, inputs, out, prefect_map(cfg, "corpus-read-chunk"))
 
 
 @flow(name="corpus", log_prints=True, persist_result=False)
@@ -13,4 +27,4 @@ def corpus_flow(
 
     config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...].
     """
-    return run_stage("corpus", config, overrides, force, home)
+    return run_stage("corpus", config, overrides, force, home, build=parallel_build)

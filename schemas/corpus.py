@@ -104,6 +104,14 @@ class CorpusConfig(StrictModel):
     # Share of bad records (reasons outside POLICY_REASONS) above which the stage fails.
     # It decides whether an artifact is published, not what it contains: not fingerprinted.
     max_reject_rate: float = runtime_field(0.05, ge=0.0, le=1.0)
+    # How pass one runs (none of it changes a byte of the output): jobs of one file each, or of
+    # about `chunk_bytes` of an uncompressed JSONL file, on Prefect's thread pool or a local
+    # Dask cluster of `workers` processes, or an existing cluster at `dask_address` (its
+    # workers must see the sources and the staging folder at the same paths).
+    chunk_bytes: int = runtime_field(1 << 20, ge=1)
+    runner: Literal["threads", "dask"] = runtime_field("threads")
+    workers: int = runtime_field(2, ge=1)
+    dask_address: str | None = runtime_field(None)
 
     @field_validator("sources")
     @classmethod

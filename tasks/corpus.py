@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from array import array
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -26,12 +26,15 @@ import pyarrow.parquet as pq
 import xxhash
 
 from schemas.contracts import corpus_suite, preference_suite
-from schemas.corpus import POLICY_REASONS, TASK_FIELDS, CorpusConfig, Source, table_schema
+from schemas.corpus import POLICY_REASONS, TASK_FIELDS, CorpusConfig, table_schema
 from schemas.manifest import ContractResult
+from tasks import corpus_chunks
 from tasks.contracts import ContractError, require, run_suite
-from tasks.corpus_clean import Reject, fields, group_key, record_id, split_of
+from tasks.corpus_chunks import reject_line
+from tasks.corpus_clean import split_of
 from tasks.corpus_dedup import Decontamination, Dedup, member, repeated
-from tasks.corpus_read import Raw, read_source
+from tasks.corpus_read import Raw
+from tasks.jobs import serial
 from tasks.memory import parquet, release
 
 REJECTS = "rejects.jsonl"
@@ -45,16 +48,19 @@ VALIDATE_BYTES = 2 << 20  # about this much text per validation batch (GX holds 
 HITS = 128  # training rows whose n-grams are looked up at once (~1000 n-grams each for documents)
 
 
-def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
+def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path, map_chunks: Callable = serial) -> dict:
     """Streaming passes; memory holds a batch of rows, validation n-grams and repeated keys.
 
-    Pass one reads every source, admits or rejects each record on its own and spools the
-    admitted rows to `.spool/<task>.arrows`, their dedup keys and signatures beside them, and
-    collects validation n-grams (a record's split is known at once from its group). Dedup then
-    replays the records over their repeated keys (tasks/corpus_dedup.py) and rejects.jsonl gets
-    both kinds of rejects in input order. Pass two streams the spool, less the duplicates,
-    through decontamination into `<task>.parquet`. The rejects and tables equal those of the
-    old all-in-memory stage.
+    Pass one runs as jobs (`map_chunks(fn, jobs)` runs them: serially here, as Prefect tasks in
+    flows/corpus.py): each reads a piece of a source, admits or rejects each record on its own
+    and computes its dedup keys, signature and validation n-grams (tasks/corpus_chunks.py).
+    The stage then takes the pieces in input order: it spools the admitted rows to
+    `.spool/<task>.arrows`, their dedup keys and signatures beside them, and collects the
+    validation n-grams (a record's split is known at once from its group). Dedup then replays
+    the records over their repeated keys (tasks/corpus_dedup.py) and rejects.jsonl gets both
+    kinds of rejects in input order. Pass two streams the spool, less the duplicates, through
+    decontamination into `<task>.parquet`. The output does not depend on the jobs' sizes or
+    where they ran, and equals that of the old all-in-memory stage.
     """
     work = out / SPOOL
     work.mkdir(exist_ok=True)
@@ -62,7 +68,7 @@ def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
     decontam = Decontamination(cfg.decontam_ngram, work) if cfg.decontam_ngram is not None else None
     dedup = Dedup(cfg, work)
     files: dict[str, Counter] = {}
-    read_pass(cfg, spool, dedup, decontam, files)
+    read_pass(cfg, spool, dedup, decontam, files, map_chunks)
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
         dropped = write_rejects(dedup, files, work, rejects)
         if decontam is not None:
@@ -76,27 +82,57 @@ def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path) -> dict:
     return {**stats(cfg, summary, files, contaminated), "memory": memory}
 
 
-def read_pass(cfg: CorpusConfig, spool: "Spool", dedup: Dedup, decontam, files: dict[str, Counter]) -> None:
-    """Admit or reject every source record on its own; duplicates are found after it."""
+def read_pass(
+    cfg: CorpusConfig, spool: "Spool", dedup: Dedup, decontam, files: dict[str, Counter], map_chunks: Callable
+) -> None:
+    """Run pass one's jobs, then take their chunks in input order; duplicates are found after it."""
+    jobs = corpus_chunks.plan(cfg, spool.work)
     ordinal = 0  # input order, across sources
     with open(spool.work / OWN_REJECTS, "w", encoding="utf-8") as own:
-        for src in cfg.sources:
-            for raw in read_source(src):
-                ordinal += 1
-                counts = files.setdefault(raw.file, Counter())
-                counts["in"] += 1
-                rid, row, reason, detail = admit(src, raw, cfg)
-                if reason:
-                    counts[reason] += 1
-                    own.write(f"{ordinal}\t{reject_line(raw, src.task, rid, reason, detail)}")
-                    continue
-                counts["kept"] += 1
-                rank = spool.add(src.task, row)
-                texts = [row[f] for f in TASK_FIELDS[src.task]]
-                dedup.add(raw, ordinal, src.task, rank, rid, texts)
-                if decontam is not None and row["split"] == "validation":
-                    decontam.add_validation(rid, rank, texts)
+        for job, name in zip(jobs, map_chunks(corpus_chunks.read_chunk, jobs), strict=True):
+            task = cfg.sources[job["source"]].task
+            for batch in corpus_chunks.batches(spool.work / name):
+                take_chunk(batch, task, ordinal, spool, dedup, decontam, files, own)
+                ordinal += batch.num_rows
+            (spool.work / name).unlink()
     spool.close()
+
+
+def take_chunk(
+    batch: pa.RecordBatch, task: str, ordinal: int, spool: "Spool", dedup: Dedup, decontam, files, own
+) -> None:
+    """The order-dependent part of pass one for a batch of a chunk whose first record follows
+    input record `ordinal`: counts, own rejects, spool ranks, dedup and validation records."""
+    reasons = batch.column("reason").to_pylist()
+    rejected = batch.column("reject").to_pylist()
+    for i, (file, reason) in enumerate(zip(batch.column("file").to_pylist(), reasons, strict=True)):
+        counts = files.setdefault(file, Counter())
+        counts["in"] += 1
+        counts[reason or "kept"] += 1
+        if reason:
+            own.write(f"{ordinal + 1 + i}\t{corpus_chunks.decode(rejected[i])}")
+    kept = [i for i, reason in enumerate(reasons) if not reason]
+    if not kept:
+        return
+    rows, schema = batch.take(kept), table_schema(task)
+    ranks = spool.extend(
+        task, pa.RecordBatch.from_arrays([rows.column(n) for n in schema.names], schema=schema)
+    )
+    meta = {n: rows.column(n).to_pylist() for n in ("file", "line", "id", "excerpt", "split", "grams")}
+    records = [
+        [ordinal + 1 + i, file, line, rid, task, corpus_chunks.decode(excerpt)]
+        for i, file, line, rid, excerpt in zip(
+            kept, meta["file"], meta["line"], meta["id"], meta["excerpt"], strict=True
+        )
+    ]
+    keys = rows.column("keys").flatten().to_numpy()
+    dedup.extend(ranks, keys, b"".join(rows.column("sig").to_pylist()) if dedup.near else b"", records)
+    if decontam is not None:
+        for rid, rank, split, grams in zip(
+            meta["id"], ranks.tolist(), meta["split"], meta["grams"], strict=True
+        ):
+            if split == "validation":
+                decontam.add_validation(rid, rank, grams)
 
 
 def write_rejects(dedup: Dedup, files: dict[str, Counter], work: Path, rejects) -> np.ndarray:
@@ -117,35 +153,41 @@ def write_rejects(dedup: Dedup, files: dict[str, Counter], work: Path, rejects) 
 
 
 class Spool:
-    """Kept rows of each task, appended in batches to an Arrow stream file (pass one)."""
+    """Kept rows of each task, appended in batches of BATCH rows to an Arrow stream file (pass one)."""
 
     def __init__(self, work: Path):
         self.work = work
-        self.rows: dict[str, list[dict]] = {}  # tasks in the order of their first kept row
+        self.rows: dict[
+            str, list[pa.RecordBatch]
+        ] = {}  # rows not yet written; tasks in the order of their first kept row
         self.writers: dict[str, pa.ipc.RecordBatchStreamWriter] = {}
         self.count: Counter = Counter()
 
-    def add(self, task: str, row: dict) -> int:
-        """Spool a row; returns its rank: the task's order, then the row's (old `rows` order)."""
+    def extend(self, task: str, rows: pa.RecordBatch) -> np.ndarray:
+        """Spool rows (of `table_schema(task)`); returns their ranks: the task's order, then the
+        row's (old `rows` order)."""
         if task not in self.rows:
             self.rows[task] = []
             self.writers[task] = pa.ipc.new_stream(str(self.work / f"{task}.arrows"), table_schema(task))
-        self.rows[task].append(row)
-        rank = self.rank(task, self.count[task])
-        self.count[task] += 1
-        if len(self.rows[task]) >= BATCH:
-            self._flush(task)
-        return rank
+        start = self.count[task]
+        self.count[task] += rows.num_rows
+        self.rows[task].append(rows)
+        while sum(b.num_rows for b in self.rows[task]) >= BATCH:
+            self._flush(task, BATCH)
+        return np.arange(start, self.count[task], dtype=np.uint64) | np.uint64(self.rank(task, 0))
 
-    def _flush(self, task: str) -> None:
-        self.writers[task].write_batch(pa.RecordBatch.from_pylist(self.rows[task], schema=table_schema(task)))
-        self.rows[task] = []
+    def _flush(self, task: str, n: int) -> None:
+        """Write the first `n` pending rows as one batch (pass two's row groups follow the batches)."""
+        pending = pa.Table.from_batches(self.rows[task])
+        self.writers[task].write_batch(pending.slice(0, n).combine_chunks().to_batches()[0])
+        rest = pending.slice(n).combine_chunks()
+        self.rows[task] = rest.to_batches() if rest.num_rows else []
         release()  # texts freed among live objects: malloc would keep their pages
 
     def close(self) -> None:
         for task, writer in self.writers.items():
             if self.rows[task]:
-                self._flush(task)
+                self._flush(task, sum(b.num_rows for b in self.rows[task]))
             writer.close()
 
     def rank(self, task: str, n: int) -> int:
@@ -267,32 +309,6 @@ def _decontaminate(
         raw = Raw(file, meta["line"][i], None, excerpt=texts[0][i][:200])
         rejects.write(reject_line(raw, task, rid, "contaminated", detail))
     return keep
-
-
-def admit(src: Source, raw: Raw, cfg: CorpusConfig) -> tuple[str, dict | None, str, str]:
-    """(id, table row, reason, detail): the row is None and the reason set for a reject.
-    Duplicates are found later, over all records (`Dedup.decide`)."""
-    if raw.record is None:
-        return "", None, raw.reason, raw.detail
-    rid = ""
-    try:
-        rid = record_id(src, raw.record, raw.file, raw.line)
-        values = fields(raw.record, src, cfg)
-        group = group_key(raw.record, src, rid)
-    except Reject as r:
-        return rid, None, r.reason, r.detail
-    source = raw.record.get(src.source_field)
-    row = {
-        "id": rid,
-        "source": source if isinstance(source, str) and source.strip() else src.path,
-        "file": raw.file,
-        "line": raw.line,
-        "split": split_of(group, cfg),
-        "group": group,
-        "weight": src.weight,
-        **values,
-    }
-    return rid, row, "", ""
 
 
 def stats(cfg: CorpusConfig, summary: Summary, files: dict[str, Counter], contaminated: int) -> dict:
@@ -429,19 +445,6 @@ def reject_rate(cfg: CorpusConfig, stats: dict) -> ContractResult:
     return ContractResult(
         name=name, success=True, checked=stats["read"], details=f"bad-record rate {rate:.2%}"
     )
-
-
-def reject_line(raw: Raw, task: str, rid: str, reason: str, detail: str) -> str:
-    record = {
-        "file": raw.file,
-        "line": raw.line,
-        "id": rid,
-        "task": task,
-        "reason": reason,
-        "detail": detail,
-        "excerpt": raw.excerpt[:200],
-    }
-    return json.dumps(record, ensure_ascii=False) + "\n"
 
 
 def lengths_png(histograms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], path: Path) -> None:

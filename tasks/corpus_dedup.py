@@ -23,6 +23,7 @@ the sizes).
     [(2, 'exact_duplicate', "same content as id 'a'")]
 """
 
+import functools
 import json
 import math
 import os
@@ -174,6 +175,39 @@ class Strings:
         return len(self.data) + 8 * len(self.ends)
 
 
+@functools.cache
+def _minhash(threshold: float, perm: int) -> tuple[list[tuple[int, int]], MinHash]:
+    """The LSH bands and the permutations (6 ms to set up: once per process, not per job)."""
+    ranges = MinHashLSH(threshold, perm).hashranges
+    return ranges, MinHash(perm, seed=1, hashfunc=xxhash.xxh32_intdigest)
+
+
+class Keys:
+    """A record's dedup keys (64-bit hashes of its id, its content and each MinHash band) and
+    its MinHash signature: what dedup needs of a record that depends on nothing else, so pass
+    one's jobs compute it anywhere (tasks/corpus_chunks.py)."""
+
+    def __init__(self, cfg: CorpusConfig):
+        self.cfg, self.near = cfg, cfg.near_dup_threshold is not None
+        self.width = 2  # id and content keys, then one per band
+        if self.near:
+            self.ranges, self._perm = _minhash(cfg.near_dup_threshold, cfg.minhash_perm)
+            self.width += len(self.ranges)
+
+    def __call__(self, rid: str, values: list[str]) -> tuple[list[int], np.ndarray | None]:
+        keys = [key("id", rid), key("content", "\x1f".join(values))]
+        if not self.near:
+            return keys, None
+        sig = self.signature(values)
+        return keys + [key(f"band{i}", sig[a:b].tobytes().hex()) for i, (a, b) in enumerate(self.ranges)], sig
+
+    def signature(self, values: list[str]) -> np.ndarray:
+        p = self._perm
+        sig = MinHash(p.num_perm, seed=1, hashfunc=p.hashfunc, permutations=p.permutations, scheme=p.scheme)
+        sig.update_batch([s.encode() for s in shingles(values, self.cfg.shingle_words)])
+        return sig.hashvalues.astype(np.uint32)  # values are < 2**32 (datasketch's _max_hash)
+
+
 class Dedup:
     """Exact (id, content hash) and near-duplicate (MinHash LSH) removal, each task apart.
 
@@ -184,27 +218,35 @@ class Dedup:
 
     def __init__(self, cfg: CorpusConfig, work: Path):
         self.cfg, self.work = cfg, work
-        self.near = cfg.near_dup_threshold is not None
-        self.width = 3 + (
-            len(MinHashLSH(cfg.near_dup_threshold, cfg.minhash_perm).hashranges) if self.near else 0
-        )
+        self.keys_of = Keys(cfg)
+        self.near, self.width = self.keys_of.near, 1 + self.keys_of.width
         self.keys = open(work / "keys.bin", "wb")  # per record: rank, id key, content key, band keys
         self.records = Records(work / "records.jsonl")  # per record: ordinal, file, line, id, task, excerpt
         self.index_bytes = 0
         if self.near:
-            self.ranges = MinHashLSH(cfg.near_dup_threshold, cfg.minhash_perm).hashranges
-            self._perm = MinHash(cfg.minhash_perm, seed=1, hashfunc=xxhash.xxh32_intdigest)
             self.sigs = open(work / "minhash.bin", "wb")
 
     def add(self, raw: Raw, ordinal: int, task: str, rank: int, rid: str, values: list[str]) -> None:
         """Pass one: record a record that passed every other check (`rank` orders it in its task)."""
-        keys = [rank, key("id", rid), key("content", "\x1f".join(values))]
+        keys, sig = self.keys_of(rid, values)
+        record = [ordinal, raw.file, raw.line, rid, task, raw.excerpt[:200]]
+        self.extend(
+            np.array([rank], np.uint64),
+            np.array([keys], np.uint64),
+            sig.tobytes() if self.near else b"",
+            [record],
+        )
+
+    def extend(self, ranks: np.ndarray, keys: np.ndarray, sigs: bytes, records: list[list]) -> None:
+        """Pass one, records in input order: their ranks, `Keys` rows, signatures (uint32 bytes,
+        one after another) and [ordinal, file, line, id, task, excerpt] for the messages."""
+        rows = np.empty((len(ranks), self.width), np.uint64)
+        rows[:, 0], rows[:, 1:] = ranks, keys.reshape(len(ranks), self.width - 1)
+        self.keys.write(rows.tobytes())
         if self.near:
-            sig = self._signature(values)
-            keys += [key(f"band{i}", sig[a:b].tobytes().hex()) for i, (a, b) in enumerate(self.ranges)]
-            self.sigs.write(sig.tobytes())
-        self.keys.write(array("Q", keys).tobytes())
-        self.records.append([ordinal, raw.file, raw.line, rid, task, raw.excerpt[:200]])
+            self.sigs.write(sigs)
+        for record in records:
+            self.records.append(record)
 
     def decide(self) -> Iterator[tuple[int, int, Raw, str, str, str, str]]:
         """The duplicates in input order: (ordinal, rank, raw, task, id, reason, detail)."""
@@ -253,12 +295,6 @@ class Dedup:
                     return "near_duplicate", f"estimated Jaccard {share:.2f} with id {self.records[o][3]!r}"
         return "", ""
 
-    def _signature(self, values: list[str]) -> np.ndarray:
-        p = self._perm
-        sig = MinHash(p.num_perm, seed=1, hashfunc=p.hashfunc, permutations=p.permutations, scheme=p.scheme)
-        sig.update_batch([s.encode() for s in shingles(values, self.cfg.shingle_words)])
-        return sig.hashvalues.astype(np.uint32)  # values are < 2**32 (datasketch's _max_hash)
-
     def _signature_of(self, g: int) -> np.ndarray:
         width = 4 * self.cfg.minhash_perm
         return np.frombuffer(os.pread(self.sig_fd, width, g * width), np.uint32)
@@ -273,6 +309,11 @@ class Dedup:
         return self.index_bytes
 
 
+def validation_grams(texts: list[str], n: int) -> list[int]:
+    """The distinct word n-gram hashes of a validation record's texts."""
+    return list(set().union(*(ngrams(t, n) for t in texts)))
+
+
 class Decontamination:
     """The word n-grams of all validation text, and who said each first.
 
@@ -282,7 +323,7 @@ class Decontamination:
     partition at a time, so training records can be checked a batch at a time:
 
     >>> d = Decontamination(4, work)
-    >>> d.add_validation("val-1", rank=0, texts=["a b c d"])
+    >>> d.add_validation("val-1", rank=0, grams=validation_grams(["a b c d"], 4))
     >>> d.freeze(dropped=np.array([], np.uint64)); d.first_hits([["x a b c d"]])
     ['val-1']
     """
@@ -297,8 +338,8 @@ class Decontamination:
         self.pending: list[int] = []
         self.owners: list[int] = []
 
-    def add_validation(self, rid: str, rank: int, texts: list[str]) -> None:
-        grams = set().union(*(ngrams(t, self.n) for t in texts))
+    def add_validation(self, rid: str, rank: int, grams: list[int]) -> None:
+        """A validation record's n-grams (`validation_grams` of its texts)."""
         if not grams:
             return
         owner = self.ids.append(rid)

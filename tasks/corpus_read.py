@@ -48,28 +48,99 @@ class Raw:
 
 def read_source(src: Source) -> Iterator[Raw]:
     """All records of a source, in a fixed order (folders: files sorted by relative path)."""
-    if resolve_format(src) == "hub":
+    for part in parts(src):
+        yield from read_part(src, part)
+
+
+def parts(src: Source, chunk_bytes: int | None = None) -> list[dict]:
+    """The source cut into pieces that can be read apart, in input order: one per file, and
+    uncompressed JSONL files in line ranges of about `chunk_bytes` (None: whole files).
+
+    A piece is a plain dict (it travels to other processes): the file's path and label, the
+    columns every file of a folder must have (those of its first file with a header row), and
+    for JSONL the byte range with the number of its first line."""
+    fmt = resolve_format(src)
+    if fmt == "hub":
+        return [{"format": fmt, "path": None, "label": src.path, "columns": None}]
+    files = source_files(src)
+    columns = _first_columns(fmt, files)
+    out = []
+    for path, label in files:
+        part = {"format": fmt, "path": str(path), "label": label, "columns": columns}
+        if fmt == "jsonl" and chunk_bytes and not path.name.endswith(".gz"):
+            out += [{**part, "start": a, "stop": b, "line": n} for a, b, n in line_ranges(path, chunk_bytes)]
+        else:
+            out.append(part)
+    return out
+
+
+def read_part(src: Source, part: dict) -> Iterator[Raw]:
+    """The records of one piece of `parts(src)`; a file whose header differs from the
+    source's first file is rejected record by record (`schema_mismatch`)."""
+    fmt, label = part["format"], part["label"]
+    if fmt == "hub":
         yield from _read_dataset(_load_hub(src), src.path)
         return
-    files = source_files(src)
-    fmt = resolve_format(src)
-    columns: tuple[str, set[str]] | None = None
-    for path, label in files:
-        reader = {"jsonl": read_jsonl, "parquet": read_parquet, "csv": read_csv, "tsv": read_csv}.get(fmt)
-        if fmt == "text":
-            yield from read_text(path, label, src.text_unit)
-        elif fmt == "disk":
-            yield from _read_disk(path, label, src.split)
-        else:
-            for raw in reader(path, label):
-                if raw.line == 0 and raw.reason == "" and raw.record is not None:  # column header
-                    columns = columns or (label, set(raw.record))
-                    mismatch = _column_mismatch(columns, set(raw.record))
-                    if mismatch:
-                        yield from _reject_file(reader(path, label), "schema_mismatch", mismatch)
-                        break
-                    continue
-                yield raw
+    path = Path(part["path"])
+    if fmt == "text":
+        yield from read_text(path, label, src.text_unit)
+        return
+    if fmt == "disk":
+        yield from _read_disk(path, label, src.split)
+        return
+    if fmt == "jsonl":
+        yield from read_jsonl(path, label, part.get("start", 0), part.get("stop"), part.get("line", 1))
+        return
+    reader = {"parquet": read_parquet, "csv": read_csv, "tsv": read_csv}[fmt]
+    columns = part["columns"]
+    for raw in reader(path, label):
+        if _is_header(raw):
+            mismatch = _column_mismatch((columns[0], set(columns[1])), set(raw.record))
+            if mismatch:
+                yield from _reject_file(reader(path, label), "schema_mismatch", mismatch)
+                break
+            continue
+        yield raw
+
+
+def _first_columns(fmt: str, files: list[tuple[Path, str]]) -> list | None:
+    """[label, column names] of the first file of a CSV/TSV/Parquet source with a header row."""
+    reader = {"parquet": read_parquet, "csv": read_csv, "tsv": read_csv}.get(fmt)
+    for path, label in files if reader else []:
+        first = next(iter(reader(path, label)), None)
+        if first is not None and _is_header(first):
+            return [label, sorted(first.record)]
+    return None
+
+
+def _is_header(raw: Raw) -> bool:
+    return raw.line == 0 and raw.reason == "" and raw.record is not None
+
+
+def line_ranges(path: Path, chunk_bytes: int) -> list[tuple[int, int | None, int]]:
+    """(start byte, stop byte, first line number) of pieces of about `chunk_bytes`, each cut
+    after a newline; the last one runs to the end (stop None). Reads the file once."""
+    size = path.stat().st_size
+    out, start, line = [], 0, 1
+    with open(path, "rb") as f:
+        while start + chunk_bytes < size:
+            f.seek(start + chunk_bytes)
+            f.readline()  # on to the end of the line the cut falls in
+            stop = f.tell()
+            if stop >= size:
+                break
+            out.append((start, stop, line))
+            f.seek(start)
+            line += sum(block.count(b"\n") for block in _blocks(f, stop - start))
+            start = stop
+    return [*out, (start, None, line)]
+
+
+def _blocks(f, n: int) -> Iterator[bytes]:
+    while n > 0:
+        block = f.read(min(n, 1 << 20))
+        n -= len(block)
+        yield block
 
 
 def resolve_format(src: Source) -> str:
@@ -106,10 +177,13 @@ def source_files(src: Source) -> list[tuple[Path, str]]:
     )
 
 
-def read_jsonl(path: Path, label: str) -> Iterator[Raw]:
-    """One `Raw` per non-blank line; bad bytes or JSON become reasons, never exceptions."""
+def read_jsonl(
+    path: Path, label: str, start: int = 0, stop: int | None = None, first: int = 1
+) -> Iterator[Raw]:
+    """One `Raw` per non-blank line (of bytes `start` to `stop`, the first of which is line
+    `first`); bad bytes or JSON become reasons, never exceptions."""
     with _open(path) as f:
-        for number, line in enumerate(f, start=1):
+        for number, line in enumerate(_lines(f, start, stop), start=first):
             if not line.strip():
                 continue
             excerpt = line[:200].decode("utf-8", "replace")
@@ -127,6 +201,16 @@ def read_jsonl(path: Path, label: str) -> Iterator[Raw]:
                 yield Raw(label, number, None, "not_an_object", f"a JSON {type(record).__name__}", excerpt)
                 continue
             yield Raw(label, number, record, excerpt=excerpt)
+
+
+def _lines(f, start: int, stop: int | None) -> Iterator[bytes]:
+    f.seek(start)
+    at = start
+    for line in f:
+        yield line
+        at += len(line)
+        if stop is not None and at >= stop:
+            return
 
 
 def read_csv(path: Path, label: str) -> Iterator[Raw]:

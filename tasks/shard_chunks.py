@@ -14,7 +14,7 @@ on the chunk size. Jobs are plain dicts of strings and numbers (they travel to o
 
 import functools
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -94,11 +94,6 @@ def split_size(path: Path, split: str) -> int:
     if not path.exists():
         return 0
     return pq.read_table(path, columns=["split"], filters=[("split", "=", split)]).num_rows
-
-
-def serial(fn: Callable[[dict], str], jobs: list[dict]) -> list[str]:
-    """Run the jobs one after another in this process (what the flow replaces with Prefect tasks)."""
-    return [fn(job) for job in jobs]
 
 
 def tokenize_chunk(job: dict) -> str:

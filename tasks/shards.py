@@ -37,6 +37,7 @@ from tasks import curriculum, memory, packing, shard_checks, shard_chunks
 from tasks import tokenizer as tokenizer_task
 from tasks.artifacts import fsync_path, sha256_file, write_json
 from tasks.faults import crash_point
+from tasks.jobs import serial
 from tasks.shard_chunks import encode_template, read_split, weighted  # noqa: F401  (part of this stage's API)
 
 SPLITS = shard_chunks.SPLITS
@@ -345,9 +346,7 @@ def shard_files(directory: Path, kind: str, split: str) -> list[Path]:
     return sorted(directory.glob(f"{kind}-{split}-*.arrow"))
 
 
-def build(
-    cfg: ShardsConfig, inputs: dict[str, Path], out: Path, map_chunks: Callable = shard_chunks.serial
-) -> dict:
+def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, map_chunks: Callable = serial) -> dict:
     """Tokenise in chunk jobs (`map_chunks(fn, jobs)` runs them: serially here, as Prefect tasks
     in the flow), then pack, bucket and write the shards. Packing and bucketing see only the
     lengths; each shard's rows are then gathered from the chunk files (shard_chunks.Chunks), so

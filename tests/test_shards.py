@@ -13,6 +13,7 @@ from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum
 from schemas.tokens import token_id
 from tasks import corpus, curriculum, shard_checks, shard_chunks, shards, tokenizer
 from tasks.contracts import ContractError
+from tasks.jobs import serial
 from tests.conftest import tiny_config_data
 
 
@@ -263,7 +264,7 @@ def test_killed_build_reruns_only_missing_chunks_and_shards_and_matches(built, t
 
     def recording(fn, jobs):
         ran.extend(j["file"] for j in jobs if not (out / shard_chunks.WORK / j["file"]).exists())
-        return shard_chunks.serial(fn, jobs)
+        return serial(fn, jobs)
 
     shards.build(section, inputs, out, recording)
     assert ran == []  # every chunk was finished by the killed runs

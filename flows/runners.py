@@ -1,0 +1,40 @@
+"""Where a stage's jobs run: Prefect tasks on a thread pool, or on a Dask cluster.
+
+A stage section with the runtime fields `runner` (threads | dask), `workers` and `dask_address`
+gets a `map_chunks(fn, jobs)` for its build (see tasks/jobs.py): one Prefect task per job,
+results in job order. The corpus and shards stages use it; their output is the same bytes
+whichever runner and worker count runs the jobs.
+"""
+
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.stage import _task
+
+
+def task_runner(cfg):
+    if cfg.runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if cfg.dask_address:
+            return DaskTaskRunner(address=cfg.dask_address)
+        # Worker processes, one thread each: the jobs are Python that holds the GIL most of the time.
+        kwargs = {
+            "n_workers": cfg.workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+        }
+        return DaskTaskRunner(cluster_kwargs=kwargs)
+    return ThreadPoolTaskRunner(max_workers=cfg.workers)
+
+
+def prefect_map(cfg, name: str):
+    """A `map_chunks` that submits each job as a Prefect task called `name` on `cfg`'s runner."""
+
+    def map_chunks(fn, jobs: list[dict]) -> list[str]:
+        job_task = _task(fn, name)
+        with task_runner(cfg) as runner:
+            futures = [runner.submit(job_task, {"job": job}) for job in jobs]
+            return [f.result() for f in futures]
+
+    return map_chunks
