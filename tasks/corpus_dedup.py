@@ -4,8 +4,9 @@ Exact and near-duplicate removal compares each record with every earlier record 
 (64-bit hash of the id, of the content, of one MinHash band) that occurs once in the whole
 corpus can never make a record a duplicate, so the in-memory index holds repeated keys only:
 
-- pass one (`Dedup.add`) writes each record's keys, MinHash signature and reject details to
-  files in the staging directory;
+- pass one's jobs compute each record's keys and MinHash signature (`Keys`: it needs the
+  record alone), and `Dedup.extend` writes them with the reject details to files in the
+  staging directory, in input order;
 - `repeated` finds the keys that occur more than once, a hash partition of a few MB at a time;
 - `Dedup.decide` replays the records in input order over an index of repeated keys
   (`HashIndex`, 12 bytes an entry) and yields the duplicates, with the same decisions and
