@@ -9,6 +9,7 @@ from benchmarks import tokenizer as tokenizer_bench
 def test_corpus_benchmark_runs_on_a_slice(tmp_path):
     result = corpus_bench.main(limit=20, repeats=1, out=tmp_path)
     assert result["records"] == 100 and result["ratios"]["build / pyarrow read"] > 0
+    assert result["ratios"]["build / build on 2 processes"] > 0 and result["jobs"] == 5
     assert json.loads((tmp_path / "corpus.json").read_text())["ratios"] == result["ratios"]
     assert "build / pyarrow read" in (tmp_path / "corpus.md").read_text()
 
