@@ -164,9 +164,8 @@ def warm_up() -> None:
 
 class Tokenising:
     """Runs the shards stage's chunk jobs on `cores` threads, as the flow's Prefect thread pool
-    does (flows/runners.py, `shards.workers`), or on `cores` worker processes as a Dask cluster of
-    processes runs them (one Rayon thread each), and times them: the stage's tokenisation.
-    benchmarks/corpus.py runs the corpus stage's pass-one jobs with it too."""
+    does (flows/shards.py, `shards.workers`), or on `cores` worker processes as a Dask cluster of
+    processes runs them (one Rayon thread each), and times them: the stage's tokenisation."""
 
     def __init__(self, cores: int, processes: bool = False):
         self.cores, self.processes, self.seconds = cores, processes, None
