@@ -228,6 +228,7 @@ def tokenise_child(work: Path, cores: int, mode: str) -> None:
         "cores": cores,
         "cpus": sorted(os.sched_getaffinity(0)),
         "tokenise_s": tokenise.seconds,
+        "start_s": tokenise.start_seconds,
     }
     row |= {"build_s": round(time.perf_counter() - start, 2), "tokens": sum(stats["tokens"].values())}
     print(json.dumps(row))
@@ -335,11 +336,12 @@ def markdown(res: dict) -> str:
     if "tokenise" in res:
         lines += [
             "",
-            "| round | chunk jobs on | cores | tokenise s | speedup | build s | tokens |",
-            "|---|---|---|---|---|---|---|",
+            "| round | chunk jobs on | cores | tokenise s | speedup | workers' start s | build s | tokens |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         lines += [
-            f"| {r['round']} | {r['mode']} | {r['cores']} | {r['tokenise_s']} | {r['speedup']} | {r['build_s']} "
+            f"| {r['round']} | {r['mode']} | {r['cores']} | {r['tokenise_s']} | {r['speedup']} | {r['start_s']} "
+            f"| {r['build_s']} "
             f"| {r['tokens']} |"
             for r in res["tokenise"]["runs"]
         ]

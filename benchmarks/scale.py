@@ -165,23 +165,34 @@ def warm_up() -> None:
 class Tokenising:
     """Runs the shards stage's chunk jobs on `cores` threads, as the flow's Prefect thread pool
     does (flows/shards.py, `shards.workers`), or on `cores` worker processes as a Dask cluster of
-    processes runs them (one Rayon thread each), and times them: the stage's tokenisation."""
+    processes runs them (one Rayon thread each), and times them: the stage's tokenisation.
+    Worker processes are started (spawned, modules imported) before the clock, as a cluster's
+    workers are before a stage's first job; `start_seconds` is that start-up."""
 
     def __init__(self, cores: int, processes: bool = False):
-        self.cores, self.processes, self.seconds = cores, processes, None
+        self.cores, self.processes, self.seconds, self.start_seconds = cores, processes, None, 0.0
 
     def map_chunks(self, fn, jobs: list[dict]) -> list:
         start = time.perf_counter()
         spawn = multiprocessing.get_context("spawn")  # no forked Rayon pool
         pool = (
-            ProcessPoolExecutor(self.cores, mp_context=spawn)
+            ProcessPoolExecutor(self.cores, spawn, _started, (spawn.Barrier(self.cores),))
             if self.processes
             else ThreadPoolExecutor(self.cores)
         )
         with pool:
+            list(pool.map(int, range(self.cores)))  # a worker per call; each waits for all in _started
+            ready = time.perf_counter()
             done = list(pool.map(fn, jobs))
-        self.seconds = round(time.perf_counter() - start, 3)
+        self.start_seconds = round(ready - start, 3)
+        self.seconds = round(time.perf_counter() - ready, 3)
         return done
+
+
+def _started(barrier) -> None:
+    import tasks.shard_chunks  # noqa: F401  (what a chunk job imports)
+
+    barrier.wait()
 
 
 # --- the parent: children, rusage, the table --------------------------------------------------
