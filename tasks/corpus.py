@@ -88,12 +88,16 @@ def read_pass(
     """Run pass one's jobs, then take their chunks in input order; duplicates are found after it."""
     jobs = corpus_chunks.plan(cfg, spool.work)
     ordinal = 0  # input order, across sources
+    ended = set()  # Parquet files whose rows stopped being readable in a piece: they end there
     with open(spool.work / OWN_REJECTS, "w", encoding="utf-8") as own:
         for job, name in zip(jobs, map_chunks(corpus_chunks.read_chunk, jobs), strict=True):
-            task = cfg.sources[job["source"]].task
-            for batch in corpus_chunks.batches(spool.work / name):
+            task, start, last = cfg.sources[job["source"]].task, ordinal, None
+            for batch in corpus_chunks.batches(spool.work / name) if job["path"] not in ended else ():
                 take_chunk(batch, task, ordinal, spool, dedup, decontam, files, own)
                 ordinal += batch.num_rows
+                last = batch.column("reason")[-1].as_py() if batch.num_rows else last
+            if "rows" in job and corpus_chunks.cut_short(job, ordinal - start, last):
+                ended.add(job["path"])  # as a read of the whole file stops at its first bad row group
             (spool.work / name).unlink()
     spool.close()
 

@@ -107,6 +107,12 @@ def describe(job: dict) -> str:
     return where
 
 
+def cut_short(job: dict, records: int, last_reason: str | None) -> bool:
+    """Whether a piece of Parquet row groups stopped before its planned rows: a read error
+    ends it with an `unreadable_file` reject, in place of the rows it could not read."""
+    return records != job["rows"] or last_reason == "unreadable_file"
+
+
 def batches(path: Path) -> Iterator[pa.RecordBatch]:
     """A chunk file's batches, in order (read, not mapped: pages leave memory)."""
     with pa.OSFile(str(path)) as f:

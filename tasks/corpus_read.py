@@ -10,6 +10,7 @@ that cannot be reached at all (a hub dataset while offline) raises `SourceError`
 
 import codecs
 import csv
+import functools
 import gzip
 import json
 import os
@@ -69,6 +70,8 @@ def parts(src: Source, chunk_bytes: int | None = None) -> list[dict]:
         part = {"format": fmt, "path": str(path), "label": label, "columns": columns}
         if fmt == "jsonl" and chunk_bytes and not path.name.endswith(".gz"):
             out += [{**part, "start": a, "stop": b, "line": n} for a, b, n in line_ranges(path, chunk_bytes)]
+        elif fmt == "parquet" and chunk_bytes:
+            out += [{**part, **piece} for piece in row_group_ranges(path, chunk_bytes)]
         else:
             out.append(part)
     return out
@@ -92,6 +95,8 @@ def read_part(src: Source, part: dict) -> Iterator[Raw]:
         yield from read_jsonl(path, label, part.get("start", 0), part.get("stop"), part.get("line", 1))
         return
     reader = {"parquet": read_parquet, "csv": read_csv, "tsv": read_csv}[fmt]
+    if "groups" in part:
+        reader = functools.partial(read_parquet, groups=part["groups"], row=part["line"] - 1)
     columns = part["columns"]
     for raw in reader(path, label):
         if _is_header(raw):
@@ -134,6 +139,28 @@ def line_ranges(path: Path, chunk_bytes: int) -> list[tuple[int, int | None, int
             line += sum(block.count(b"\n") for block in _blocks(f, stop - start))
             start = stop
     return [*out, (start, None, line)]
+
+
+def row_group_ranges(path: Path, chunk_bytes: int) -> list[dict]:
+    """Runs of row groups of about `chunk_bytes` (uncompressed) of a Parquet file: their
+    "groups" [first, end), first "line" (row) and "rows". One piece, the whole file, when it
+    has a single row group or its footer cannot be read (its reader then rejects it)."""
+    from tasks.memory import parquet
+
+    try:
+        meta = parquet(path).metadata
+    except Exception:
+        return [{}]
+    if meta.num_row_groups < 2:
+        return [{}]
+    out, first, size, line = [], 0, 0, 1
+    for g in range(meta.num_row_groups):
+        size += meta.row_group(g).total_byte_size
+        if size >= chunk_bytes or g == meta.num_row_groups - 1:
+            rows = sum(meta.row_group(i).num_rows for i in range(first, g + 1))
+            out.append({"groups": [first, g + 1], "line": line, "rows": rows})
+            first, size, line = g + 1, 0, line + rows
+    return out
 
 
 def _blocks(f, n: int) -> Iterator[bytes]:
@@ -270,8 +297,13 @@ def _next_row(reader) -> list[str] | str | None:
         return f"CSV error: {e}"
 
 
-def read_parquet(path: Path, label: str) -> Iterator[Raw]:
-    """Header (line 0) then one `Raw` per row; a corrupt file is one `unreadable_file` reject."""
+def read_parquet(path: Path, label: str, groups: list[int] | None = None, row: int = 0) -> Iterator[Raw]:
+    """Header (line 0) then one `Raw` per row (of row groups `groups[0]` to `groups[1]`, the
+    first of which is row `row` + 1); a corrupt file is one `unreadable_file` reject, and a
+    file whose rows stop being readable ends with one.
+
+    Row group by row group (pyarrow's batches would span them): what a read of some row groups
+    yields is then the same as those row groups' part of a read of the whole file."""
     from tasks.memory import parquet
 
     try:
@@ -280,12 +312,12 @@ def read_parquet(path: Path, label: str) -> Iterator[Raw]:
         yield Raw(label, 0, None, "unreadable_file", f"not a readable Parquet file: {e}")
         return
     yield Raw(label, 0, dict.fromkeys(pf.schema_arrow.names, ""))
-    row = 0
     try:
-        for batch in pf.iter_batches(batch_size=BATCH):
-            for record in batch.to_pylist():
-                row += 1
-                yield Raw(label, row, record)
+        for g in range(*(groups or (0, pf.num_row_groups))):
+            for batch in pf.iter_batches(batch_size=BATCH, row_groups=[g]):
+                for record in batch.to_pylist():
+                    row += 1
+                    yield Raw(label, row, record)
     except Exception as e:
         yield Raw(label, row + 1, None, "unreadable_file", f"rows after {row} unreadable: {e}")
 

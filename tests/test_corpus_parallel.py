@@ -1,8 +1,11 @@
 """The corpus stage's pass one in jobs: the same bytes serially, on Prefect threads and on Dask
-worker processes, and a job that fails is named by its source, file and byte range."""
+worker processes, in pieces of JSONL lines or Parquet row groups as from whole files, and a
+job that fails is named by its source, file and byte range."""
 
 import json
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from schemas.corpus import CorpusConfig
@@ -11,6 +14,7 @@ from tasks.corpus_chunks import ChunkError
 from tests.test_corpus_stream import sources
 
 ARTIFACT = ("translation.parquet", "summarization.parquet", "qa.parquet", "rejects.jsonl", "lengths.png")
+PRETRAIN = ("pretrain.parquet", "rejects.jsonl", "lengths.png")
 
 
 def config(tmp_path, **runtime) -> CorpusConfig:
@@ -20,14 +24,12 @@ def config(tmp_path, **runtime) -> CorpusConfig:
     return cfg.model_copy(update={"chunk_bytes": 40_000, **runtime})
 
 
-def artifact(out, stats) -> dict:
-    stats.pop("memory")
-    return {name: (out / name).read_bytes() for name in ARTIFACT} | {"stats": json.dumps(stats)}
-
-
-def build(cfg, out, build_fn=corpus.build) -> dict:
+def build(cfg, out, build_fn=corpus.build, names=ARTIFACT) -> dict:
+    """The artifact's files and stats (less the memory figures), as bytes."""
     out.mkdir()
-    return artifact(out, build_fn(cfg, {}, out))
+    stats = build_fn(cfg, {}, out)
+    stats.pop("memory")
+    return {name: (out / name).read_bytes() for name in names} | {"stats": json.dumps(stats)}
 
 
 def test_pieces_in_threads_and_dask_processes_build_the_same_bytes(tmp_path, prefect_harness):
@@ -68,3 +70,27 @@ def test_a_failing_job_names_its_source_file_and_piece(tmp_path, prefect_harness
         ChunkError, match=rf"summarization source {vanished}, bytes 0-\d+ \(from line 1\).*No such file"
     ):
         corpus.build(cfg, {}, out, worker_without_the_file)
+
+
+def test_parquet_row_group_pieces_read_as_the_whole_file_even_past_a_corrupt_group(tmp_path):
+    rows = [
+        {"id": f"d{i}", "text": f"Document {i} is about topic {i % 7}, in a few more words."}
+        for i in range(700)
+    ]
+    good = tmp_path / "good.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), good, row_group_size=100)
+    data = bytearray(good.read_bytes())
+    at = pq.ParquetFile(good).metadata.row_group(3).column(1).data_page_offset
+    data[at + 20 : at + 60] = b"\xff" * 40  # a page header of the fourth row group garbled
+    bad = tmp_path / "bad.parquet"
+    bad.write_bytes(bytes(data))
+    for path, kept in ((good, 700), (bad, 300)):
+        cfg = CorpusConfig(sources=[{"task": "pretrain", "path": str(path)}], max_reject_rate=1.0)
+        pieces = cfg.model_copy(update={"chunk_bytes": 3000})
+        assert len(corpus_chunks.plan(pieces, tmp_path)) == 7  # row groups, read apart
+        whole = build(
+            cfg.model_copy(update={"chunk_bytes": 1 << 30}), tmp_path / f"{path.stem}-whole", names=PRETRAIN
+        )
+        assert build(pieces, tmp_path / f"{path.stem}-pieces", names=PRETRAIN) == whole
+        assert json.loads(whole["stats"])["kept"] == kept
+    assert b"rows after 300 unreadable" in whole["rejects.jsonl"]  # the file ends at its bad row group
