@@ -105,7 +105,7 @@ class CorpusConfig(StrictModel):
     # It decides whether an artifact is published, not what it contains: not fingerprinted.
     max_reject_rate: float = runtime_field(0.05, ge=0.0, le=1.0)
     # How pass one runs (none of it changes a byte of the output): jobs of one file each, or of
-    # about `chunk_bytes` of an uncompressed JSONL file, on Prefect's thread pool or a local
+    # about `chunk_bytes` of an uncompressed JSONL or a Parquet file, on Prefect's thread pool or a local
     # Dask cluster of `workers` processes, or an existing cluster at `dask_address` (its
     # workers must see the sources and the staging folder at the same paths).
     chunk_bytes: int = runtime_field(1 << 20, ge=1)

@@ -1,7 +1,7 @@
 """Pass one of the corpus stage in jobs: the per-record work that needs nothing but the record.
 
 Each source is cut into pieces (`corpus_read.parts`: a file, or a line range of about
-`corpus.chunk_bytes` of an uncompressed JSONL file), and each piece is one job (a Prefect task
+`corpus.chunk_bytes` of an uncompressed JSONL file, or a run of row groups of a Parquet file), and each piece is one job (a Prefect task
 on a thread pool or on Dask workers, see flows/corpus.py) that reads its records, admits or
 rejects each one (`admit`: id, field mapping, normalisation, split) and computes what dedup
 and decontamination need of it (keys, MinHash signature, validation n-grams). It writes one

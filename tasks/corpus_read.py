@@ -55,11 +55,13 @@ def read_source(src: Source) -> Iterator[Raw]:
 
 def parts(src: Source, chunk_bytes: int | None = None) -> list[dict]:
     """The source cut into pieces that can be read apart, in input order: one per file, and
-    uncompressed JSONL files in line ranges of about `chunk_bytes` (None: whole files).
+    uncompressed JSONL files in line ranges and Parquet files in runs of row groups of about
+    `chunk_bytes` (None: whole files).
 
     A piece is a plain dict (it travels to other processes): the file's path and label, the
     columns every file of a folder must have (those of its first file with a header row), and
-    for JSONL the byte range with the number of its first line."""
+    for JSONL the byte range with the number of its first line, for Parquet the row groups
+    with the number of their first row and their row count."""
     fmt = resolve_format(src)
     if fmt == "hub":
         return [{"format": fmt, "path": None, "label": src.path, "columns": None}]
