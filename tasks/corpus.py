@@ -91,14 +91,17 @@ def read_pass(
     ended = set()  # Parquet files whose rows stopped being readable in a piece: they end there
     with open(spool.work / OWN_REJECTS, "w", encoding="utf-8") as own:
         for job, name in zip(jobs, map_chunks(corpus_chunks.read_chunk, jobs), strict=True):
-            task, start, last = cfg.sources[job["source"]].task, ordinal, None
-            for batch in corpus_chunks.batches(spool.work / name) if job["path"] not in ended else ():
+            chunk, task, start, last = spool.work / name, cfg.sources[job["source"]].task, ordinal, None
+            if job["path"] in ended:  # as a read of the whole file stops at its first bad row group
+                chunk.unlink()
+                continue
+            for batch in corpus_chunks.batches(chunk):
                 take_chunk(batch, task, ordinal, spool, dedup, decontam, files, own)
                 ordinal += batch.num_rows
                 last = batch.column("reason")[-1].as_py() if batch.num_rows else last
             if "rows" in job and corpus_chunks.cut_short(job, ordinal - start, last):
-                ended.add(job["path"])  # as a read of the whole file stops at its first bad row group
-            (spool.work / name).unlink()
+                ended.add(job["path"])
+            chunk.unlink()
     spool.close()
 
 
@@ -161,9 +164,8 @@ class Spool:
 
     def __init__(self, work: Path):
         self.work = work
-        self.rows: dict[
-            str, list[pa.RecordBatch]
-        ] = {}  # rows not yet written; tasks in the order of their first kept row
+        # rows not yet written, per task; tasks in the order of their first kept row
+        self.rows: dict[str, list[pa.RecordBatch]] = {}
         self.writers: dict[str, pa.ipc.RecordBatchStreamWriter] = {}
         self.count: Counter = Counter()
 
