@@ -11,6 +11,7 @@ import pytest
 from schemas.corpus import CorpusConfig
 from tasks import corpus, corpus_chunks
 from tasks.corpus_chunks import ChunkError
+from tasks.corpus_read import line_ranges, read_jsonl
 from tests.test_corpus_stream import sources
 
 ARTIFACT = ("translation.parquet", "summarization.parquet", "qa.parquet", "rejects.jsonl", "lengths.png")
@@ -94,3 +95,20 @@ def test_parquet_row_group_pieces_read_as_the_whole_file_even_past_a_corrupt_gro
         assert build(pieces, tmp_path / f"{path.stem}-pieces", names=PRETRAIN) == whole
         assert json.loads(whole["stats"])["kept"] == kept
     assert b"rows after 300 unreadable" in whole["rejects.jsonl"]  # the file ends at its bad row group
+
+
+def test_jsonl_line_ranges_read_as_the_whole_file(tmp_path):
+    """A BOM, blank lines, CRLF ends, a bad line, a line longer than a piece, no final newline."""
+    lines = ['\ufeff{"id": "a", "text": "one"}', "", '{"id": "b", "text": "two"}\r', "{broken", "   "]
+    lines += [json.dumps({"id": "long", "text": "word " * 400}), '{"id": "c", "text": "three"}']
+    path = tmp_path / "t.jsonl"
+    path.write_bytes("\n".join(lines).encode())
+    whole = [(r.line, r.record, r.reason) for r in read_jsonl(path, "t.jsonl")]
+    assert [line for line, _, _ in whole] == [1, 3, 4, 6, 7] and whole[2][2] == "invalid_json"
+    for size in (1, 10, 40, 1000):
+        ranges = line_ranges(path, size)
+        pieces = [
+            (r.line, r.record, r.reason) for a, b, n in ranges for r in read_jsonl(path, "t.jsonl", a, b, n)
+        ]
+        assert pieces == whole, size
+    assert len(line_ranges(path, 1)) == 6  # a piece per line, the blank line 2 with line 1
