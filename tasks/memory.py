@@ -7,18 +7,23 @@ chunks it tokenised, and the corpus stage's with the number of batches great-exp
 validated (~4 MB a 4 MB batch of pretraining text), though none of them stayed alive.
 """
 
+import bisect
 import contextlib
 import ctypes
 import gc
-from collections.abc import Iterator
+import mmap
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 _LIBC = ctypes.CDLL(None)
 _MALLOC_TRIM = getattr(_LIBC, "malloc_trim", None)  # the C library's, where it has one
 _MALLOPT = getattr(_LIBC, "mallopt", None)
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+_MADVISE = getattr(_LIBC, "madvise", None)
+MADV_DONTNEED = 4  # Linux
 
 
 def release(collect: bool = False) -> None:
@@ -53,3 +58,48 @@ def large_blocks_mapped(threshold: int = 1 << 17, after: int = 1 << 25) -> Itera
         yield
     finally:
         _MALLOPT(M_MMAP_THRESHOLD, after)
+
+
+def file_pages(buffers: Iterable[pa.Buffer]) -> list[tuple[int, int]]:
+    """The whole pages of these buffers that lie in read-only mappings of files, as (start,
+    end) addresses: the pages `drop_pages` may drop. Valid while the buffers are alive.
+
+    A training step reads a few rows of every shard, and the kernel maps ~64 KB around each
+    page it faults in; those pages stayed mapped, so a run's RSS grew with the corpus it had
+    sampled (100x the embedded corpus, 20 steps: +165 MiB of shard pages). Dropping them loses
+    nothing: the file holds them and the page cache keeps them for the next read. Only ranges
+    inside a read-only file mapping qualify (Linux: /proc/self/maps), because MADV_DONTNEED
+    on ordinary memory would zero it.
+    """
+    maps = _read_only_file_maps() if _MADVISE is not None else []
+    starts = [lo for lo, _ in maps]
+    out = []
+    for buf in buffers:
+        lo = -(-buf.address // mmap.PAGESIZE) * mmap.PAGESIZE
+        hi = (buf.address + buf.size) // mmap.PAGESIZE * mmap.PAGESIZE
+        k = bisect.bisect_right(starts, lo) - 1
+        if lo < hi and k >= 0 and hi <= maps[k][1]:
+            out.append((lo, hi))
+    return out
+
+
+def drop_pages(ranges: Iterable[tuple[int, int]]) -> None:
+    """Take these pages (from `file_pages`) out of this process; the next read maps them again."""
+    for lo, hi in ranges:
+        _MADVISE(ctypes.c_void_p(lo), ctypes.c_size_t(hi - lo), MADV_DONTNEED)
+
+
+def _read_only_file_maps() -> list[tuple[int, int]]:
+    """(start, end) of this process's mappings of files that are not writable, by address."""
+    try:
+        with open("/proc/self/maps") as f:
+            lines = f.read().splitlines()
+    except OSError:  # not Linux
+        return []
+    out = []
+    for line in lines:
+        fields = line.split(maxsplit=5)  # address perms offset dev inode path
+        if len(fields) == 6 and fields[1][1] == "-" and fields[5].startswith("/"):
+            lo, hi = fields[0].split("-")
+            out.append((int(lo, 16), int(hi, 16)))
+    return out
