@@ -11,6 +11,7 @@ the share of bad records (reasons outside POLICY_REASONS) exceeds `max_reject_ra
 """
 
 import heapq
+import itertools
 import json
 import shutil
 import tempfile
@@ -32,7 +33,7 @@ from tasks import corpus_chunks
 from tasks.contracts import ContractError, require, run_suite
 from tasks.corpus_chunks import reject_line
 from tasks.corpus_clean import split_of
-from tasks.corpus_dedup import Decontamination, Dedup, member, repeated
+from tasks.corpus_dedup import Decontamination, Dedup, contamination_chunk, member, repeated, undropped
 from tasks.corpus_read import Raw
 from tasks.jobs import serial
 from tasks.memory import parquet, release
@@ -46,6 +47,7 @@ ROW_GROUP = 4096  # rows per Parquet row group of the output tables (and per val
 GROUP_BYTES = 4 << 20  # and at most about this much data (4096 pretraining documents are ~10 MB)
 VALIDATE_BYTES = 2 << 20  # about this much text per validation batch (GX holds several copies)
 HITS = 128  # training rows whose n-grams are looked up at once (~1000 n-grams each for documents)
+CONTAMINATION_BATCHES = 16  # spool batches per pass-two job (16k rows)
 
 
 def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path, map_chunks: Callable = serial) -> dict:
@@ -71,10 +73,12 @@ def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path, map_chunks: Cal
     read_pass(cfg, spool, dedup, decontam, files, map_chunks)
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
         dropped = write_rejects(dedup, files, work, rejects)
+        owners = {}
         if decontam is not None:
             decontam.freeze(dropped)
+            owners = contamination(cfg, spool, dropped, decontam, map_chunks)
         summary = Summary(cfg, work)
-        contaminated = write_pass(cfg, spool, dropped, decontam, files, rejects, summary, out)
+        contaminated = write_pass(cfg, spool, dropped, decontam, owners, files, rejects, summary, out)
     dedup.close()
     lengths_png(summary.histograms(), out / HISTOGRAM)
     shutil.rmtree(work)
@@ -174,7 +178,7 @@ class Spool:
         row's (old `rows` order)."""
         if task not in self.rows:
             self.rows[task] = []
-            self.writers[task] = pa.ipc.new_stream(str(self.work / f"{task}.arrows"), table_schema(task))
+            self.writers[task] = pa.ipc.new_file(str(self.path(task)), table_schema(task))
         start = self.count[task]
         self.count[task] += rows.num_rows
         self.rows[task].append(rows)
@@ -199,14 +203,21 @@ class Spool:
     def rank(self, task: str, n: int) -> int:
         return list(self.rows).index(task) << 40 | n
 
+    def path(self, task: str) -> Path:
+        return self.work / f"{task}.arrows"
+
+    def batches(self, task: str) -> int:
+        return -(-self.count[task] // BATCH)  # each of BATCH rows but the last
+
     def read(self, task: str, dropped: np.ndarray) -> Iterator[pa.RecordBatch]:
         """The task's rows, less those whose rank is in `dropped` (sorted)."""
-        n = 0
-        with pa.OSFile(str(self.work / f"{task}.arrows")) as f:  # not mapped: pages leave memory
-            for batch in pa.ipc.open_stream(f):
-                ranks = np.arange(n, n + batch.num_rows, dtype=np.uint64) | np.uint64(self.rank(task, 0))
-                n += batch.num_rows
-                yield batch.filter(pa.array(~member(dropped, ranks)))
+        rank = self.rank(task, 0)
+        with pa.OSFile(str(self.path(task))) as f:  # not mapped: pages leave memory
+            reader = pa.ipc.open_file(f)
+            for i in range(reader.num_record_batches):
+                batch = reader.get_batch(i)
+                yield undropped(batch, rank, dropped)
+                rank += batch.num_rows
 
 
 class Summary:
@@ -255,11 +266,42 @@ def _chunks(path: Path) -> Iterator[np.ndarray]:
             yield chunk
 
 
+def contamination(cfg: CorpusConfig, spool: Spool, dropped: np.ndarray, decontam, map_chunks) -> dict:
+    """Pass two's n-gram lookups as jobs of CONTAMINATION_BATCHES spool batches (run by
+    `map_chunks`, as pass one's): per task, the jobs' files in spool order, each holding for
+    every row that is not a duplicate the validation record it shares an n-gram with (or -1)."""
+    grams, owners = decontam.save(spool.work)
+    np.save(spool.work / "dropped.npy", dropped)
+    common = {"grams": grams, "owners": owners, "dropped": str(spool.work / "dropped.npy")}
+    common |= {"n": cfg.decontam_ngram, "hits": HITS, "work": str(spool.work)}
+    jobs = []
+    for task in spool.rows:
+        for first in range(0, spool.batches(task), CONTAMINATION_BATCHES):
+            end = min(spool.batches(task), first + CONTAMINATION_BATCHES)
+            jobs.append(
+                {
+                    **common,
+                    "task": task,
+                    "spool": str(spool.path(task)),
+                    "fields": list(TASK_FIELDS[task]),
+                    "first": first,
+                    "end": end,
+                    "rank": spool.rank(task, first * BATCH),
+                    "chunk": f"owners-{task}-{first:06d}.arrow",
+                }
+            )
+    out: dict[str, list[Path]] = {}
+    for job, name in zip(jobs, map_chunks(contamination_chunk, jobs), strict=True):
+        out.setdefault(job["task"], []).append(spool.work / name)
+    return out
+
+
 def write_pass(
     cfg: CorpusConfig,
     spool: Spool,
     dropped: np.ndarray,
     decontam,
+    owners: dict[str, list[Path]],
     files: dict[str, Counter],
     rejects,
     summary: Summary,
@@ -268,13 +310,15 @@ def write_pass(
     """Stream each task's spool through decontamination into `<task>.parquet`; returns the
     number of training records rejected for sharing a `decontam_ngram`-word sequence with
     validation text (of any task: a translation validation sentence quoted in a pretraining
-    document is contamination too)."""
+    document is contamination too). `owners`: `contamination`'s files, per task."""
     removed = 0
     for task in spool.rows:
         with pq.ParquetWriter(out / f"{task}.parquet", table_schema(task)) as writer:
             pending: list[pa.RecordBatch] = []
+            found = itertools.chain.from_iterable(corpus_chunks.batches(p) for p in owners.get(task, ()))
             for batch in spool.read(task, dropped):
-                keep = _decontaminate(cfg, task, batch, decontam, files, rejects)
+                hits = next(found).column(0).to_pylist() if decontam is not None else []
+                keep = _decontaminate(cfg, task, batch, hits, decontam, files, rejects)
                 removed += len(keep) - sum(keep)
                 batch = batch.filter(pa.array(keep, pa.bool_()))
                 summary.add(task, batch)
@@ -292,24 +336,20 @@ def write_pass(
 
 
 def _decontaminate(
-    cfg: CorpusConfig, task: str, batch: pa.RecordBatch, decontam, files, rejects
+    cfg: CorpusConfig, task: str, batch: pa.RecordBatch, owners: list[int], decontam, files, rejects
 ) -> list[bool]:
-    """Which rows of the batch stay; each contaminated training row is rejected with its file and line."""
-    split = batch.column("split").to_pylist()
-    keep = [True] * len(split)
-    train = [i for i, s in enumerate(split) if s == "train"]
-    if decontam is None or not train:
+    """Which rows of the batch stay; each contaminated training row (its validation record in
+    `owners`, else -1) is rejected with its file and line."""
+    keep = [True] * batch.num_rows
+    if decontam is None or all(o < 0 for o in owners):
         return keep
     texts = [batch.column(f).to_pylist() for f in TASK_FIELDS[task]]
     meta = {name: batch.column(name).to_pylist() for name in ("id", "file", "line")}
-    hits = []
-    for at in range(0, len(train), HITS):
-        hits += decontam.first_hits([[t[i] for t in texts] for i in train[at : at + HITS]])
-    for i, hit in zip(train, hits, strict=True):
-        if hit is None:
+    for i, owner in enumerate(owners):
+        if owner < 0:
             continue
         keep[i] = False
-        file, rid = meta["file"][i], meta["id"][i]
+        file, rid, hit = meta["file"][i], meta["id"][i], decontam.ids[owner]
         files[file].update({"kept": -1, "contaminated": 1})
         detail = f"shares a {cfg.decontam_ngram}-word sequence with validation record {hit!r}"
         raw = Raw(file, meta["line"][i], None, excerpt=texts[0][i][:200])

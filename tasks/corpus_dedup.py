@@ -33,10 +33,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import xxhash
 from datasketch import MinHash, MinHashLSH
 
 from schemas.corpus import CorpusConfig
+from tasks.artifacts import fsync_path
 from tasks.corpus_clean import ngrams, shingles
 from tasks.corpus_read import Raw
 from tasks.memory import release
@@ -325,8 +327,9 @@ class Decontamination:
 
     >>> d = Decontamination(4, work)
     >>> d.add_validation("val-1", rank=0, grams=validation_grams(["a b c d"], 4))
-    >>> d.freeze(dropped=np.array([], np.uint64)); d.first_hits([["x a b c d"]])
-    ['val-1']
+    >>> d.freeze(dropped=np.array([], np.uint64)); first_owners(d.grams, d.owner_of, 4, [["x a b c d"]])
+    [0]   # d.ids[0] == 'val-1'
+
     """
 
     def __init__(self, n: int, work: Path):
@@ -397,27 +400,73 @@ class Decontamination:
         first[1:] = grams[1:] != grams[:-1]
         return grams[first], owners[first]
 
-    def first_hits(self, records: list[list[str]]) -> list[str | None]:
-        """For each record (its fields' texts): the validation id of its first shared n-gram,
-        looking at fields in order and each field's n-grams in set order (as the old stage did)."""
-        grams: list[int] = []
-        row_of: list[int] = []
-        for r, texts in enumerate(records):
-            for t in texts:
-                g = ngrams(t, self.n)
-                grams += g
-                row_of += [r] * len(g)
-        out: list[str | None] = [None] * len(records)
-        if not grams or not len(self.grams):
-            return out
-        query = np.array(grams, np.uint64)
-        at = np.minimum(np.searchsorted(self.grams, query), len(self.grams) - 1)
-        hit = np.flatnonzero(self.grams[at] == query)
-        rows = np.array(row_of)[hit]
-        rows, first = np.unique(rows, return_index=True)
-        for r, h in zip(rows.tolist(), hit[first].tolist(), strict=True):
-            out[r] = self.ids[int(self.owner_of[at[h]])]
-        return out
+    def save(self, work: Path) -> tuple[str, str]:
+        """The frozen n-grams and their owners as .npy files, for pass two's jobs (memory-mapped)."""
+        paths = (work / "validation-grams.npy", work / "validation-owners.npy")
+        np.save(paths[0], self.grams)
+        np.save(paths[1], self.owner_of)
+        return str(paths[0]), str(paths[1])
 
     def nbytes(self) -> int:
         return self.grams.nbytes + self.owner_of.nbytes + self.ids.nbytes() + 8 * len(self.ranks)
+
+
+def first_owners(grams: np.ndarray, owner_of: np.ndarray, n: int, records: list[list[str]]) -> list[int]:
+    """For each record (its fields' texts): the validation record (`owner_of` index) of its
+    first n-gram found in the sorted `grams`, looking at fields in order and each field's
+    n-grams in set order (as the old stage did); -1 for none."""
+    found: list[int] = []
+    row_of: list[int] = []
+    for r, texts in enumerate(records):
+        for t in texts:
+            g = ngrams(t, n)
+            found += g
+            row_of += [r] * len(g)
+    out = [-1] * len(records)
+    if not found or not len(grams):
+        return out
+    query = np.array(found, np.uint64)
+    at = np.minimum(np.searchsorted(grams, query), len(grams) - 1)
+    hit = np.flatnonzero(grams[at] == query)
+    rows, first = np.unique(np.array(row_of)[hit], return_index=True)
+    for r, h in zip(rows.tolist(), hit[first].tolist(), strict=True):
+        out[r] = int(owner_of[at[h]])
+    return out
+
+
+def undropped(batch: pa.RecordBatch, rank: int, dropped: np.ndarray) -> pa.RecordBatch:
+    """A spool batch whose first row has rank `rank`, less the rows whose rank is in `dropped`."""
+    ranks = np.arange(rank, rank + batch.num_rows, dtype=np.uint64)
+    return batch.filter(pa.array(~member(dropped, ranks)))
+
+
+def contamination_chunk(job: dict) -> str:
+    """Pass two's costly part, for spool batches `first` to `end` of a task (a job, see
+    tasks/corpus.py `contamination`): for each row that is not a duplicate, the validation
+    record whose n-gram its text shares first (-1: none, or not a training row). Writes an
+    Arrow file, one batch per spool batch, under a temporary name, fsynced and renamed."""
+    grams, owner_of = np.load(job["grams"], mmap_mode="r"), np.load(job["owners"], mmap_mode="r")
+    dropped, rank = np.load(job["dropped"]), job["rank"]
+    final = Path(job["work"]) / job["chunk"]
+    tmp = final.with_name(f".{final.name}.{os.getpid()}")
+    with pa.OSFile(job["spool"]) as f, pa.OSFile(str(tmp), "wb") as sink:
+        reader = pa.ipc.open_file(f)
+        with pa.ipc.new_file(sink, OWNERS) as writer:
+            for i in range(job["first"], job["end"]):
+                batch = reader.get_batch(i)
+                kept, rank = undropped(batch, rank, dropped), rank + batch.num_rows
+                owners = np.full(kept.num_rows, -1, np.int64)
+                train = [k for k, s in enumerate(kept.column("split").to_pylist()) if s == "train"]
+                texts = [kept.column(name).to_pylist() for name in job["fields"]]
+                for at in range(0, len(train), job["hits"]):
+                    rows = train[at : at + job["hits"]]
+                    owners[rows] = first_owners(
+                        grams, owner_of, job["n"], [[t[k] for t in texts] for k in rows]
+                    )
+                writer.write_batch(pa.record_batch([pa.array(owners)], schema=OWNERS))
+    fsync_path(tmp)
+    os.replace(tmp, final)
+    return final.name
+
+
+OWNERS = pa.schema([pa.field("owner", pa.int64())])  # contamination_chunk's rows

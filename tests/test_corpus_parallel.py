@@ -1,6 +1,6 @@
-"""The corpus stage's pass one in jobs: the same bytes serially, on Prefect threads and on Dask
-worker processes, in pieces of JSONL lines or Parquet row groups as from whole files, and a
-job that fails is named by its source, file and byte range."""
+"""The corpus stage's jobs (pass one, and pass two's n-gram lookups): the same bytes serially,
+on Prefect threads and on Dask worker processes, in pieces of JSONL lines or Parquet row
+groups as from whole files, and a job that fails is named by its source, file and byte range."""
 
 import json
 
@@ -51,7 +51,7 @@ def test_pieces_in_threads_and_dask_processes_build_the_same_bytes(tmp_path, pre
         on_dask = cfg.model_copy(update={"runner": "dask", "dask_address": cluster.scheduler_address})
         assert build(on_dask, tmp_path / "dask", parallel_build) == reference
         ran = cluster.scheduler.task_prefixes
-    assert "read_chunk" in ran, sorted(ran)  # the jobs ran in that cluster's worker processes
+    assert {"read_chunk", "contamination_chunk"} <= set(ran), sorted(ran)  # both passes' jobs ran there
 
 
 def test_a_failing_job_names_its_source_file_and_piece(tmp_path, prefect_harness):
