@@ -1,7 +1,8 @@
 """The corpus stage as a deployable Prefect flow. Raw sources (JSONL, Parquet, CSV/TSV, text, datasets) -> clean, deduplicated, split Parquet tables + rejects.
 
 Pass one (reading, admitting, dedup keys and signatures) runs as one Prefect task per piece of
-a source (a file, or about `corpus.chunk_bytes` of a JSONL file) on Prefect's thread pool, or
+a source (a file, or about `corpus.chunk_bytes` of a JSONL or Parquet file), and pass two's
+decontamination lookups as one per 16 spool batches, on Prefect's thread pool, or
 with `corpus.runner: dask` on a local Dask cluster of `corpus.workers` processes or an existing
 cluster (`corpus.dask_address`); the artifact is the same bytes either way (flows/runners.py).
 """
@@ -15,8 +16,8 @@ from tasks import corpus as corpus_task
 
 
 def parallel_build(cfg: CorpusConfig, inputs: dict, out) -> dict:
-    """tasks.corpus.build with its pass-one jobs submitted as Prefect tasks (results are file names)."""
-    return corpus_task.build(cfg, inputs, out, prefect_map(cfg, "corpus-read-chunk"))
+    """tasks.corpus.build with its jobs submitted as Prefect tasks (results are file names)."""
+    return corpus_task.build(cfg, inputs, out, prefect_map(cfg, "corpus"))
 
 
 @flow(name="corpus", log_prints=True, persist_result=False)

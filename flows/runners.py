@@ -28,11 +28,12 @@ def task_runner(cfg):
     return ThreadPoolTaskRunner(max_workers=cfg.workers)
 
 
-def prefect_map(cfg, name: str):
-    """A `map_chunks` that submits each job as a Prefect task called `name` on `cfg`'s runner."""
+def prefect_map(cfg, stage: str):
+    """A `map_chunks` that submits each job as a Prefect task on `cfg`'s runner, named after the
+    stage and the job's function (`shards-tokenize-chunk`, `corpus-read-chunk`)."""
 
     def map_chunks(fn, jobs: list[dict]) -> list[str]:
-        job_task = _task(fn, name)
+        job_task = _task(fn, f"{stage}-{fn.__name__.replace('_', '-')}")
         with task_runner(cfg) as runner:
             futures = [runner.submit(job_task, {"job": job}) for job in jobs]
             return [f.result() for f in futures]

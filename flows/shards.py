@@ -16,7 +16,7 @@ from tasks import shards as shards_task
 
 def parallel_build(cfg: ShardsConfig, inputs: dict, out) -> dict:
     """tasks.shards.build with its chunk jobs submitted as Prefect tasks (results are file names)."""
-    return shards_task.build(cfg, inputs, out, prefect_map(cfg, "shards-tokenize-chunk"))
+    return shards_task.build(cfg, inputs, out, prefect_map(cfg, "shards"))
 
 
 @flow(name="shards", log_prints=True, persist_result=False)

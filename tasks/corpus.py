@@ -60,8 +60,9 @@ def build(cfg: CorpusConfig, inputs: dict[str, Path], out: Path, map_chunks: Cal
     `.spool/<task>.arrows`, their dedup keys and signatures beside them, and collects the
     validation n-grams (a record's split is known at once from its group). Dedup then replays
     the records over their repeated keys (tasks/corpus_dedup.py) and rejects.jsonl gets both
-    kinds of rejects in input order. Pass two streams the spool, less the duplicates, through
-    decontamination into `<task>.parquet`. The output does not depend on the jobs' sizes or
+    kinds of rejects in input order. Pass two looks up the training rows' n-grams in the
+    validation n-grams in jobs too (`contamination`), then streams the spool, less the
+    duplicates and the contaminated rows, into `<task>.parquet`. The output does not depend on the jobs' sizes or
     where they ran, and equals that of the old all-in-memory stage.
     """
     work = out / SPOOL

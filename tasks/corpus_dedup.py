@@ -14,8 +14,8 @@ corpus can never make a record a duplicate, so the in-memory index holds repeate
   back from disk for the messages and the rare candidates.
 
 Decontamination spools the validation n-grams to a file while the corpus is read, then keeps
-them sorted in memory, 12 bytes each, while the training records are checked (docs/scale.md has
-the sizes).
+them sorted in memory, 12 bytes each, and in a file that pass two's jobs memory-map while they
+check the training records (`contamination_chunk`; docs/scale.md has the sizes).
 
     >>> d = Dedup(cfg, work)
     >>> d.add(Raw("x.jsonl", 1, {}), 1, "pretrain", 0, "a", ["The cat sat on the mat"])

@@ -63,7 +63,7 @@ def test_a_failing_job_names_its_source_file_and_piece(tmp_path, prefect_harness
     def worker_without_the_file(fn, jobs):
         """A worker that does not see the planned file (no shared filesystem)."""
         (tmp_path / "raw" / "summarization.jsonl").unlink()
-        return prefect_map(cfg, "corpus-read-chunk")(fn, jobs)
+        return prefect_map(cfg, "corpus")(fn, jobs)
 
     out = tmp_path / "out"
     out.mkdir()
