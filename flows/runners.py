@@ -6,6 +6,9 @@ results in job order. The corpus and shards stages use it; their output is the s
 whichever runner and worker count runs the jobs.
 """
 
+import contextlib
+
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from flows.stage import _task
@@ -34,8 +37,23 @@ def prefect_map(cfg, stage: str):
 
     def map_chunks(fn, jobs: list[dict]) -> list[str]:
         job_task = _task(fn, f"{stage}-{fn.__name__.replace('_', '-')}")
-        with task_runner(cfg) as runner:
+        with same_api(), task_runner(cfg) as runner:
             futures = [runner.submit(job_task, {"job": job}) for job in jobs]
             return [f.result() for f in futures]
 
     return map_chunks
+
+
+def same_api():
+    """Jobs report to this process's Prefect API. With no PREFECT_API_URL, Prefect runs a
+    temporary server in this process and hands the workers its settings, API URL unset, so each
+    Dask worker process started a temporary server of its own (10-20 s each on the default
+    corpus stage); this hands them the running server's URL instead."""
+    if PREFECT_API_URL.value():
+        return contextlib.nullcontext()
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer()  # the one this process started, if it did
+    if not server.running:
+        return contextlib.nullcontext()
+    return temporary_settings({PREFECT_API_URL: server.api_url})

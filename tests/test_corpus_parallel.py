@@ -3,11 +3,15 @@ on Prefect threads and on Dask worker processes, in pieces of JSONL lines or Par
 groups as from whole files, and a job that fails is named by its source, file and byte range."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from schemas.config import PROJECT_ROOT
 from schemas.corpus import CorpusConfig
 from tasks import corpus, corpus_chunks
 from tasks.corpus_chunks import ChunkError
@@ -112,3 +116,24 @@ def test_jsonl_line_ranges_read_as_the_whole_file(tmp_path):
         ]
         assert pieces == whole, size
     assert len(line_ranges(path, 1)) == 6  # a piece per line, the blank line 2 with line 1
+
+
+def test_jobs_report_to_the_temporary_server_of_their_run():
+    """A run without PREFECT_API_URL starts a temporary Prefect server; the jobs' Dask workers
+    are handed its URL (each used to start a server of its own: 10-20 s apiece)."""
+    code = (
+        "import flows\n"
+        "from prefect.server.api.server import SubprocessASGIServer\n"
+        "from prefect.settings import PREFECT_API_URL\n"
+        "from flows.runners import same_api\n"
+        "server = SubprocessASGIServer()\n"
+        "server.start()\n"
+        "with same_api():\n"
+        "    print('handed', PREFECT_API_URL.value() == server.api_url, flush=True)\n"
+        "server.stop()\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=PROJECT_ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
+    assert "handed True" in done.stdout, done.stderr[-3000:]
