@@ -3,7 +3,8 @@
     python -m benchmarks.scale && python -m benchmarks.capacity
 
 Data preparation of 1B and 100B tokens on N cores, extrapolated linearly from the largest scale
-measured: the corpus stage runs in one process (its dedup index is one in-memory structure), the
+measured: the corpus stage on one core (its jobs' measured speed-up, ~1.5x on 4 processes, is in
+docs/scale.md: its dedup replay and writing stay in one process), the
 tokenizer trains on a bounded sample (a fixed cost), and the shards stage's tokenisation spreads
 over the cores while packing, bucketing and writing stay serial (Amdahl, with the parallel share
 measured on one core). Peak memory is extrapolated from the RSS growth between the smallest and
