@@ -22,7 +22,7 @@ class StageDef:
 STAGES: dict[str, StageDef] = {
     s.name: s
     for s in (
-        StageDef("corpus", (), "artifacts", "cpu", 1, False),
+        StageDef("corpus", (), "artifacts", "cpu", 2, False),  # 2: Parquet read by row group
         StageDef("tokenizer", ("corpus",), "artifacts", "cpu", 1, True),
         StageDef("shards", ("corpus", "tokenizer"), "artifacts", "cpu", 1, True, resumable=True),
         StageDef("pretrain", ("shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),
