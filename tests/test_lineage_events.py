@@ -11,6 +11,7 @@ import pytest
 from flows.corpus import corpus_flow
 from schemas.base import fingerprint_view
 from schemas.config import load_config
+from schemas.stages import STAGES
 from tasks.artifacts import Home, sha256_file, sha256_json
 from tasks.lineage_events import events_file
 
@@ -62,5 +63,5 @@ def test_failed_stage_sends_start_and_fail_over_http(
     facet = start["run"]["facets"]["lmpipe"]
     section = load_config(str(tiny_config)).corpus
     assert facet["config_fingerprint"] == sha256_json(fingerprint_view(section))
-    assert facet["code"]["format"] == 1 and facet["code"]["package"] == "0.1.0"
+    assert facet["code"]["format"] == STAGES["corpus"].version and facet["code"]["package"] == "0.1.0"
     assert not events_file(Home.resolve(home)).exists()  # configured transport, not the default file
