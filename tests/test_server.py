@@ -34,6 +34,20 @@ CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 SCREENSHOTS = PROJECT_ROOT / "build" / "screenshots"  # git-ignored; kept after the run for CI
 
 
+class RetryUnavailable(httpx.HTTPTransport):
+    """Retries a 503 as Prefect's own client does: the server answers 503 for errors a client
+    may retry (its SQLite database locked while a finished run's events are written)."""
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        for wait in (0.5, 1, 2, 4, 8):
+            response = super().handle_request(request)
+            if response.status_code != 503:
+                return response
+            response.close()
+            time.sleep(wait)
+        return super().handle_request(request)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -74,7 +88,7 @@ class Server:
             self.stop()
             raise
         self.startup_s = time.monotonic() - started
-        self.http = httpx.Client(base_url=self.api, timeout=30)
+        self.http = httpx.Client(base_url=self.api, timeout=30, transport=RetryUnavailable())
 
     def run(self, *args: str, cwd: Path = PROJECT_ROOT, timeout: float = 300, env=None) -> str:
         """A command against this server; returns its output, fails the test on a non-zero exit."""
