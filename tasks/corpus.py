@@ -36,7 +36,7 @@ from tasks.corpus_clean import split_of
 from tasks.corpus_dedup import Decontamination, Dedup, contamination_chunk, member, repeated, undropped
 from tasks.corpus_read import Raw
 from tasks.jobs import serial
-from tasks.memory import parquet, release
+from tasks.memory import arrow_batches, parquet, release
 
 REJECTS = "rejects.jsonl"
 HISTOGRAM = "lengths.png"
@@ -100,7 +100,7 @@ def read_pass(
             if job["path"] in ended:  # as a read of the whole file stops at its first bad row group
                 chunk.unlink()
                 continue
-            for batch in corpus_chunks.batches(chunk):
+            for batch in arrow_batches(chunk):
                 take_chunk(batch, task, ordinal, spool, dedup, decontam, files, own)
                 ordinal += batch.num_rows
                 last = batch.column("reason")[-1].as_py() if batch.num_rows else last
@@ -213,12 +213,9 @@ class Spool:
     def read(self, task: str, dropped: np.ndarray) -> Iterator[pa.RecordBatch]:
         """The task's rows, less those whose rank is in `dropped` (sorted)."""
         rank = self.rank(task, 0)
-        with pa.OSFile(str(self.path(task))) as f:  # not mapped: pages leave memory
-            reader = pa.ipc.open_file(f)
-            for i in range(reader.num_record_batches):
-                batch = reader.get_batch(i)
-                yield undropped(batch, rank, dropped)
-                rank += batch.num_rows
+        for batch in arrow_batches(self.path(task)):
+            yield undropped(batch, rank, dropped)
+            rank += batch.num_rows
 
 
 class Summary:
@@ -316,7 +313,7 @@ def write_pass(
     for task in spool.rows:
         with pq.ParquetWriter(out / f"{task}.parquet", table_schema(task)) as writer:
             pending: list[pa.RecordBatch] = []
-            found = itertools.chain.from_iterable(corpus_chunks.batches(p) for p in owners.get(task, ()))
+            found = itertools.chain.from_iterable(arrow_batches(p) for p in owners.get(task, ()))
             for batch in spool.read(task, dropped):
                 hits = next(found).column(0).to_pylist() if decontam is not None else []
                 keep = _decontaminate(cfg, task, batch, hits, decontam, files, rejects)

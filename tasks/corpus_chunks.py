@@ -18,7 +18,6 @@ dicts of strings and numbers, the config included (they travel to other processe
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -111,14 +110,6 @@ def cut_short(job: dict, records: int, last_reason: str | None) -> bool:
     """Whether a piece of Parquet row groups stopped before its planned rows: a read error
     ends it with an `unreadable_file` reject, in place of the rows it could not read."""
     return records != job["rows"] or last_reason == "unreadable_file"
-
-
-def batches(path: Path) -> Iterator[pa.RecordBatch]:
-    """A chunk file's batches, in order (read, not mapped: pages leave memory)."""
-    with pa.OSFile(str(path)) as f:
-        reader = pa.ipc.open_file(f)
-        for i in range(reader.num_record_batches):
-            yield reader.get_batch(i)
 
 
 class Record:

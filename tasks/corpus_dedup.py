@@ -41,7 +41,7 @@ from schemas.corpus import CorpusConfig
 from tasks.artifacts import fsync_path
 from tasks.corpus_clean import ngrams, shingles
 from tasks.corpus_read import Raw
-from tasks.memory import release
+from tasks.memory import arrow_batches, release
 
 MERGE_AT = 1 << 15  # recent entries kept in a dict (about 3 MB) before they join the arrays
 PART_KEYS = 1 << 19  # keys per partition (4 MB) when looking for repeated keys
@@ -449,21 +449,16 @@ def contamination_chunk(job: dict) -> str:
     dropped, rank = np.load(job["dropped"]), job["rank"]
     final = Path(job["work"]) / job["chunk"]
     tmp = final.with_name(f".{final.name}.{os.getpid()}")
-    with pa.OSFile(job["spool"]) as f, pa.OSFile(str(tmp), "wb") as sink:
-        reader = pa.ipc.open_file(f)
-        with pa.ipc.new_file(sink, OWNERS) as writer:
-            for i in range(job["first"], job["end"]):
-                batch = reader.get_batch(i)
-                kept, rank = undropped(batch, rank, dropped), rank + batch.num_rows
-                owners = np.full(kept.num_rows, -1, np.int64)
-                train = [k for k, s in enumerate(kept.column("split").to_pylist()) if s == "train"]
-                texts = [kept.column(name).to_pylist() for name in job["fields"]]
-                for at in range(0, len(train), job["hits"]):
-                    rows = train[at : at + job["hits"]]
-                    owners[rows] = first_owners(
-                        grams, owner_of, job["n"], [[t[k] for t in texts] for k in rows]
-                    )
-                writer.write_batch(pa.record_batch([pa.array(owners)], schema=OWNERS))
+    with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, OWNERS) as writer:
+        for batch in arrow_batches(Path(job["spool"]), job["first"], job["end"]):
+            kept, rank = undropped(batch, rank, dropped), rank + batch.num_rows
+            owners = np.full(kept.num_rows, -1, np.int64)
+            train = [k for k, s in enumerate(kept.column("split").to_pylist()) if s == "train"]
+            texts = [kept.column(name).to_pylist() for name in job["fields"]]
+            for at in range(0, len(train), job["hits"]):
+                rows = train[at : at + job["hits"]]
+                owners[rows] = first_owners(grams, owner_of, job["n"], [[t[k] for t in texts] for k in rows])
+            writer.write_batch(pa.record_batch([pa.array(owners)], schema=OWNERS))
     fsync_path(tmp)
     os.replace(tmp, final)
     return final.name

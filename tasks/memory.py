@@ -35,6 +35,15 @@ def release(collect: bool = False) -> None:
         _MALLOC_TRIM(0)
 
 
+def arrow_batches(path: Path, first: int = 0, end: int | None = None) -> Iterator[pa.RecordBatch]:
+    """Record batches `first` to `end` (default: all) of an Arrow IPC file, in order; read,
+    not memory-mapped, so their pages leave memory with them."""
+    with pa.OSFile(str(path)) as f:
+        reader = pa.ipc.open_file(f)
+        for i in range(first, reader.num_record_batches if end is None else end):
+            yield reader.get_batch(i)
+
+
 def parquet(path: Path) -> pq.ParquetFile:
     """A Parquet file to stream: pyarrow pre-buffers by default, and a reader's pre-buffer keeps
     the bytes of every row group it has read until the reader is gone (apache/arrow#39808), so
