@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.corpus import Source
-from tasks.plan import raw_path
+from tasks.plan import raw_files, raw_path
 
 SUFFIXES = {
     ".jsonl": "jsonl",
@@ -197,10 +197,13 @@ def source_files(src: Source) -> list[tuple[Path, str]]:
     p = raw_path(src.path)
     if not p.exists():
         raise SourceError(f"corpus source {src.path!r} ({src.task}): not found at {p}")
-    if p.is_file() or resolve_format(src) == "disk":
+    if p.is_file():
         return [(p, src.path)]
     fmt = resolve_format(src)
-    files = [f for f in p.rglob("*") if f.is_file() and _suffix_format(f) == fmt]
+    everything = raw_files(p, f"corpus source {src.path!r} ({src.task})")  # links out refused
+    if fmt == "disk":
+        return [(p, src.path)]
+    files = [f for f in everything if _suffix_format(f) == fmt]
     return sorted(
         ((f, f"{src.path.rstrip('/')}/{f.relative_to(p).as_posix()}") for f in files), key=lambda x: x[1]
     )

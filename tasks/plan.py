@@ -77,18 +77,37 @@ def raw_path(path: str) -> Path:
 
     `..`, absolute paths and symlinks are resolved first, so none of them can reach outside
     (`/etc/passwd`, `data/raw/../../x`, a symlink to /proc) unless that folder is listed in
-    LMPIPE_DATA_ROOTS.
+    LMPIPE_DATA_ROOTS. Inside a folder, every file is checked the same way (`raw_files`).
     """
     p = Path(path).expanduser()
     p = p if p.is_absolute() else PROJECT_ROOT / p
+    inside_roots(p, f"corpus source {path!r}")
+    return p
+
+
+def inside_roots(p: Path, what: str) -> Path:
+    """`p` unchanged when its real path is inside a data root; PermissionError naming both.
+
+    >>> inside_roots(Path("data/raw/folder/link.jsonl"), "corpus source 'data/raw/folder'")
+    Traceback (most recent call last):
+    PermissionError: corpus source 'data/raw/folder': .../link.jsonl resolves to /etc/x, outside ...
+    """
     real = p.resolve()
     roots = data_roots()
     if not any(real.is_relative_to(root) for root in roots):
         raise PermissionError(
-            f"corpus source {path!r} resolves to {real}, outside the allowed data roots "
+            f"{what}: {p} resolves to {real}, outside the allowed data roots "
             f"{[str(r) for r in roots]}; add its folder to LMPIPE_DATA_ROOTS to allow it"
         )
     return p
+
+
+def raw_files(folder: Path, what: str) -> list[Path]:
+    """Every file under `folder`, sorted, each checked against the data roots: a symlink in a
+    folder source (or a `save_to_disk` folder) that leads outside them is refused, naming it,
+    rather than pulled into the corpus."""
+    files = sorted(f for f in folder.rglob("*") if f.is_file())
+    return [inside_roots(f, what) for f in files]
 
 
 def raw_refs(cfg: PipelineConfig) -> list[Ref]:
@@ -112,6 +131,8 @@ def file_ref(path: str, what: str) -> Ref:
     p = raw_path(path)
     if not p.exists():
         raise FileNotFoundError(f"{what}: not found at {p}")
+    if p.is_dir():
+        raw_files(p, what)  # before content_hash reads them
     return Ref(stage="raw", name=path, fingerprint=content_hash(p), path=str(p))
 
 

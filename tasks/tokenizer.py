@@ -25,7 +25,7 @@ from schemas.tokens import BOS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS, TASK_TOKENS
 from tasks import memory
 from tasks.artifacts import sha256_file
 from tasks.contracts import require
-from tasks.plan import raw_path
+from tasks.plan import inside_roots, raw_path
 
 TOKENIZER_FILE = "tokenizer.json"
 # Control-token look-alikes of other tokenizers: they must stay text in ours too.
@@ -156,7 +156,7 @@ def adopt(path: str, sha256: str) -> Tokenizer:
     50267
     """
     file = raw_path(path)
-    file = file / TOKENIZER_FILE if file.is_dir() else file
+    file = inside_roots(file / TOKENIZER_FILE, f"tokenizer.adopt {path!r}") if file.is_dir() else file
     if not file.is_file():
         raise FileNotFoundError(f"tokenizer.adopt: no {TOKENIZER_FILE} at {file}")
     actual = sha256_file(file)

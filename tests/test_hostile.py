@@ -7,9 +7,11 @@ import pytest
 import torch
 
 from schemas.config import PROJECT_ROOT
+from schemas.corpus import Source
 from schemas.training import ModelConfig
 from tasks import artifacts, training
-from tasks.plan import raw_path
+from tasks.corpus_read import source_files
+from tasks.plan import file_ref, raw_path
 from tests.test_artifacts import publish_dummy
 
 
@@ -73,3 +75,22 @@ def test_symlink_out_of_the_project_is_refused(tmp_path, monkeypatch):
         assert raw_path(str(link.relative_to(PROJECT_ROOT))) == link
     finally:
         link.unlink()
+
+
+@pytest.mark.parametrize("kind", ["folder", "save_to_disk"])
+def test_symlink_inside_a_folder_source_leaving_the_roots_is_refused(kind, tmp_path, monkeypatch):
+    root, secret = tmp_path / "root", tmp_path / "secret.jsonl"
+    folder = root / "src"
+    folder.mkdir(parents=True)
+    secret.write_text('{"id": "s", "text": "secret"}\n')
+    (folder / "a.jsonl").write_text('{"id": "a", "text": "fine"}\n')
+    if kind == "save_to_disk":
+        (folder / "state.json").write_text("{}")
+    (folder / "b.jsonl").symlink_to(secret)
+    monkeypatch.setenv("LMPIPE_DATA_ROOTS", str(root))
+    src = Source(task="pretrain", path=str(folder), format="disk" if kind == "save_to_disk" else "auto")
+    for refuse in (lambda: file_ref(str(folder), "corpus source"), lambda: source_files(src)):
+        with pytest.raises(PermissionError, match=r"b\.jsonl resolves to .*secret\.jsonl, outside"):
+            refuse()
+    monkeypatch.setenv("LMPIPE_DATA_ROOTS", str(tmp_path))  # the secret's folder allowed: read
+    assert file_ref(str(folder), "corpus source").fingerprint
