@@ -58,12 +58,42 @@ def config_path(config: str) -> Path:
     return path
 
 
+QUOTE = 300  # characters of user input an error message quotes at most
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without aliases: `*a` repeating `&a` lets 300 bytes expand to gigabytes (a
+    "billion laughs"), and no lmpipe config needs one."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in lmpipe configs", mark
+            )
+        return super().compose_node(parent, index)
+
+
+def parse_yaml(text: str, what: str):
+    """`text` parsed as safe YAML without aliases; ConfigError naming `what` otherwise.
+
+    >>> parse_yaml("[1, 2]", "override 'a.b=[1, 2]'")
+    [1, 2]
+    """
+    try:
+        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what}: not valid YAML: {clip(str(e))}") from None
+
+
+def clip(text: str) -> str:
+    """At most QUOTE characters of `text`: a message never repeats a huge input."""
+    return text if len(text) <= QUOTE else f"{text[:QUOTE]}... ({len(text)} chars)"
+
+
 def load_config(config: str = "tiny", overrides: list[str] | None = None) -> PipelineConfig:
     path = config_path(config)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    data = parse_yaml(path.read_text(encoding="utf-8"), str(path)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of stage sections, got {type(data).__name__}")
     try:
@@ -81,17 +111,17 @@ def apply_override(data: dict, item: str) -> None:
     """Set `stage.field=value` in raw config data: `apply_override(d, "sft.lr=1e-4")`."""
     key, sep, raw = item.partition("=")
     if not sep or not key:
-        raise ConfigError(f"override {item!r}: expected stage.field=value")
+        raise ConfigError(f"override {clip(item)!r}: expected stage.field=value")
     *parents, leaf = key.strip().split(".")
     node = data
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"override {item!r}: {part!r} is not a section")
-    node[leaf] = yaml.safe_load(raw)
+            raise ConfigError(f"override {clip(item)!r}: {part!r} is not a section")
+    node[leaf] = parse_yaml(raw, f"override {clip(item)!r}")
 
 
 def _describe(err: dict) -> str:
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-    got = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+    got = "" if err["type"] == "missing" else f" (got {clip(repr(err.get('input')))})"
     return f"{where}: {err['msg']}{got}"

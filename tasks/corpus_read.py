@@ -12,6 +12,7 @@ import codecs
 import csv
 import functools
 import gzip
+import itertools
 import json
 import os
 from collections.abc import Iterator
@@ -31,6 +32,11 @@ SUFFIXES = {
     ".md": "text",
 }
 BATCH = 1024
+# Bounds on what one source may make this process hold or read, whatever its compression: a
+# 1 MB .jsonl.gz can expand to a 1 GiB line. Both are far above any useful record (max_chars is
+# 100k by default) and read in bounded pieces; what exceeds them is rejected as `too_long`.
+LINE_BYTES = 32 << 20  # per line (JSONL, CSV, text) or per text document
+FILE_BYTES = 64 << 30  # per file, after decompression
 
 
 class SourceError(RuntimeError):
@@ -215,7 +221,12 @@ def read_jsonl(
     """One `Raw` per non-blank line (of bytes `start` to `stop`, the first of which is line
     `first`); bad bytes or JSON become reasons, never exceptions."""
     with _open(path) as f:
-        for number, line in enumerate(_lines(f, start, stop), start=first):
+        for number, line in enumerate(bounded_lines(f, start, stop), start=first):
+            if isinstance(line, Oversize):
+                yield line.reject(label, number)
+                if line.whole_file:
+                    return
+                continue
             if not line.strip():
                 continue
             excerpt = line[:200].decode("utf-8", "replace")
@@ -235,14 +246,54 @@ def read_jsonl(
             yield Raw(label, number, record, excerpt=excerpt)
 
 
-def _lines(f, start: int, stop: int | None) -> Iterator[bytes]:
+@dataclass
+class Oversize:
+    """A line over LINE_BYTES (skipped to its end in bounded reads), or the point where a file
+    passed FILE_BYTES (nothing after it is read)."""
+
+    head: bytes
+    whole_file: bool = False
+
+    def reject(self, label: str, line: int) -> Raw:
+        excerpt = self.head[:200].decode("utf-8", "replace")
+        if self.whole_file:
+            detail = f"the file holds more than {FILE_BYTES} bytes (decompressed); lines from {line} on are not read"
+        else:
+            detail = f"line longer than {LINE_BYTES} bytes; not read"
+        return Raw(label, line, None, "too_long", detail, excerpt)
+
+
+def bounded_lines(f, start: int = 0, stop: int | None = None) -> Iterator[bytes | Oversize]:
+    """The lines of binary file `f` from byte `start` to the line that reaches `stop`, each at
+    most LINE_BYTES long: a longer line comes out as an `Oversize`, so memory stays bounded
+    however long a (decompressed) line is. After FILE_BYTES, one `Oversize(whole_file=True)`.
+
+    A file `a`, 40 MiB of `b`, `c` (one per line) -> b"a\\n", Oversize(head=b"bbb..."), b"c".
+    """
     f.seek(start)
     at = start
-    for line in f:
-        yield line
-        at += len(line)
-        if stop is not None and at >= stop:
+    while stop is None or at < stop:
+        if at - start > FILE_BYTES:
+            yield Oversize(b"", whole_file=True)
             return
+        line = f.readline(LINE_BYTES + 1)
+        if not line:
+            return
+        at += len(line)
+        if len(line) > LINE_BYTES and not line.endswith(b"\n"):
+            at += _skip_line(f)
+            line = Oversize(line[:200])
+        yield line
+
+
+def _skip_line(f) -> int:
+    """Read on to the end of the current line in bounded pieces; the number of bytes read."""
+    n = 0
+    while True:
+        piece = f.readline(1 << 20)
+        n += len(piece)
+        if not piece or piece.endswith(b"\n"):
+            return n
 
 
 def read_csv(path: Path, label: str) -> Iterator[Raw]:
@@ -251,9 +302,11 @@ def read_csv(path: Path, label: str) -> Iterator[Raw]:
     Bad bytes are kept as surrogate escapes and rejected as invalid UTF-8 by the field check.
     """
     delimiter = "\t" if ".tsv" in path.name else ","
-    csv.field_size_limit(2**31 - 1)  # long cells are rejected by max_chars, with their line
+    # Long cells are rejected by max_chars, with their line; a cell past LINE_BYTES (an unclosed
+    # quote swallowing the file) by the csv module, so neither is held whole.
+    csv.field_size_limit(LINE_BYTES)
     with _open(path) as f:
-        lines = codecs.iterdecode(f, "utf-8", errors="surrogateescape")
+        lines = codecs.iterdecode(_refuse_oversize(bounded_lines(f)), "utf-8", errors="surrogateescape")
         reader = csv.reader(lines, delimiter=delimiter, strict=True)
         header = _next_row(reader)
         if not isinstance(header, list):
@@ -269,6 +322,15 @@ def _csv_rows(reader, header: list[str], label: str) -> Iterator[Raw]:
     while True:
         row = _next_row(reader)
         if row is None:
+            return
+        if isinstance(row, TooLong):
+            yield Raw(
+                label,
+                reader.line_num + 1,
+                None,
+                "too_long",
+                f"{row}; it and the rest of the file are not read",
+            )
             return
         if isinstance(row, str):
             # An unclosed quote swallows every line after it: reject each one by its own line
@@ -293,13 +355,30 @@ def _csv_rows(reader, header: list[str], label: str) -> Iterator[Raw]:
         start = reader.line_num + 1
 
 
-def _next_row(reader) -> list[str] | str | None:
+def _next_row(reader) -> "list[str] | str | TooLong | None":
     try:
         return next(reader)
     except StopIteration:
         return None
     except csv.Error as e:
         return f"CSV error: {e}"
+    except TooLong as e:
+        return e
+
+
+class TooLong(Exception):
+    """A line (or file) over the bounds, met inside a reader that cannot skip it (csv)."""
+
+
+def _refuse_oversize(lines: Iterator[bytes | Oversize]) -> Iterator[bytes]:
+    for line in lines:
+        if isinstance(line, Oversize):
+            raise TooLong(
+                f"line longer than {LINE_BYTES} bytes"
+                if not line.whole_file
+                else f"file past {FILE_BYTES} bytes"
+            )
+        yield line
 
 
 def read_parquet(path: Path, label: str, groups: list[int] | None = None, row: int = 0) -> Iterator[Raw]:
@@ -334,18 +413,43 @@ def read_text(path: Path, label: str, unit: str) -> Iterator[Raw]:
     [{'id': 'a.txt#1', 'text': 'One.'}, {'id': 'a.txt#3', 'text': 'Two.'}]
     """
     with _open(path) as f:
-        text = f.read().decode("utf-8", errors="surrogateescape")
-    if unit == "file":
-        yield Raw(label, 1, {"id": label, "text": text}, excerpt=text[:200])
+        if unit == "file":
+            data = f.read(LINE_BYTES + 1)
+            if len(data) > LINE_BYTES:
+                yield Raw(label, 1, None, "too_long", f"document longer than {LINE_BYTES} bytes; not read")
+                return
+            text = data.decode("utf-8", errors="surrogateescape")
+            yield Raw(label, 1, {"id": label, "text": text}, excerpt=text[:200])
+            return
+        yield from _paragraphs(bounded_lines(f), label)
+
+
+def _paragraphs(lines: Iterator[bytes | Oversize], label: str) -> Iterator[Raw]:
+    """Blank-line separated paragraphs; one over LINE_BYTES is a `too_long` reject, not held."""
+    start, para, size = 0, [], 0
+    for number, line in enumerate(itertools.chain(lines, [b""]), start=1):
+        if isinstance(line, Oversize) and line.whole_file:
+            yield from _paragraph(label, start, para, size) if start else ()
+            yield line.reject(label, number)
+            return
+        text = None if isinstance(line, Oversize) else line.rstrip(b"\n").decode("utf-8", "surrogateescape")
+        if text is None or text.strip():
+            start, size = start or number, size + (LINE_BYTES + 1 if text is None else len(line))
+            if size <= LINE_BYTES:
+                para.append(text)
+            else:
+                para.clear()  # rejected whole at its end; never held
+        elif start:
+            yield from _paragraph(label, start, para, size)
+            start, para, size = 0, [], 0
+
+
+def _paragraph(label: str, start: int, para: list[str], size: int) -> Iterator[Raw]:
+    if size > LINE_BYTES:
+        yield Raw(label, start, None, "too_long", f"paragraph longer than {LINE_BYTES} bytes; not read")
         return
-    start, lines = 0, []
-    for number, line in enumerate([*text.split("\n"), ""], start=1):
-        if line.strip():
-            start, lines = start or number, [*lines, line]
-        elif lines:
-            para = "\n".join(lines)
-            yield Raw(label, start, {"id": f"{label}#{start}", "text": para}, excerpt=para[:200])
-            start, lines = 0, []
+    text = "\n".join(para)
+    yield Raw(label, start, {"id": f"{label}#{start}", "text": text}, excerpt=text[:200])
 
 
 def _read_disk(path: Path, label: str, split: str | None) -> Iterator[Raw]:

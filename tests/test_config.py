@@ -46,3 +46,29 @@ def test_user_config_file(tmp_path):
 def test_unknown_preset_lists_presets():
     with pytest.raises(ConfigError, match="presets: .*tiny"):
         load_config("nope")
+
+
+def test_yaml_aliases_are_refused_and_errors_quote_little(tmp_path):
+    bomb = (
+        "["
+        + ",".join(
+            ["&a [x,x,x,x,x,x,x,x,x]"]
+            + [
+                f"&{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]"
+                for p, c in zip("abcdefgh", "bcdefghi", strict=True)
+            ]
+        )
+        + "]"
+    )
+    with pytest.raises(ConfigError, match="aliases .* are not allowed") as err:
+        load_config("tiny", [f"corpus.sources={bomb}"])
+    assert len(str(err.value)) < 1000
+    path = tmp_path / "mine.yaml"
+    path.write_text(f"name: mine\ncorpus: {{sources: [{{task: qa, path: data/raw/qa.jsonl}}]}}\nx: {bomb}\n")
+    with pytest.raises(ConfigError, match="mine.yaml: not valid YAML: aliases"):
+        load_config(str(path))
+    with pytest.raises(ConfigError, match=r"override 'sft.lr=\[1': not valid YAML"):
+        load_config("tiny", ["sft.lr=[1"])
+    with pytest.raises(ConfigError, match=r"sft.lr: .*\(got 'xxxx.*\.\.\. \(10002 chars\)\)") as err:
+        load_config("tiny", ["sft.lr=" + "x" * 10_000])
+    assert len(str(err.value)) < 1000

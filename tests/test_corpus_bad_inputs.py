@@ -3,7 +3,9 @@
 For every class: read = accepted + rejected, each reject names its reason, file and line.
 """
 
+import gzip
 import json
+import tracemalloc
 from pathlib import Path
 
 import pandas as pd
@@ -12,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.corpus import CorpusConfig
-from tasks import corpus
+from tasks import corpus, corpus_read
 from tasks.contracts import ContractError
 
 DIRTY = Path(__file__).parent / "data" / "dirty_translation.jsonl"
@@ -115,3 +117,44 @@ def test_unclosed_quote_rejects_every_line_it_swallows(tmp_path):
     ]
     assert all("quoted field opened at line 3" in r["detail"] for r in rejects)
     assert stats["kept"] == 1 and stats["read"] == 4
+
+
+def gzip_with_a_long_line(path: Path, mib: int, before: bytes, after: bytes) -> None:
+    """A small .gz (about 1 MB per 256 MiB) whose second line expands to `mib` MiB."""
+    with gzip.open(path, "wb", compresslevel=1) as f:
+        f.write(before)
+        for _ in range(mib):
+            f.write(b"a" * (1 << 20))
+        f.write(after)
+
+
+def test_line_that_decompresses_to_256_mib_is_a_reject_not_memory(tmp_path):
+    path = tmp_path / "bomb.jsonl.gz"
+    gzip_with_a_long_line(path, 256, b'{"id": "a", "text": "Fine."}\n{"id": "b", "text": "', b'"}\n')
+    tracemalloc.start()
+    try:
+        _, _, stats, rejects = build(tmp_path, path, task="pretrain")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert [(r["line"], r["reason"]) for r in rejects] == [(2, "too_long")]
+    assert "line longer than" in rejects[0]["detail"] and stats["kept"] == 1
+    assert peak < 100 << 20  # bounded reads (32 MiB) at a time, never the 256 MiB line
+
+
+@pytest.mark.parametrize(("name", "line", "kept"), [("bomb.txt.gz", 1, 0), ("bomb.csv.gz", 3, 1)])
+def test_overlong_csv_row_or_text_document_is_a_reject(name, line, kept, tmp_path):
+    path = tmp_path / name
+    gzip_with_a_long_line(path, 40, b"Fine.\n\n" if "txt" in name else b"id,text\na,Fine.\n", b"\n")
+    _, _, stats, rejects = build(tmp_path, path, task="pretrain", max_reject_rate=1.0)
+    assert [(r["line"], r["reason"]) for r in rejects] == [(line, "too_long")]  # a text file is one document
+    assert "not read" in rejects[0]["detail"] and stats["kept"] == kept
+
+
+def test_file_past_the_decompressed_size_cap_stops_with_a_named_reject(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_read, "FILE_BYTES", 1000)  # 64 GiB by default
+    path = tmp_path / "many.jsonl"
+    path.write_text("".join(json.dumps({"id": f"r{i}", "text": f"Words {i}."}) + "\n" for i in range(100)))
+    _, _, stats, rejects = build(tmp_path, path, task="pretrain", max_reject_rate=1.0)
+    assert [(r["reason"], r["line"]) for r in rejects] == [("too_long", stats["kept"] + 1)]
+    assert 0 < stats["kept"] < 100 and "holds more than 1000 bytes" in rejects[0]["detail"]
