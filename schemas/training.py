@@ -42,6 +42,16 @@ class TrainConfig(StrictModel):
     # auto: bf16 autocast on a GPU that has it, float32 elsewhere; float32: also on such a GPU
     # (to rule precision out when a loss misbehaves). It changes the weights: fingerprinted.
     precision: Literal["auto", "float32"] = "auto"
+    # The step loop (tasks.training, tasks.steps). None of these changes what is learned, only
+    # float rounding, speed and memory, so they are not fingerprinted (like the device).
+    # torch.compile of the model's layers: auto = on CUDA only (on CPU compiling costs more than
+    # the tiny models gain).
+    compile: Literal["auto", "on", "off"] = runtime_field("auto")
+    # Recompute each layer's activations in the backward pass: less memory, ~30% more compute.
+    activation_checkpointing: bool = runtime_field(False)
+    # With processes x nodes > 1: ddp (every rank holds the whole model) or fsdp (FSDP2: weights,
+    # gradients and optimizer state sharded over the ranks).
+    parallel: Literal["ddp", "fsdp"] = runtime_field("ddp")
     eval_batches: int = Field(8, ge=1)
     seed: int = 0
     log_every: int = runtime_field(10, ge=1)
@@ -60,6 +70,9 @@ class PretrainConfig(TrainConfig):
     # causal: next-token prediction (decoder); masked: BERT-style masked LM (encoder).
     objective: Literal["causal", "masked"] = "causal"
     mask_prob: float = Field(0.15, gt=0, lt=1)
+    # The attention kernel on packed rows (tasks.attention): auto = flex (FlexAttention, a block
+    # mask, no L x L mask) on CUDA, sdpa (a dense mask) on CPU, where flex cannot train.
+    attention: Literal["auto", "flex", "sdpa", "eager"] = runtime_field("auto")
 
 
 class NoiseConfig(StrictModel):

@@ -7,8 +7,9 @@ chosen ones. Example, mask_prob 0.5 on `<bos> the cat sat <eos>`:
     input_ids  <bos> the <mask> sat <eos>      labels  -  -  cat  -  -
 
 The draw is seeded by (seed, micro-batch index), so a resumed run masks exactly as the
-uninterrupted one. Packed documents attend bidirectionally within themselves only: a 4D
-boolean mask built from `doc_lens`, with position ids restarting at each document.
+uninterrupted one. Packed documents attend bidirectionally within themselves only: position
+ids restart at each document, and the mask of the model's attention kernel is built from them
+(tasks.attention.use: a dense mask for sdpa/eager, a BlockMask for flex).
 """
 
 import pyarrow as pa
@@ -55,23 +56,14 @@ def mask_tokens(
     return corrupted, torch.where(chosen, ids, IGNORE_INDEX)
 
 
-def document_mask(doc_lens: list[list[int]]) -> torch.Tensor:
-    """[batch, 1, seq, seq] booleans: True where query and key are in the same segment."""
-    segments = torch.tensor(
-        [[s for s, n in enumerate(lens) for _ in range(n)] for lens in doc_lens], dtype=torch.long
-    )
-    return (segments[:, :, None] == segments[:, None, :])[:, None]
-
-
 def masked_batch(table: pa.Table, rows: list[int], prob: float, vocab: int, seed: int) -> dict:
-    cols = shards_task.take_rows(table, rows, ["input_ids", "position_ids", "doc_lens"])
+    cols = shards_task.take_rows(table, rows, ["input_ids", "position_ids"])
     gen = torch.Generator().manual_seed(seed)
     inputs, labels = mask_tokens(torch.tensor(cols["input_ids"], dtype=torch.long), prob, vocab, gen)
     return {
         "input_ids": inputs,
         "labels": labels,
         "position_ids": torch.tensor(cols["position_ids"], dtype=torch.long),
-        "attention_mask": document_mask(cols["doc_lens"]),
     }
 
 

@@ -14,8 +14,9 @@ seq_len 12 holding documents A (5 tokens) and B (4 tokens), then padding:
         B2                    x  x  x
 
 The model derives the block-diagonal mask from the position ids (transformers detects packed
-sequences when no attention mask is passed and the cache is off); tests/test_shards.py proves
-that each document's logits equal those of the document run alone.
+sequences when no attention mask is passed and the cache is off; tasks.attention builds it for
+each attention kernel); tests/test_pretrain.py proves that each document's logits equal those of
+the document run alone.
 """
 
 import array
@@ -236,22 +237,3 @@ def padding_fraction(lengths, batches) -> float:
     lens = np.asarray(lengths, np.int64)[batches.members]
     slots = int(np.dot(np.maximum.reduceat(lens, batches.starts[:-1]), np.diff(batches.starts)))
     return 1 - int(lens.sum()) / slots if slots else 0.0
-
-
-def block_causal_mask(doc_lens: list[list[int]]):
-    """Boolean 4-D attention mask (batch, 1, seq, seq) for packed rows: True = may attend.
-
-    Token i sees token j only when j <= i and both lie in the same document. This is the
-    explicit form of the layout drawn at the top of this module, for SDPA/eager kernels.
-
-    >>> block_causal_mask([[2, 1]])[0, 0].int().tolist()
-    [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
-    """
-    import torch
-
-    masks = []
-    for lens in doc_lens:
-        seg = torch.repeat_interleave(torch.arange(len(lens)), torch.tensor(lens))
-        n = len(seg)
-        masks.append((seg[:, None] == seg[None, :]) & torch.ones(n, n, dtype=torch.bool).tril())
-    return torch.stack(masks)[:, None]

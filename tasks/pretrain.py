@@ -2,7 +2,7 @@
 
 Teacher forcing on packed rows; position ids restart at each document, and with no attention
 mask and the cache off the model attends block-diagonally, so packed documents never see each
-other (proved in tests/test_pretrain.py). Learning is measured against the unigram baseline:
+other (proved in tests/test_pretrain.py, on every kernel of `attention:`, tasks.attention). Learning is measured against the unigram baseline:
 the cross-entropy of the validation tokens under the training split's token frequencies, the
 best a model that ignores context can do.
 """
@@ -19,7 +19,7 @@ import torch
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
 from schemas.training import PretrainConfig
-from tasks import distributed, evaluation, mlm, training
+from tasks import attention, distributed, evaluation, mlm, training
 from tasks import shards as shards_task
 from tasks.contracts import require
 from tasks.tokenizer import load as load_tokenizer
@@ -101,6 +101,9 @@ def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path, stage: str = 
     val = shards_task.load(inputs["shards"], "pretrain", "validation")
     vocab = load_tokenizer(inputs["tokenizer"]).get_vocab_size()
     model, make, val_batches = objective(cfg, train, val, vocab)
+    kernel = attention.resolve(cfg.attention, device)
+    attention.check_trainable(kernel, device)
+    attention.use(model, kernel, causal=cfg.objective == "causal")
     before = training.cached_json(
         out / training.RESUME / "before.json",
         lambda: {"val_loss_before": round(training.evaluate(model, val_batches, device), 4)},

@@ -152,33 +152,3 @@ def test_bucket_of():
     assert packing.bucket_of(64, [64, 128]) == 0 and packing.bucket_of(65, [64, 128]) == 1
     with pytest.raises(ValueError):
         packing.bucket_of(129, [64, 128])
-
-
-def test_block_causal_mask_keeps_packed_documents_apart():
-    """The explicit 4-D mask gives each packed document the logits it has alone (<= 1e-4)."""
-    import torch
-
-    from schemas.training import ModelConfig
-    from tasks import training
-    from tasks.shards import pack_pretrain
-
-    assert packing.block_causal_mask([[2, 1]])[0, 0].int().tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
-    torch.manual_seed(0)
-    model = training.new_decoder(
-        ModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64), 100, 64
-    )
-    docs = [[1, 20, 21, 22, 23, 2], [1, 30, 31, 32, 2], [1, 40, 41, 42, 43, 44, 45, 2]]
-    row = pack_pretrain(docs, 32)[0][0]
-    ids = torch.tensor([row["input_ids"]])
-    mask = packing.block_causal_mask([row["doc_lens"]])
-    with torch.no_grad():
-        packed = model(
-            ids, attention_mask=mask, position_ids=torch.tensor([row["position_ids"]]), use_cache=False
-        )
-        start = 0
-        for n in row["doc_lens"][:3]:
-            alone = model(ids[:, start : start + n], use_cache=False).logits[0]
-            assert (packed.logits[0, start : start + n] - alone).abs().max() <= 1e-4
-            start += n
-        plain_causal = model(ids, position_ids=torch.arange(32)[None], use_cache=False).logits[0]
-    assert (plain_causal[8:14] - model(ids[:, 8:14], use_cache=False).logits[0]).abs().max() > 1e-2

@@ -21,7 +21,6 @@ from safetensors.torch import load_file
 from schemas.config import PROJECT_ROOT, PipelineConfig
 from schemas.manifest import Manifest
 from schemas.tokens import MASK, token_id
-from schemas.training import ModelConfig
 from tasks import corpus, mlm, pretrain, shards, tokenizer, training
 from tasks.artifacts import write_json
 from tasks.contracts import ContractError
@@ -172,22 +171,11 @@ def test_masking_chooses_15_percent_of_ordinary_tokens_80_10_10():
     assert torch.equal(labels[chosen], ids[chosen]) and torch.equal(corrupted[~chosen], ids[~chosen])
 
 
-def test_encoder_documents_attend_only_within_themselves():
-    torch.manual_seed(0)
-    model = mlm.new_encoder(
-        ModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64), 100, 64
-    )
-    docs = [[1, 20, 21, 22, 2], [1, 30, 31, 2]]
-    ids = torch.tensor([docs[0] + docs[1] + [0, 0]])
-    positions = torch.tensor([[0, 1, 2, 3, 4, 0, 1, 2, 3, 0, 1]])
-    with torch.no_grad():
-        packed = model.eval()(
-            ids, position_ids=positions, attention_mask=mlm.document_mask([[5, 4, 2]])
-        ).logits[0]
-        alone = model(torch.tensor([docs[1]])).logits[0]
-        leaky = model(ids, position_ids=positions).logits[0]
-    assert (packed[5:9] - alone).abs().max() < 1e-6
-    assert (leaky[5:9] - alone).abs().max() > 1e-4  # without the mask the check fails
+def test_flex_attention_is_refused_on_cpu_before_training(data, tmp_path):
+    cfg, inputs = data
+    with pytest.raises(ValueError, match="attention: flex cannot train on CPU"):
+        pretrain.build(cfg.pretrain.model_copy(update={"attention": "flex"}), inputs, tmp_path)
+    assert not (tmp_path / "resume").exists()
 
 
 def test_masked_objective_learns(data, tmp_path):
