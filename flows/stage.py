@@ -36,7 +36,7 @@ from tasks.artifacts import (
     staging,
 )
 from tasks.faults import crash_point
-from tasks.plan import code_version, plan_single, read_input
+from tasks.plan import check_unchanged, code_version, plan_single, read_input
 from tasks.report import summary
 
 LIBRARIES = (
@@ -90,6 +90,7 @@ def run_stage(
                 else _task(module.build, f"{stage}-build")(section, inputs, tmp)
             )
             built = time.perf_counter()
+            check_unchanged(stage, plan.inputs)  # what was read is what the fingerprint names
             crash_point(stage, "after_build")
             contracts = _task(module.validate, f"{stage}-validate")(section, inputs, tmp, stats)
             crash_point(stage, "after_validate")

@@ -61,17 +61,42 @@ def config_path(config: str) -> Path:
 QUOTE = 300  # characters of user input an error message quotes at most
 
 
-class NoAliasLoader(yaml.SafeLoader):
-    """Safe YAML without aliases: `*a` repeating `&a` lets 300 bytes expand to gigabytes (a
-    "billion laughs"), and no lmpipe config needs one."""
+MAX_VALUES = 100_000  # values a config may hold once its aliases are expanded
 
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed in lmpipe configs", mark
+
+class CappedLoader(yaml.SafeLoader):
+    """Safe YAML whose aliases may not expand it past MAX_VALUES values: `*a` repeating `&a`
+    lets 300 bytes stand for billions of values (a "billion laughs"), which every later copy,
+    check or error message would expand. Plain anchors for shared sections stay allowed."""
+
+    def compose_document(self):
+        node = super().compose_document()
+        size = expanded_size(node, {})
+        if size > MAX_VALUES:
+            raise yaml.YAMLError(
+                f"aliases (*name) expand it to {size} values; at most {MAX_VALUES} are allowed"
             )
-        return super().compose_node(parent, index)
+        return node
+
+
+def expanded_size(node: yaml.Node, sizes: dict[int, int | None]) -> int:
+    """How many values `node` stands for with every alias expanded; each node is sized once.
+
+    >>> expanded_size(yaml.compose("a: &x [1, 2]\\nb: *x"), {})
+    9
+    """
+    key = id(node)
+    if key in sizes:
+        if sizes[key] is None:
+            raise yaml.YAMLError("an alias (*name) refers to the collection that holds it")
+        return sizes[key]
+    sizes[key] = None  # being sized: meeting it again is a cycle
+    children = [c for pair in node.value for c in pair] if isinstance(node, yaml.MappingNode) else node.value
+    total = 1 + (
+        sum(expanded_size(c, sizes) for c in children) if isinstance(node, yaml.CollectionNode) else 0
+    )
+    sizes[key] = total
+    return total
 
 
 def parse_yaml(text: str, what: str):
@@ -81,7 +106,7 @@ def parse_yaml(text: str, what: str):
     [1, 2]
     """
     try:
-        return yaml.load(text, Loader=NoAliasLoader)  # noqa: S506 (a SafeLoader)
+        return yaml.load(text, Loader=CappedLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{what}: not valid YAML: {clip(str(e))}") from None
 

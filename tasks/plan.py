@@ -136,6 +136,26 @@ def file_ref(path: str, what: str) -> Ref:
     return Ref(stage="raw", name=path, fingerprint=content_hash(p), path=str(p))
 
 
+def check_unchanged(stage: str, refs: list[Ref]) -> None:
+    """ArtifactError naming the raw file (or folder) whose content changed since the plan hashed
+    it: the stage may have read other bytes than its fingerprint and manifest record (a file
+    appended to while the stage read it), so nothing of it may be published.
+
+    >>> check_unchanged("corpus", refs)  # after `echo '{...}' >> data/raw/qa.jsonl` mid-stage
+    ArtifactError: raw file data/raw/qa.jsonl changed while the corpus stage read it ...
+    """
+    for ref in refs:
+        if ref.stage != "raw" or ref.path.startswith("hub:"):
+            continue
+        path = Path(ref.path)
+        now = content_hash(path) if path.exists() else "(gone)"
+        if now != ref.fingerprint:
+            raise ArtifactError(
+                f"raw file {ref.name} changed while the {stage} stage read it (sha256 {ref.fingerprint[:12]} "
+                f"when planned, {now[:12]} now); nothing was published: rerun once it stops changing"
+            )
+
+
 def data_refs(stage: str, cfg: PipelineConfig) -> list[Ref]:
     """The user's files a stage reads besides artifacts: the heads' labelled data."""
     if stage != "heads":

@@ -34,13 +34,14 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from schemas.tokens import BOS, EOS, PAD, token_id
 from schemas.training import ModelConfig, TrainConfig
-from tasks.artifacts import fsync_path, read_manifest, write_json
+from tasks.artifacts import fsync_path, read_manifest, sha256_file, write_json
 from tasks.faults import crash_point
 
 log = logging.getLogger(__name__)
 
 Batch = dict[str, torch.Tensor]
 RESUME = "resume"
+SUMS = "sha256.json"  # in each resume/step-N: the sha256 of every file, checked before resuming
 
 
 class ResumeError(RuntimeError):
@@ -261,8 +262,40 @@ def input_fingerprints(inputs: dict[str, Path]) -> dict[str, str]:
 
 
 def latest_resume(out: Path) -> Path | None:
-    done = sorted((out / RESUME).glob("step-*"))
-    return done[-1] if done else None
+    """The newest resume state whose files match the sha256 recorded when it was saved.
+
+    A state that does not (a flipped byte, a planted file) is never loaded: it is set aside as
+    `resume/refused-step-N` with a warning naming the file, and the next older state (or
+    step 0) is used instead."""
+    for ckpt in sorted((out / RESUME).glob("step-*"), reverse=True):
+        problem = resume_problem(ckpt)
+        if not problem:
+            return ckpt
+        log.warning(f"refusing resume state {ckpt}: {problem}; resuming from an older state or step 0")
+        refused = ckpt.with_name(f"refused-{ckpt.name}")
+        shutil.rmtree(refused, ignore_errors=True)
+        os.rename(ckpt, refused)
+    return None
+
+
+def resume_problem(ckpt: Path) -> str:
+    """What is wrong with a resume state's files, or "" when each matches its recorded sha256.
+
+    >>> resume_problem(Path("out/resume/step-000004"))  # after a byte of the weights flipped
+    'out/resume/step-000004/model.safetensors: sha256 3f1c0a9e2b7d differs from the saved 9d2e41c07a55'
+    """
+    try:
+        sums = json.loads((ckpt / SUMS).read_text())
+    except (OSError, ValueError):
+        return f"{ckpt / SUMS} is missing or unreadable"
+    found = {f.relative_to(ckpt).as_posix() for f in ckpt.rglob("*") if f.is_file()} - {SUMS}
+    for name in sorted(found - set(sums)):
+        return f"{ckpt / name}: not written by this run (a planted file?)"
+    for name, digest in sorted(sums.items()):
+        actual = sha256_file(ckpt / name) if name in found else "missing"
+        if actual != digest:
+            return f"{ckpt / name}: sha256 {actual[:12]} differs from the saved {digest[:12]}"
+    return ""
 
 
 def save_resume(out: Path, step: int, model, optimizer, scheduler, history: list[dict], guard: dict) -> Path:
@@ -289,9 +322,10 @@ def save_resume(out: Path, step: int, model, optimizer, scheduler, history: list
 def commit_resume(tmp: Path, root: Path, step: int) -> Path:
     """Make the fully written `tmp` the resume state of `step` (fsync, rename), drop older ones."""
     crash_point("training", f"saving-step-{step}")  # written, not yet renamed: must stay invisible
-    for f in tmp.rglob("*"):
-        if f.is_file():
-            fsync_path(f)
+    files = sorted(f for f in tmp.rglob("*") if f.is_file() and f.name != SUMS)
+    write_json(tmp / SUMS, {f.relative_to(tmp).as_posix(): sha256_file(f) for f in files})
+    for f in [*files, tmp / SUMS]:
+        fsync_path(f)
     final = root / f"step-{step:06d}"
     os.rename(tmp, final)
     fsync_path(root)

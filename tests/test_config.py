@@ -48,7 +48,7 @@ def test_unknown_preset_lists_presets():
         load_config("nope")
 
 
-def test_yaml_aliases_are_refused_and_errors_quote_little(tmp_path):
+def test_yaml_alias_bombs_are_refused_and_errors_quote_little(tmp_path):
     bomb = (
         "["
         + ",".join(
@@ -60,12 +60,17 @@ def test_yaml_aliases_are_refused_and_errors_quote_little(tmp_path):
         )
         + "]"
     )
-    with pytest.raises(ConfigError, match="aliases .* are not allowed") as err:
+    with pytest.raises(ConfigError, match=r"aliases \(\*name\) expand it to 490329055 values") as err:
         load_config("tiny", [f"corpus.sources={bomb}"])
     assert len(str(err.value)) < 1000
     path = tmp_path / "mine.yaml"
     path.write_text(f"name: mine\ncorpus: {{sources: [{{task: qa, path: data/raw/qa.jsonl}}]}}\nx: {bomb}\n")
     with pytest.raises(ConfigError, match="mine.yaml: not valid YAML: aliases"):
+        load_config(str(path))
+    path.write_text(
+        "name: mine\ncorpus: {sources: [&qa {task: qa, path: data/raw/qa.jsonl}, *qa]}\nx: &c [*c]\n"
+    )
+    with pytest.raises(ConfigError, match="refers to the collection that holds it"):
         load_config(str(path))
     with pytest.raises(ConfigError, match=r"override 'sft.lr=\[1': not valid YAML"):
         load_config("tiny", ["sft.lr=[1"])

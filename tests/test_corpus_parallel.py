@@ -77,6 +77,26 @@ def test_a_failing_job_names_its_source_file_and_piece(tmp_path, prefect_harness
         corpus.build(cfg, {}, out, worker_without_the_file)
 
 
+def test_source_appended_to_while_the_stage_reads_it_fails_the_stage(tiny_config, tmp_path, prefect_harness):
+    from prefect import flow
+
+    from flows.stage import run_stage
+    from tasks.artifacts import ArtifactError, Home, published
+
+    qa = tmp_path / "raw" / "qa.jsonl"
+
+    def build_while_a_writer_appends(cfg, inputs, out):
+        with open(qa, "a") as f:  # another process still writing the file
+            f.write(json.dumps({"id": "late", "question": "Late?", "answer": "Yes."}) + "\n")
+        return corpus.build(cfg, inputs, out)
+
+    run = flow(run_stage, name="corpus-appended", persist_result=False)
+    home = tmp_path / "home"
+    with pytest.raises(ArtifactError, match=rf"raw file {qa} changed while the corpus stage read it"):
+        run("corpus", str(tiny_config), None, False, str(home), build=build_while_a_writer_appends)
+    assert published(Home.resolve(str(home)), "corpus") == []
+
+
 def test_parquet_row_group_pieces_read_as_the_whole_file_even_past_a_corrupt_group(tmp_path):
     rows = [
         {"id": f"d{i}", "text": f"Document {i} is about topic {i % 7}, in a few more words."}

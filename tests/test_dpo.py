@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from test_sft import pretrained, sft_cfg  # noqa: F401  (module fixture)
-from test_training import data, run_build, with_manifest  # noqa: F401  (module fixture)
+from test_training import data, rewrite_state, run_build, with_manifest  # noqa: F401  (module fixture)
 
 from schemas.training import ModelConfig
 from tasks import dpo, evaluation, sft, training
@@ -95,7 +95,7 @@ def test_dpo_killed_run_resumes_to_identical_weights(data, finetuned, tmp_path, 
         tampered = tmp_path / "tampered"
         shutil.copytree(out, tampered)
         state = tampered / "resume" / "step-000004" / "state.json"
-        state.write_text(_other_shards(state))
+        rewrite_state(state, _other_shards(state))
         with pytest.raises(training.ResumeError, match=r"input changed.*shards 000000000000 -> shards-fp"):
             dpo.build(dcfg, inputs, tampered)
 

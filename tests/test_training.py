@@ -7,6 +7,7 @@ Prefect); each input dir gets a manifest so the resume guard can read its finger
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from schemas.config import PROJECT_ROOT, PipelineConfig
 from schemas.manifest import Manifest
 from schemas.tokens import MASK, token_id
 from tasks import corpus, mlm, pretrain, shards, tokenizer, training
-from tasks.artifacts import write_json
+from tasks.artifacts import sha256_file, write_json
 from tasks.contracts import ContractError
 
 
@@ -130,6 +131,13 @@ def test_kill_while_saving_resume_state_falls_back_to_the_previous_one(data, tmp
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def rewrite_state(state: Path, text: str) -> None:
+    """Rewrite a resume state's state.json as if it had been saved so (its sha256 recorded too)."""
+    state.write_text(text)
+    sums = json.loads((state.parent / training.SUMS).read_text())
+    (state.parent / training.SUMS).write_text(json.dumps({**sums, "state.json": sha256_file(state)}))
+
+
 def test_resume_refuses_changed_input(data, tmp_path, monkeypatch):
     cfg, inputs = data
     out = tmp_path / "run"
@@ -140,7 +148,7 @@ def test_resume_refuses_changed_input(data, tmp_path, monkeypatch):
     state = out / "resume" / "step-000004" / "state.json"
     saved = json.loads(state.read_text())
     saved["inputs"]["tokenizer"] = "0" * 64  # as if the checkpoint came from another tokenizer
-    state.write_text(json.dumps(saved))
+    rewrite_state(state, json.dumps(saved))
     with pytest.raises(training.ResumeError, match=r"input changed.*tokenizer 000000000000 -> tokenizer-fp"):
         pretrain.build(resume_cfg(cfg), inputs, out)
 
@@ -185,3 +193,42 @@ def test_masked_objective_learns(data, tmp_path):
     assert stats["val_loss"] < stats["val_loss_before"] and 0 <= stats["val_masked_accuracy"] <= 1
     assert json.loads((tmp_path / "config.json").read_text())["architectures"] == ["ModernBertForMaskedLM"]
     assert all(c.success for c in pretrain.validate(pcfg, inputs, tmp_path, stats))
+
+
+def test_resume_state_with_a_flipped_byte_is_refused_and_training_restarts(
+    data, tmp_path, monkeypatch, caplog
+):
+    cfg, inputs = data
+    pcfg = resume_cfg(cfg)
+    whole = pretrain.build(pcfg, inputs, tmp_path / "whole")
+    out = tmp_path / "run"
+    monkeypatch.setenv("LMPIPE_CRASH_AT", "pretrain:step-5:raise")
+    with pytest.raises(RuntimeError, match="injected failure"):
+        pretrain.build(pcfg, inputs, out)
+    monkeypatch.delenv("LMPIPE_CRASH_AT")
+    weights = out / "resume" / "step-000004" / "model.safetensors"
+    flipped = bytearray(weights.read_bytes())
+    flipped[-1] ^= 1
+    weights.write_bytes(flipped)
+    with caplog.at_level(logging.INFO, logger="tasks.training"):
+        assert pretrain.build(pcfg, inputs, out) == whole  # from step 0: the same weights as a clean run
+    assert re.search(r"refusing resume state .*step-000004/model.safetensors: sha256 .* differs", caplog.text)
+    assert "(step 4)" not in caplog.text
+    a, b = load_file(tmp_path / "whole" / "model.safetensors"), load_file(out / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_planted_file_in_resume_state_is_refused_before_anything_loads_it(tmp_path, caplog):
+    written = tmp_path / "resume" / ".trainer" / "checkpoint-4"  # as a TRL trainer leaves it (DPO, rl)
+    written.mkdir(parents=True)
+    (written / "adapter_model.safetensors").write_bytes(b"weights")
+    kept = training.commit_resume(written, tmp_path / "resume", 4)
+    assert training.latest_resume(tmp_path) == kept
+    (kept / "rng_state.pth").write_bytes(b"\x80\x04cos\nsystem\n.")  # a pickle torch.load would run
+    with caplog.at_level(logging.WARNING, logger="tasks.training"):
+        assert training.latest_resume(tmp_path) is None
+    assert "step-000004/rng_state.pth: not written by this run" in caplog.text
+    assert "weights_only" not in caplog.text
+    assert (
+        tmp_path / "resume" / "refused-step-000004" / "adapter_model.safetensors"
+    ).exists()  # kept to look at
