@@ -15,8 +15,19 @@ The breakdown separates the same stage work measured inside the flows (manifest 
 what surrounds it. Default: the tiny preset with few training steps (a few minutes); `--quick`:
 the test suite's tiny slice, corpus -> tokenizer -> shards only (the smoke test).
 Results: benchmarks/results/overhead.{json,md} (overhead-quick.* for --quick).
+
+    python -m benchmarks.overhead --tracking
+
+Experiment tracking (MLflow run + live Prefect progress) against `tracking.backend=none`: the
+pretrain flow of the reduced tiny preset rebuilt (`force`) with and without it, alternated, in
+one process. Fewer steps than the preset make the fixed costs (opening the run, logging the
+figures, manifest and plot) weigh more, not less. Beside the wall-clock ratio, the seconds spent
+inside tracking calls are added up (a figure that the other core's load cannot blur). The first
+tracked build in a fresh home also pays MLflow's import and the creation of its SQLite store;
+it is reported on its own. Results: benchmarks/results/tracking-overhead.{json,md}.
 """
 
+import contextlib
 import importlib
 import logging
 import sys
@@ -157,11 +168,96 @@ def run(quick: bool, repeats: int) -> tuple[dict, str]:
     return data, md
 
 
-def main(quick: bool = False) -> dict:
+def main(quick: bool = False, tracking: bool = False) -> dict:
     logging.getLogger("tasks").setLevel(logging.WARNING)
+    if tracking:
+        data, md = with_server(lambda: tracking_overhead(2 if quick else 3))
+        save_results("tracking-overhead", data, md)
+        return data
     data, md = run(quick, 1 if quick else 2)
     save_results("overhead-quick" if quick else "overhead", data, md)
     return data
+
+
+TRACKING_GOAL = 0.02
+
+
+def tracking_overhead(repeats: int) -> tuple[dict, str]:
+    """Pretrain flow walls with and without tracking, and the seconds inside tracking calls."""
+    from flows.pipeline import STAGE_FLOWS
+
+    config = str(PROJECT_ROOT / "configs" / "tiny.yaml")
+    walls: dict[str, list[float]] = {"cold": [], "tracked": [], "untracked": []}
+    inside: list[float] = []
+    with tempfile.TemporaryDirectory() as home, timed_tracking() as spent:
+        for stage in PIPELINE[:3]:
+            STAGE_FLOWS[stage](config=config, overrides=REDUCED, home=home)
+        for side in ["cold"] + ["untracked", "tracked"] * repeats:
+            extra = ["tracking.backend=none"] if side == "untracked" else []
+            spent.clear()
+            start = time.perf_counter()
+            STAGE_FLOWS["pretrain"](config=config, overrides=REDUCED + extra, force=True, home=home)
+            walls[side].append(time.perf_counter() - start)
+            if side == "tracked":
+                inside.append(sum(spent))
+    return tracking_report(walls, inside, repeats)
+
+
+@contextlib.contextmanager
+def timed_tracking():
+    """Add up the seconds spent in every MLflow call and Prefect progress or link artifact."""
+    from flows import tracking as flow_side
+    from tasks import tracking
+
+    spent: list[float] = []
+    originals = {(tracking, "open_run"): tracking.open_run, (tracking.Run, "call"): tracking.Run.call}
+    originals[(tracking.Progress, "update")] = tracking.Progress.update
+    originals |= {(flow_side, "progress_bar"): flow_side.progress_bar, (flow_side, "link"): flow_side.link}
+
+    def timer(fn):
+        def timed(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent.append(time.perf_counter() - start)
+
+        return timed
+
+    for (owner, name), fn in originals.items():
+        setattr(owner, name, timer(fn))
+    try:
+        yield spent
+    finally:
+        for (owner, name), fn in originals.items():
+            setattr(owner, name, fn)
+
+
+def tracking_report(walls: dict, inside: list[float], repeats: int) -> tuple[dict, str]:
+    tracked, untracked = min(walls["tracked"]), min(walls["untracked"])
+    data = {
+        "stage": "pretrain",
+        "config": {"config": "tiny", "overrides": REDUCED, "repeats": repeats},
+        "tracked_wall_s": round(tracked, 2),
+        "untracked_wall_s": round(untracked, 2),
+        "wall_ratio": round(tracked / untracked, 4),
+        "inside_tracking_s": round(min(inside), 3),
+        "inside_tracking_fraction": round(min(inside) / tracked, 4),
+        "first_build_in_fresh_home_extra_s": round(walls["cold"][0] - untracked, 2),
+        "goal_fraction": TRACKING_GOAL,
+        "runs": {k: [round(x, 2) for x in v] for k, v in walls.items()} | {"inside_s": inside},
+    }
+    md = (
+        "# Tracking overhead\n\nThe pretrain flow (tiny preset, reduced steps) with MLflow tracking and live "
+        "progress against `tracking.backend=none`, alternated in one process (best of each).\n\n"
+        f"| figure | value |\n|---|---|\n| stage wall, tracked | {tracked:.2f} s |\n"
+        f"| stage wall, untracked | {untracked:.2f} s |\n| wall ratio | {tracked / untracked:.4f} |\n"
+        f"| inside tracking calls | {min(inside):.3f} s ({data['inside_tracking_fraction']:.2%} of the stage; "
+        f"goal < {TRACKING_GOAL:.0%}) |\n"
+        f"| first tracked build in a fresh home, extra | {data['first_build_in_fresh_home_extra_s']:.2f} s "
+        "(MLflow import + SQLite store creation, once) |\n"
+    )
+    return data, md
 
 
 def suite(data, repeats: int) -> list[dict]:
@@ -191,4 +287,4 @@ def with_server(fn):
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv)
+    main(quick="--quick" in sys.argv, tracking="--tracking" in sys.argv)

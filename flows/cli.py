@@ -6,6 +6,7 @@ lmpipe run reward && lmpipe run rl   # the optional RLHF stages (not part of `lm
 lmpipe plan --config my.yaml
 lmpipe lineage checkpoints/dpo/tiny-0123456789ab
 lmpipe verify  checkpoints/dpo/tiny-0123456789ab
+lmpipe compare checkpoints/sft/tiny-0123456789ab 9f8e7d6c5b4a   # paths or fingerprints
 lmpipe run --home s3://bucket/lmpipe   # artifacts on object storage (tasks/remote.py)
 lmpipe server --port 4200       # the Prefect server + UI (docs/operations.md)
 lmpipe setup-server             # work pools cpu/gpu + the crash-detection automation
@@ -23,7 +24,7 @@ import flows  # noqa: F401  (sets offline/telemetry defaults before anything hea
 from schemas.config import ConfigError, load_config
 from schemas.stages import ORDER, PIPELINE
 from schemas.templates import GENERATE_TASKS
-from tasks import lineage, remote
+from tasks import compare, lineage, remote
 from tasks.artifacts import ArtifactError, Home, published, read_manifest, verify
 from tasks.contracts import ContractError
 from tasks.plan import plan_pipeline
@@ -81,6 +82,16 @@ def parser() -> argparse.ArgumentParser:
     ver.add_argument("artifact", type=Path)
     ver.add_argument("--home")
     ver.set_defaults(func=cmd_verify)
+
+    cmp = sub.add_parser(
+        "compare", help="builds side by side: config fields and inputs that differ, final metrics"
+    )
+    cmp.add_argument(
+        "artifacts", nargs="+", metavar="ARTIFACT", help="artifact paths or fingerprints (2 or more)"
+    )
+    cmp.add_argument("--json", action="store_true", help="machine-readable output")
+    cmp.add_argument("--home")
+    cmp.set_defaults(func=cmd_compare)
 
     srv = sub.add_parser("server", help="start the Prefect server and UI (SQLite unless configured)")
     srv.add_argument("--host", default="127.0.0.1")
@@ -193,6 +204,15 @@ def cmd_verify(args) -> int:
         print(f"FAILED {p}")
     print("ok: every file matches its manifest" if not problems else f"{len(problems)} problem(s)")
     return 1 if problems else 0
+
+
+def cmd_compare(args) -> int:
+    if len(args.artifacts) < 2:
+        raise ArtifactError("compare needs two artifacts or more")
+    home = open_home(args.home)
+    result = compare.compare([compare.resolve(a, home) for a in args.artifacts])
+    print(json.dumps(result, indent=2) if args.json else "\n".join(compare.render(result)))
+    return 0
 
 
 def with_inputs(command, args) -> int:

@@ -11,7 +11,9 @@ date. The plan (run or skip, and why) is published first as a Prefect markdown a
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
 
+from flows import tracking
 from flows.corpus import corpus_flow
 from flows.dpo import dpo_flow
 from flows.encoder import encoder_flow
@@ -50,15 +52,17 @@ def pipeline(
 ) -> list[dict]:
     """Run every stage in order; `force` rebuilds all of them."""
     logger = get_run_logger()
-    plan = plan_pipeline(load_config(config, overrides), Home.resolve(home), PIPELINE)
+    cfg, h = load_config(config, overrides), Home.resolve(home)
+    plan = plan_pipeline(cfg, h, PIPELINE)
     create_markdown_artifact(
         key="pipeline-plan", markdown=plan_markdown(plan), description="what will run and why"
     )
     results = []
-    for stage in PIPELINE:
-        result = STAGE_FLOWS[stage](config=config, overrides=overrides, force=force, home=home)
-        logger.info(f"{stage}: {result['status']} in {result['seconds']}s: {result['figures']}")
-        results.append(result)
+    with tracking.pipeline_run(cfg, h, {"flow_run_id": str(flow_run.id) if flow_run.id else None}):
+        for stage in PIPELINE:  # training stages' MLflow runs nest under the pipeline's
+            result = STAGE_FLOWS[stage](config=config, overrides=overrides, force=force, home=home)
+            logger.info(f"{stage}: {result['status']} in {result['seconds']}s: {result['figures']}")
+            results.append(result)
     create_table_artifact(
         key="pipeline-summary", table=results, description="per stage: ran/skipped, time, figures"
     )

@@ -19,6 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.utilities.urls import url_for
 
+from flows import tracking
 from schemas.base import fingerprint_view
 from schemas.config import PROJECT_ROOT, load_config
 from schemas.manifest import MANIFEST, Manifest
@@ -79,7 +80,10 @@ def run_stage(
     run = _run_record(stage, cfg.name, plan.fingerprint, section)
     events = lineage_events.StageRun(h, plan.inputs, lineage_events.LmpipeRunFacet(**run))
     started = time.perf_counter()
-    with staging(h, stage, cfg.name, plan.fingerprint, resume=STAGES[stage].resumable) as tmp:
+    with (
+        staging(h, stage, cfg.name, plan.fingerprint, resume=STAGES[stage].resumable) as tmp,
+        tracking.stage_run(stage, cfg, plan, run, h) as tracked,
+    ):
         if not force and find(h, stage, plan.fingerprint):  # another run built it while we waited
             return summary(stage, "skipped", read_manifest(plan.path), 0.0, plan.path)
         events.start()
@@ -111,10 +115,17 @@ def run_stage(
                 },
                 flow_run_id=run["flow_run_id"],
                 flow_run_url=run["flow_run_url"],
+                mlflow_run_id=tracked.run_id if tracked else None,
+                mlflow_run_url=tracked.url if tracked else None,
                 libraries={lib: metadata.version(lib) for lib in LIBRARIES},
                 created_at=datetime.now(UTC).isoformat(),
             )
             final = publish(tmp, artifact_dir(h, stage, cfg.name, plan.fingerprint), manifest)
+            if tracked:
+                tracked.finish(
+                    stats,
+                    [final / MANIFEST, *(final / f.path for f in manifest.files if f.path.endswith(".png"))],
+                )
         except Exception as e:
             events.fail(e)
             raise
@@ -122,6 +133,7 @@ def run_stage(
     events.complete(manifest, final)
     result = summary(stage, "ran", manifest, time.perf_counter() - started, final)
     _ui_artifacts(stage, cfg.name, manifest, result, h)
+    tracking.link(stage, cfg.name, manifest)
     return result
 
 

@@ -18,6 +18,7 @@ from schemas.encoder import EncoderConfig, HeadsConfig, Seq2SeqConfig
 from schemas.rlhf import RewardConfig, RlConfig
 from schemas.shards import ShardsConfig
 from schemas.tokenizer import TokenizerConfig
+from schemas.tracking import TrackingConfig
 from schemas.training import DpoConfig, PretrainConfig, SftConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -41,6 +42,7 @@ class PipelineConfig(StrictModel):
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     heads: HeadsConfig = Field(default_factory=HeadsConfig)
     seq2seq: Seq2SeqConfig = Field(default_factory=Seq2SeqConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # side output, never fingerprinted
 
     def section(self, stage: str) -> StrictModel:
         return getattr(self, stage)

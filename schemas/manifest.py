@@ -47,5 +47,7 @@ class Manifest(BaseModel):
     timings: dict[str, float] = Field(default_factory=dict)
     flow_run_id: str | None = None
     flow_run_url: str | None = None  # the run's page in the Prefect UI (from PREFECT_UI_URL)
+    mlflow_run_id: str | None = None  # the build's MLflow run (tasks/tracking.py), if tracked
+    mlflow_run_url: str | None = None
     libraries: dict[str, str] = Field(default_factory=dict)
     created_at: str

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 
 from schemas.manifest import ContractResult
 from schemas.training import DpoConfig
-from tasks import evaluation, packing, training
+from tasks import evaluation, packing, tracking, training
 from tasks import shards as shards_task
 from tasks.pretrain import check_checkpoint
 from tasks.sft import padding_of
@@ -122,6 +122,7 @@ def make_trainer(cfg: DpoConfig, model, train, val, tokenizer, scratch: str, res
     )
     trainer.bucket_sampler = sampler
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(tracking.trainer_report())  # into the build's MLflow run, if tracked
     return trainer
 
 

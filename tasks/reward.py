@@ -23,7 +23,7 @@ from schemas.manifest import ContractResult
 from schemas.rlhf import RewardConfig
 from schemas.tokens import PAD, token_id
 from tasks import shards as shards_task
-from tasks import training
+from tasks import tracking, training
 from tasks.contracts import require
 from tasks.dpo import BucketBatchSampler
 from tasks.pretrain import check_checkpoint
@@ -173,6 +173,7 @@ def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
         ],
     )
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(tracking.trainer_report())  # into the build's MLflow run, if tracked
     eval_before = training.cached_json(state / "eval-before.json", trainer.evaluate)
     if found:
         log.info(f"resuming from {found[0]} (step {found[1]['step']})")

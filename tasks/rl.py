@@ -27,7 +27,7 @@ import torch
 
 from schemas.manifest import ContractResult
 from schemas.rlhf import RlConfig
-from tasks import evaluation, reward, training
+from tasks import evaluation, reward, tracking, training
 from tasks import shards as shards_task
 from tasks.contracts import require
 from tasks.pretrain import check_checkpoint
@@ -141,6 +141,7 @@ def build(cfg: RlConfig, inputs: dict[str, Path], out: Path) -> dict:
         callbacks=[reward.log_callback("rl", LOGGED), training.resume_callback("rl", out, guard)],
     )
     trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(tracking.trainer_report())  # into the build's MLflow run, if tracked
     if found:
         log.info(f"resuming from {found[0]} (step {found[1]['step']})")
     trainer.train(resume_from_checkpoint=str(found[0]) if found else None)

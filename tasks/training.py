@@ -34,6 +34,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from schemas.tokens import BOS, EOS, PAD, token_id
 from schemas.training import ModelConfig, TrainConfig
+from tasks import tracking
 from tasks.artifacts import fsync_path, read_manifest, sha256_file, write_json
 from tasks.faults import crash_point
 
@@ -172,7 +173,8 @@ def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict
     Under torchrun each of the N processes takes every N-th micro-batch of the stream and DDP
     averages the gradients, which is the same update as `grad_accum` x N in one process
     (tests/test_distributed.py). Only rank 0 logs and writes resume state.
-    Returns the loss history, one entry per step: {"step", "loss", "lr", "tokens"} (all ranks).
+    Returns the loss history, one entry per step: {"step", "loss", "lr", "tokens", "grad_norm"}
+    (all ranks); rank 0 also logs each step to the tracked run, if any (tasks/tracking.py).
     """
     model.to(device).train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -183,10 +185,12 @@ def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict
     runner = distributed(model, device)
     meter = Meter(cfg.max_steps, cfg.log_every)
     for step in range(len(history), cfg.max_steps):
-        loss, tokens = train_step(runner, stream, step, cfg, device, params, optimizer, scheduler)
+        loss, tokens, norm = train_step(runner, stream, step, cfg, device, params, optimizer, scheduler)
         history.append({"step": step + 1, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0]})
-        history[-1]["tokens"] = tokens
+        history[-1] |= {"tokens": tokens, "grad_norm": round(norm, 5)}
         meter.update(history[-1])
+        if is_main():
+            tracking.log_step(history[-1], cfg.max_steps, cfg.log_every, stage)
         crash_point(stage, f"step-{step + 1}")
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.max_steps and is_main():
             save_resume(out, step + 1, model, optimizer, scheduler, history, guard)
@@ -202,8 +206,9 @@ def distributed(model, device):
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def train_step(model, stream, step, cfg, device, params, optimizer, scheduler) -> tuple[float, int]:
-    """One optimizer step over `grad_accum` micro-batches per process; returns (loss, scored tokens)."""
+def train_step(model, stream, step, cfg, device, params, optimizer, scheduler) -> tuple[float, int, float]:
+    """One optimizer step over `grad_accum` micro-batches per process; returns (loss, scored
+    tokens, gradient norm before clipping)."""
     rank, size = world()
     total, tokens = 0.0, 0
     for micro in range(cfg.grad_accum):
@@ -223,11 +228,11 @@ def train_step(model, stream, step, cfg, device, params, optimizer, scheduler) -
         raise FloatingPointError(
             f"loss is {total} at step {step + 1}; stopping before the weights are ruined"
         )
-    torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, int(tokens)
+    return total, int(tokens), float(norm)
 
 
 def all_reduce_sum(values: list[float]) -> list[float]:
@@ -434,20 +439,29 @@ def save_checkpoint(
         shutil.copy(f, out / f.name)
     (out / "history.json").write_text(json.dumps(history) + "\n")
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_losses(history, out / "loss.png")
+    plot_losses(history, out / "loss.png", metrics)
     (out / "README.md").write_text(card)
 
 
-def plot_losses(history: list[dict], path: Path) -> None:
+def plot_losses(history: list[dict], path: Path, metrics: dict) -> None:
+    """Train loss per step and, on the same axes, validation loss before and after training."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([h["step"] for h in history], [h["loss"] for h in history])
+    ax.plot([h["step"] for h in history], [h["loss"] for h in history], label="train")
+    if "val_loss_before" in metrics and "val_loss" in metrics and history:
+        ax.plot(
+            [0, history[-1]["step"]],
+            [metrics["val_loss_before"], metrics["val_loss"]],
+            "o--",
+            label="validation",
+        )
+        ax.legend()
     ax.set_xlabel("step")
-    ax.set_ylabel("train loss")
+    ax.set_ylabel("loss")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

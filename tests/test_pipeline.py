@@ -1,11 +1,15 @@
 """End to end through Prefect on a tiny config: build all, skip all, rerun only what changed."""
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 from prefect.artifacts import Artifact
 
+from flows.cli import main
 from flows.encoder import encoder_flow
 from flows.heads import heads_flow
 from flows.pipeline import pipeline
@@ -46,7 +50,7 @@ def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config
         m = read_manifest(Path(r["path"]))
         assert m.stage == r["stage"] and m.flow_run_id and m.files and all(c.success for c in m.contracts)
         assert Path(r["path"]).is_relative_to(tmp_path / "home")
-    allowed = {".safetensors", ".json", ".arrow", ".parquet", ".jsonl", ".md", ".png", ".txt"}
+    allowed = {".safetensors", ".json", ".arrow", ".parquet", ".jsonl", ".md", ".png", ".txt", ".db"}
     for f in (tmp_path / "home").rglob("*"):
         if f.is_file() and not f.name.startswith(".lock-"):  # no pickle anywhere in any artifact
             assert f.suffix in allowed, f
@@ -73,8 +77,9 @@ def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config
     check_encoder_stages(config, home, first)
     assert statuses(pipeline(config=config, home=home)) == dict.fromkeys(PIPELINE, "skipped")
 
-    changed = statuses(pipeline(config=config, overrides=["sft.lr=0.004"], home=home))
-    assert changed == {**dict.fromkeys(PIPELINE[:4], "skipped"), "sft": "ran", "dpo": "ran"}
+    variant = pipeline(config=config, overrides=["sft.lr=0.004"], home=home)
+    assert statuses(variant) == {**dict.fromkeys(PIPELINE[:4], "skipped"), "sft": "ran", "dpo": "ran"}
+    assert_mlflow_runs(home, first, variant)
 
     pipeline_plan = plan_pipeline(load_config(config, ["sft.lr=0.003"]), Home.resolve(home), PIPELINE)
     plan = {p.stage: p for p in pipeline_plan}
@@ -92,6 +97,54 @@ def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config
     assert any(str(shard) in p for p in verify(dpo_dir))
     with pytest.raises(ArtifactError, match="integrity check"):
         pretrain_flow(config=config, home=home, force=True, overrides=[])
+
+
+def assert_mlflow_runs(home: str, first: list[dict], variant: list[dict]) -> None:
+    """The embedded MLflow store holds a run per training build, nested under its pipeline's run,
+    with params, tags, metrics and files; the stage's Prefect artifacts link it and show progress;
+    `lmpipe compare` puts the two SFT variants side by side."""
+    client = MlflowClient(f"sqlite:///{Home.resolve(home).artifacts / 'mlflow' / 'mlflow.db'}")
+    runs = {
+        r.info.run_id: r for r in client.search_runs([client.get_experiment_by_name("lmpipe").experiment_id])
+    }
+    parents = {r.data.tags["lmpipe.flow_run_id"]: r for r in runs.values() if r.info.run_name == "pipeline-t"}
+    assert len(parents) == 3  # build all, skip all, the SFT variant
+    nested = {}
+    for result in (*first[3:6], variant[4]):
+        m = read_manifest(Path(result["path"]))
+        run = runs[m.mlflow_run_id]
+        assert run.info.run_name == f"{m.stage}-t-{m.fingerprint[:12]}" and run.info.status == "FINISHED"
+        assert run.data.tags["lmpipe.flow_run_id"] == m.flow_run_id
+        nested[result["path"]] = run.data.tags["mlflow.parentRunId"]
+        assert {f"lmpipe.input.{r.stage}": r.fingerprint for r in m.inputs}.items() <= run.data.tags.items()
+        assert "qa.jsonl" in run.data.tags["lmpipe.raw_sha256"]
+        assert run.data.params[f"{m.stage}.lr"] == str(m.config["lr"])
+        steps = [h.step for h in client.get_metric_history(run.info.run_id, "train_loss")]
+        assert steps == sorted(set(steps)) and steps[-1] == m.stats["steps"]
+        assert run.data.metrics["val_loss"] == m.stats["val_loss"]
+        assert {"manifest.json", "loss.png"} <= {f.path for f in client.list_artifacts(run.info.run_id)}
+        if result in (first[3], variant[4]):  # the latest build of its stage
+            assert Artifact.get(f"{m.stage}-t-mlflow").data.endswith(f"({m.mlflow_run_url})")
+        assert Artifact.get(f"{m.stage}-t-progress").data == 100.0
+    parent_of_first = {nested[r["path"]] for r in first[3:6]}
+    assert (
+        len(parent_of_first) == 1
+        and nested[variant[4]["path"]] in {p.info.run_id for p in parents.values()} - parent_of_first
+    )
+    pretrain_steps = client.get_metric_history(
+        read_manifest(Path(first[3]["path"])).mlflow_run_id, "grad_norm"
+    )
+    assert len(pretrain_steps) == read_manifest(Path(first[3]["path"])).stats["steps"]  # every step
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert (
+            main(["compare", first[4]["path"], variant[4]["path"].split("-")[-1], "--json", "--home", home])
+            == 0
+        )
+    table = json.loads(out.getvalue())
+    assert table["config"] == [{"field": "sft.lr", "values": [0.005, 0.004]}] and table["inputs"] == []
+    assert {"val_loss", "train_loss"} <= {r["metric"] for r in table["metrics"]}
 
 
 def check_rlhf_stages(config: str, home: str) -> None:
