@@ -25,7 +25,7 @@ from schemas.config import ConfigError, load_config
 from schemas.stages import ORDER, PIPELINE
 from schemas.templates import GENERATE_TASKS
 from tasks import compare, lineage, remote
-from tasks.artifacts import ArtifactError, Home, published, read_manifest, verify
+from tasks.artifacts import ArtifactError, DiskFull, Home, published, read_manifest, verify
 from tasks.contracts import ContractError
 from tasks.plan import plan_pipeline
 from tasks.report import summary
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, ArtifactError, ContractError, FileNotFoundError, PermissionError) as e:
+    except (ConfigError, ArtifactError, ContractError, DiskFull, FileNotFoundError, PermissionError) as e:
         print(f"lmpipe: error: {e}", file=sys.stderr)
         return 2
 
@@ -143,8 +143,14 @@ def cmd_run(args) -> int:
                 time.perf_counter() - started,
             )
             return 0
+    from prefect.settings import PREFECT_API_URL
+
     from flows.pipeline import STAGE_FLOWS, pipeline
 
+    if not PREFECT_API_URL.value():  # a flow run will start a temporary server: not past our death
+        from flows.server import tie_temporary_server
+
+        tie_temporary_server()
     params = {"config": args.config, "overrides": args.overrides, "force": args.force, "home": args.home}
     results = [STAGE_FLOWS[args.stage](**params)] if args.stage else pipeline(**params)
     print_summary(results, time.perf_counter() - started)

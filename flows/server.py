@@ -10,7 +10,9 @@ the automation made here marks a run Crashed when no heartbeat (and no terminal 
 the last one within `within_s` seconds. Keep `within_s` above the heartbeat frequency.
 """
 
+import ctypes
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -23,6 +25,43 @@ import flows  # noqa: F401  (offline + no-telemetry environment)
 ZOMBIE_AUTOMATION = "lmpipe: crash zombie flow runs"
 POOLS = {"cpu": "process", "gpu": "process"}
 PREFECT = Path(sys.executable).with_name("prefect")
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with(parent: int):
+    """A `preexec_fn`: the child gets SIGTERM when `parent` (the process starting it) dies, by
+    SIGKILL too (Linux `PR_SET_PDEATHSIG`). Elsewhere it does nothing.
+
+    >>> subprocess.Popen(["sleep", "1000"], preexec_fn=die_with(os.getpid()))  # gone with us
+    """
+
+    def tie() -> None:
+        if sys.platform.startswith("linux"):
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != parent:  # the parent died before the prctl took effect
+                os._exit(1)
+
+    return tie
+
+
+class _TiedSubprocess:
+    """The `subprocess` module as Prefect's server module sees it, its Popen children tied to us."""
+
+    def __getattr__(self, name: str):
+        return getattr(subprocess, name)
+
+    @staticmethod
+    def Popen(*args, **kwargs):  # noqa: N802 (subprocess's name)
+        return subprocess.Popen(*args, preexec_fn=die_with(os.getpid()), **kwargs)
+
+
+def tie_temporary_server() -> None:
+    """Make the temporary Prefect server that a flow run without PREFECT_API_URL starts die
+    with this process. Prefect stops it at exit (atexit), which SIGKILL and SIGTERM skip: it
+    then ran on forever (uvicorn, ~230 MB). Idempotent."""
+    from prefect.server.api import server as prefect_server
+
+    prefect_server.subprocess = _TiedSubprocess()
 
 
 def server_command(host: str = "127.0.0.1", port: int = 4200) -> list[str]:

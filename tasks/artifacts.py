@@ -13,6 +13,7 @@ reader sees either nothing or a complete artifact:
 """
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -32,6 +33,28 @@ from tasks.faults import crash_point
 
 class ArtifactError(RuntimeError):
     """An artifact that is missing, unreadable or does not match its manifest."""
+
+
+class DiskFull(OSError):
+    """No space left where a stage writes: the message names that filesystem and its free
+    space, not the input the stage happened to be reading when a write failed."""
+
+    def __init__(self, where: Path):
+        free = shutil.disk_usage(where)
+        mount = where
+        while mount != mount.parent and os.stat(mount.parent).st_dev == os.stat(where).st_dev:
+            mount = mount.parent
+        super().__init__(
+            errno.ENOSPC,
+            f"No space left on device: the filesystem mounted at {mount} (holding {where}) has "
+            f"{free.free / 2**20:.0f} MiB free of {free.total / 2**30:.1f} GiB; free space there or "
+            "set LMPIPE_HOME to a larger disk, then rerun (resume progress is kept)",
+        )
+
+
+def disk_full(e: BaseException) -> bool:
+    """An error from a write that found its device full (pyarrow's too: it only says so)."""
+    return getattr(e, "errno", None) == errno.ENOSPC or "No space left on device" in str(e)
 
 
 @dataclass(frozen=True)
@@ -140,8 +163,9 @@ def staging(home: Home, stage: str, name: str, fingerprint: str, resume: bool = 
     One writer per fingerprint: a second process waits until the first one releases the lease
     (then usually finds the artifact published). A lease whose holder died, or whose heartbeat
     stopped for LEASE_S seconds, is taken over. With `resume`, what a killed holder left in the
-    directory is kept for the builder to continue from; otherwise it starts empty. The
-    directory is removed when the build raises an ordinary exception.
+    directory is kept for the builder to continue from; otherwise it starts empty. When the
+    build raises an ordinary exception, the partial outputs are removed but the resume progress
+    (PROGRESS) is kept, so a rerun after, say, a full disk continues from its last checkpoint.
     """
     parent = home.stage_dir(stage)
     parent.mkdir(parents=True, exist_ok=True)
@@ -152,9 +176,28 @@ def staging(home: Home, stage: str, name: str, fingerprint: str, resume: bool = 
         tmp.mkdir(exist_ok=True)
         try:
             yield tmp
-        except Exception:
-            shutil.rmtree(tmp, ignore_errors=True)
+        except Exception as e:
+            drop_partial(tmp, keep=PROGRESS if resume else ())
+            if disk_full(e) and not isinstance(e, DiskFull):
+                raise DiskFull(tmp.parent) from e
             raise
+
+
+# What a failed build of a resumable stage keeps in its staging directory: training's verified
+# resume states (tasks.training.RESUME) and the shards stage's chunks and shard markers
+# (tasks.shard_chunks.WORK).
+PROGRESS = ("resume", ".work")
+
+
+def drop_partial(tmp: Path, keep: tuple[str, ...]) -> None:
+    """Remove a failed build's staging dir, except the entries named in `keep`."""
+    kept = [p for p in tmp.iterdir() if p.name in keep] if tmp.is_dir() else []
+    if not kept:
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    for p in tmp.iterdir():
+        if p.name not in keep:
+            shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
 LEASE_S = 300.0  # a lease not refreshed for this long is considered abandoned

@@ -23,7 +23,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from schemas.corpus import TASK_FIELDS, CorpusConfig, Source, table_schema
-from tasks.artifacts import fsync_path
+from tasks.artifacts import DiskFull, disk_full, fsync_path
 from tasks.corpus_clean import Reject, fields, group_key, record_id, split_of
 from tasks.corpus_dedup import Keys, validation_grams
 from tasks.corpus_read import Raw, SourceError, parts, read_part
@@ -90,6 +90,8 @@ def read_chunk(job: dict) -> str:
         raise  # names the source already
     except Exception as e:
         tmp.unlink(missing_ok=True)
+        if disk_full(e):  # the spool's disk, not the source being read
+            raise DiskFull(tmp.parent) from e
         raise ChunkError(f"corpus pass-one job {describe(job)} failed: {type(e).__name__}: {e}") from e
     fsync_path(tmp)
     os.replace(tmp, final)

@@ -277,10 +277,15 @@ def latest_resume(out: Path) -> Path | None:
         if not problem:
             return ckpt
         log.warning(f"refusing resume state {ckpt}: {problem}; resuming from an older state or step 0")
-        refused = ckpt.with_name(f"refused-{ckpt.name}")
-        shutil.rmtree(refused, ignore_errors=True)
-        os.rename(ckpt, refused)
+        set_aside(ckpt)
     return None
+
+
+def set_aside(ckpt: Path) -> None:
+    """Rename a refused resume state to `refused-step-N`: kept to look at, never resumed from."""
+    refused = ckpt.with_name(f"refused-{ckpt.name}")
+    shutil.rmtree(refused, ignore_errors=True)
+    os.rename(ckpt, refused)
 
 
 def resume_problem(ckpt: Path) -> str:
@@ -367,7 +372,11 @@ def checked_resume(out: Path, guard: dict) -> tuple[Path, dict] | None:
     if ckpt is None:
         return None
     state = json.loads((ckpt / "state.json").read_text())
-    check_inputs(state["inputs"], guard, ckpt)
+    try:
+        check_inputs(state["inputs"], guard, ckpt)
+    except ResumeError:
+        set_aside(ckpt)  # a failed build keeps resume/ (tasks.artifacts.staging): not this state
+        raise
     return ckpt, state
 
 

@@ -7,8 +7,10 @@ server, with LMPIPE_CRASH_AT naming the point and the action (see tasks/faults.p
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,48 @@ def test_two_runs_of_one_stage_build_it_once(reference, tmp_path):
     lines = [next(x for x in out.splitlines() if x.startswith("corpus ")) for out in outputs]
     assert sorted(line.split()[1] for line in lines) == ["ran", "skipped"], lines
     assert hashes(home, "corpus") == hashes(ref_home, "corpus")
+
+
+def children(pid: int) -> dict[int, str]:
+    """{pid: command line} of the processes whose parent is `pid` (from /proc)."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == pid:
+                found[int(stat.parent.name)] = (
+                    (stat.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+                )
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_lmpipe_run_leaves_no_temporary_prefect_server(sig, tiny_config, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # a temporary server
+    env["PREFECT_HOME"] = str(tmp_path / "prefect")
+    cmd = [sys.executable, "-m", "flows.cli", "run", "corpus", "--config", str(tiny_config)]
+    run = subprocess.Popen([*cmd, "--home", str(tmp_path / "home")], env=env, cwd=PROJECT_ROOT)
+    deadline, server = time.monotonic() + 120, None
+    while server is None and time.monotonic() < deadline and run.poll() is None:
+        server = next((p for p, cmd in children(run.pid).items() if "uvicorn" in cmd), None)
+        time.sleep(0.05)
+    assert server is not None, "lmpipe run started no temporary Prefect server"
+    run.send_signal(sig)
+    run.wait(timeout=30)
+    deadline = time.monotonic() + 15
+    while alive(server) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    orphan = alive(server)
+    if orphan:
+        os.kill(server, signal.SIGKILL)
+    assert not orphan, f"the temporary Prefect server (pid {server}) outlived lmpipe run ({sig.name})"

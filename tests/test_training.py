@@ -23,7 +23,7 @@ from schemas.config import PROJECT_ROOT, PipelineConfig
 from schemas.manifest import Manifest
 from schemas.tokens import MASK, token_id
 from tasks import corpus, mlm, pretrain, shards, tokenizer, training
-from tasks.artifacts import sha256_file, write_json
+from tasks.artifacts import DiskFull, Home, sha256_file, staging, write_json
 from tasks.contracts import ContractError
 
 
@@ -232,3 +232,26 @@ def test_planted_file_in_resume_state_is_refused_before_anything_loads_it(tmp_pa
     assert (
         tmp_path / "resume" / "refused-step-000004" / "adapter_model.safetensors"
     ).exists()  # kept to look at
+
+
+def test_full_disk_mid_training_keeps_the_resume_state_and_names_the_device(
+    data, tmp_path, monkeypatch, caplog
+):
+    cfg, inputs = data
+    pcfg = resume_cfg(cfg)
+    home = Home.resolve(tmp_path / "home")
+    monkeypatch.setenv("LMPIPE_CRASH_AT", "pretrain:step-5:enospc")
+    with pytest.raises(
+        DiskFull, match=r"No space left on device: the filesystem mounted at /\S* .* MiB free"
+    ):
+        with staging(home, "pretrain", "t", "a" * 64, resume=True) as tmp:
+            pretrain.build(pcfg, inputs, tmp)
+    assert sorted(p.name for p in tmp.iterdir()) == ["resume"]  # partial outputs gone, progress kept
+    monkeypatch.delenv("LMPIPE_CRASH_AT")
+    caplog.clear()
+    with (
+        caplog.at_level(logging.INFO, logger="tasks.training"),
+        staging(home, "pretrain", "t", "a" * 64, True) as tmp,
+    ):
+        pretrain.build(pcfg, inputs, tmp)
+    assert "(step 4)" in caplog.text and "step 4/12" not in caplog.text  # continued, not restarted
