@@ -12,6 +12,8 @@ lmpipe server --port 4200       # the Prefect server + UI (docs/operations.md)
 lmpipe setup-server             # work pools cpu/gpu + the crash-detection automation
 lmpipe generate checkpoints/sft/tiny-0123456789ab "Save changes" --task translate
 lmpipe predict  checkpoints/heads/tiny-0123456789ab/pair --file pairs.jsonl
+
+A failure prints one `lmpipe: error: ...` line; add --debug (anywhere) for the traceback.
 """
 
 import argparse
@@ -21,7 +23,7 @@ import time
 from pathlib import Path
 
 import flows  # noqa: F401  (sets offline/telemetry defaults before anything heavy loads)
-from schemas.config import ConfigError, load_config
+from schemas.config import ConfigError, clip, load_config
 from schemas.stages import ORDER, PIPELINE
 from schemas.templates import GENERATE_TASKS
 from tasks import compare, lineage, remote
@@ -32,12 +34,26 @@ from tasks.report import summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    """Run one command; a failure is one `lmpipe: error: ...` line naming the file or field
+    (rc 2 for bad input, 1 for anything else), with the traceback only under `--debug`."""
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    args = parser().parse_args([a for a in argv if a != "--debug"])
     try:
         return args.func(args)
     except (ConfigError, ArtifactError, ContractError, DiskFull, FileNotFoundError, PermissionError) as e:
+        if debug:
+            raise
         print(f"lmpipe: error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:
+        if debug:
+            raise
+        print(
+            f"lmpipe: error: {type(e).__name__}: {clip(str(e))} (--debug shows the traceback)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 def parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ resumed run equals an uninterrupted one), so they are left out of the fingerprin
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from schemas.base import StrictModel, runtime_field
 
@@ -19,6 +19,13 @@ class ModelConfig(StrictModel):
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(4, ge=1)
     intermediate_size: int = Field(384, ge=8)
+
+    @model_validator(mode="after")
+    def _heads_divide_hidden(self) -> "ModelConfig":
+        # Checked here, before any stage runs: transformers would fail only when the model is built.
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"num_heads ({self.num_heads}) must divide hidden_size ({self.hidden_size})")
+        return self
 
 
 class TrainConfig(StrictModel):

@@ -394,7 +394,7 @@ def _source_path(file: str, paths: set[str]) -> str:
 
 
 def validate(cfg: CorpusConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
-    results = [accounting(out, stats), reject_rate(cfg, stats)]
+    results = [accounting(out, stats), reject_rate(cfg, stats), source_yield(cfg, stats)]
     for task in sorted({s.task for s in cfg.sources}):
         results += validate_table(cfg, task, out / f"{task}.parquet")
     return results
@@ -489,6 +489,35 @@ def reject_rate(cfg: CorpusConfig, stats: dict) -> ContractResult:
     return ContractResult(
         name=name, success=True, checked=stats["read"], details=f"bad-record rate {rate:.2%}"
     )
+
+
+def source_yield(cfg: CorpusConfig, stats: dict) -> ContractResult:
+    """Fail when a configured source gives no record at all (an empty file, or every record
+    rejected), naming it: otherwise its task's table is empty or thin and a later stage fails
+    far from the cause.
+
+    >>> source_yield(cfg, stats)  # data/raw/qa.jsonl is a zero-byte file
+    ContractError: contract corpus/sources failed: source 'data/raw/qa.jsonl' (qa) gave no records: it holds none (an empty file?)
+    """
+    name, checked = "corpus/sources", 0
+    for src in cfg.sources:
+        folder = src.path.rstrip("/") + "/"
+        counts = [c for f, c in stats["files"].items() if f == src.path or f.startswith(folder)]
+        read, kept = sum(c.get("in", 0) for c in counts), sum(c.get("kept", 0) for c in counts)
+        checked += read
+        if kept:
+            continue
+        reasons = Counter()
+        for c in counts:
+            reasons.update({k: v for k, v in c.items() if k not in ("in", "kept")})
+        why = (
+            f"all {read} rejected ({', '.join(f'{k} {v}' for k, v in reasons.most_common(3))}; see {REJECTS})"
+        )
+        raise ContractError(
+            f"contract {name} failed: source {src.path!r} ({src.task}) gave no records: "
+            + (why if read else "it holds none (an empty file?)")
+        )
+    return ContractResult(name=name, success=True, checked=checked, details="every source gave records")
 
 
 def lengths_png(histograms: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]], path: Path) -> None:

@@ -162,7 +162,13 @@ def adopt(path: str, sha256: str) -> Tokenizer:
     actual = sha256_file(file)
     if actual != sha256:
         raise ValueError(f"tokenizer.adopt: {file} has sha256 {actual}, the config pins {sha256}")
-    data = json.loads(file.read_text(encoding="utf-8"))
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+        data["model"]["type"], data["model"]["vocab"].items  # noqa: B018 (the fields read below)
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        raise ValueError(
+            f"tokenizer.adopt: {file} is not a valid tokenizer.json ({type(e).__name__}: {str(e)[:200]})"
+        ) from None
     if data["model"]["type"] != "BPE":
         raise ValueError(
             f"tokenizer.adopt: {file} is a {data['model']['type']} model; only BPE can be adopted"

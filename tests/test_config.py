@@ -77,3 +77,23 @@ def test_yaml_alias_bombs_are_refused_and_errors_quote_little(tmp_path):
     with pytest.raises(ConfigError, match=r"sft.lr: .*\(got 'xxxx.*\.\.\. \(10002 chars\)\)") as err:
         load_config("tiny", ["sft.lr=" + "x" * 10_000])
     assert len(str(err.value)) < 1000
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        (
+            "pretrain.model.num_heads=3",
+            "pretrain.model: Value error, num_heads (3) must divide hidden_size (128)",
+        ),
+        ("sft.lr=[1", "override 'sft.lr=[1': not valid YAML"),
+    ],
+)
+def test_cli_config_errors_are_one_line_without_traceback(override, message, capsys):
+    from flows.cli import main
+
+    assert main(["plan", "--set", override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lmpipe: error: ") and message in err and "Traceback" not in err
+    with pytest.raises(ConfigError):
+        main(["plan", "--set", override, "--debug"])  # the traceback, on request

@@ -158,3 +158,21 @@ def test_file_past_the_decompressed_size_cap_stops_with_a_named_reject(tmp_path,
     _, _, stats, rejects = build(tmp_path, path, task="pretrain", max_reject_rate=1.0)
     assert [(r["reason"], r["line"]) for r in rejects] == [("too_long", stats["kept"] + 1)]
     assert 0 < stats["kept"] < 100 and "holds more than 1000 bytes" in rejects[0]["detail"]
+
+
+@pytest.mark.parametrize("content", ["", '{"id": "a", "text": ""}\n{"id": "b", "text": " "}\n'])
+def test_source_that_gives_no_record_fails_the_contract_naming_it(content, tmp_path):
+    good, empty = tmp_path / "good.jsonl", tmp_path / "empty.jsonl"
+    good.write_text("".join(json.dumps({"id": f"g{i}", "text": f"Good text {i}."}) + "\n" for i in range(20)))
+    empty.write_text(content)
+    cfg = CorpusConfig(
+        sources=[{"task": "pretrain", "path": str(p)} for p in (good, empty)], max_reject_rate=0.5
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    stats = corpus.build(cfg, {}, out)
+    why = "it holds none" if not content else r"all 2 rejected \(empty_field 2"
+    with pytest.raises(
+        ContractError, match=rf"corpus/sources failed: source '{empty}' \(pretrain\) gave no records: {why}"
+    ):
+        corpus.validate(cfg, {}, out, stats)

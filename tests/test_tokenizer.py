@@ -154,6 +154,15 @@ def test_adopt_refuses_a_changed_file(tmp_path):
         tokenizer.build(cfg, {"corpus": tmp_path}, tmp_path)
 
 
+@pytest.mark.parametrize("text", ['{"model": {"type": "BPE"', '{"version": "1.0"}', "[]"])
+def test_adopting_an_invalid_tokenizer_json_names_the_file(text, tmp_path):
+    bad = tmp_path / "broken.json"
+    bad.write_text(text)
+    cfg = TokenizerConfig(adopt=str(bad), adopt_sha256=sha256_file(bad))
+    with pytest.raises(ValueError, match=rf"{bad} is not a valid tokenizer.json"):
+        tokenizer.build(cfg, {"corpus": tmp_path}, tmp_path)
+
+
 def test_a_tokenizer_without_byte_fallback_fails_the_round_trip(small_corpus, tmp_path):
     existing_tokenizer(tmp_path / "ws.json", byte_level=False)
     cfg = TokenizerConfig(adopt=str(tmp_path / "ws.json"), adopt_sha256=sha256_file(tmp_path / "ws.json"))
