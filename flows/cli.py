@@ -18,6 +18,7 @@ A failure prints one `lmpipe: error: ...` line; add --debug (anywhere) for the t
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,16 @@ from schemas.config import ConfigError, clip, load_config
 from schemas.stages import ORDER, PIPELINE
 from schemas.templates import GENERATE_TASKS
 from tasks import compare, lineage, remote
-from tasks.artifacts import ArtifactError, DiskFull, Home, published, read_manifest, verify
+from tasks.artifacts import (
+    MANIFEST,
+    ArtifactError,
+    DiskFull,
+    Home,
+    published,
+    read_manifest,
+    skipped_intact,
+    verify,
+)
 from tasks.contracts import ContractError
 from tasks.plan import plan_pipeline
 from tasks.report import summary
@@ -39,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
     args = parser().parse_args([a for a in argv if a != "--debug"])
+    args.debug = debug
     try:
         return args.func(args)
     except (ConfigError, ArtifactError, ContractError, DiskFull, FileNotFoundError, PermissionError) as e:
@@ -77,6 +88,11 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("stage", nargs="?", choices=ORDER)
     run.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    run.add_argument(
+        "--verify",
+        action="store_true",
+        help="hash every file of the artifacts it skips (default: sizes, and hashes of files modified since)",
+    )
     with_config(run)
     run.set_defaults(func=cmd_run)
 
@@ -150,6 +166,9 @@ def cmd_run(args) -> int:
     if not args.force:
         home = open_home(args.home)
         plans = plan_pipeline(cfg, home, (args.stage,) if args.stage else PIPELINE)
+        for p in plans:  # what will be skipped is used as it is: it must still be what was built
+            if p.up_to_date:
+                skipped_intact(p.path, full=args.verify)
         if all(p.up_to_date for p in plans):
             # Nothing to build: answer from the manifests without starting a Prefect server.
             for p in plans if home.remote else ():
@@ -163,6 +182,8 @@ def cmd_run(args) -> int:
 
     from flows.pipeline import STAGE_FLOWS, pipeline
 
+    if not args.debug:
+        quiet_tracebacks()
     if not PREFECT_API_URL.value():  # a flow run will start a temporary server: not past our death
         from flows.server import tie_temporary_server
 
@@ -171,6 +192,27 @@ def cmd_run(args) -> int:
     results = [STAGE_FLOWS[args.stage](**params)] if args.stage else pipeline(**params)
     print_summary(results, time.perf_counter() - started)
     return 0
+
+
+class _NoTraceback(logging.Formatter):
+    """A console formatter that leaves out the traceback of a logged exception."""
+
+    def __init__(self, inner: logging.Formatter | None):
+        super().__init__()
+        self.inner = inner or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        bare = logging.makeLogRecord({**record.__dict__, "exc_info": None, "exc_text": None})
+        return self.inner.format(bare)
+
+
+def quiet_tracebacks() -> None:
+    """Prefect's console log prints a failed run's traceback (for the task, then the flow)
+    before our one `lmpipe: error:` line; without --debug, the console shows the messages only.
+    The Prefect UI still gets the tracebacks: only the console handler's formatter changes."""
+    for handler in logging.getLogger().handlers:
+        if type(handler).__name__ == "PrefectConsoleHandler":
+            handler.setFormatter(_NoTraceback(handler.formatter))
 
 
 def print_summary(results: list[dict], seconds: float) -> None:
@@ -248,11 +290,20 @@ def with_inputs(command, args) -> int:
         return 2
 
 
+def intact(checkpoint: Path) -> None:
+    """The quick integrity check of the artifact holding `checkpoint` (it, or a head's parent)."""
+    for d in (checkpoint, checkpoint.parent):
+        if (d / MANIFEST).is_file():
+            skipped_intact(d)
+            return
+
+
 def cmd_generate(args) -> int:
     import torch
 
     from tasks import inference
 
+    intact(args.checkpoint)
     model, tok = inference.load_generator(args.checkpoint)
     generator = torch.Generator().manual_seed(args.seed)
     for n, item in enumerate(inference.read_inputs(args.text, args.file), 1):
@@ -274,6 +325,7 @@ def cmd_generate(args) -> int:
 def cmd_predict(args) -> int:
     from tasks import inference
 
+    intact(args.checkpoint)
     model, tok, spec = inference.load_head(args.checkpoint)
     items = inference.read_inputs(args.text, args.file)
     if args.pair is not None or args.question is not None:

@@ -33,7 +33,9 @@ from tasks.artifacts import (
     find,
     publish,
     read_manifest,
+    sealed,
     sha256_json,
+    skipped_intact,
     staging,
 )
 from tasks.faults import crash_point
@@ -70,6 +72,7 @@ def run_stage(
     for warning in plan.warnings:
         logger.warning(warning)
     if plan.up_to_date and not force:
+        skipped_intact(plan.path)
         logger.info(f"{stage}: up to date, skipped ({plan.path})")
         _push(h, stage, plan.path)
         return summary(stage, "skipped", read_manifest(plan.path), 0.0, plan.path)
@@ -102,7 +105,7 @@ def run_stage(
                 stage=stage,
                 name=cfg.name,
                 fingerprint=plan.fingerprint,
-                inputs=plan.inputs,
+                inputs=sealed(plan.inputs),  # with each input manifest's sha256: the chain verify checks
                 config=section.model_dump(mode="json"),
                 fingerprint_config=fingerprint_view(section),
                 code=run["code"],

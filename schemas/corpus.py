@@ -104,6 +104,9 @@ class CorpusConfig(StrictModel):
     # Share of bad records (reasons outside POLICY_REASONS) above which the stage fails.
     # It decides whether an artifact is published, not what it contains: not fingerprinted.
     max_reject_rate: float = runtime_field(0.05, ge=0.0, le=1.0)
+    # The same for each file of FILE_MIN_RECORDS or more: a half-garbage file fails the stage,
+    # named, even when good sources dilute it below max_reject_rate. Not fingerprinted either.
+    max_file_reject_rate: float = runtime_field(0.5, ge=0.0, le=1.0)
     # How pass one runs (none of it changes a byte of the output): jobs of one file each, or of
     # about `chunk_bytes` of an uncompressed JSONL or a Parquet file, on Prefect's thread pool or a local
     # Dask cluster of `workers` processes, or an existing cluster at `dask_address` (its

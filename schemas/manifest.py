@@ -16,6 +16,9 @@ class Ref(BaseModel):
     name: str
     fingerprint: str
     path: str
+    # The sha256 of the input's manifest.json when this artifact was built from it: the link
+    # `lmpipe verify` checks, so an edit of any ancestor's manifest is seen (None: a raw file).
+    manifest_sha256: str | None = None
 
 
 class FileEntry(BaseModel):

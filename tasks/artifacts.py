@@ -28,6 +28,7 @@ from pathlib import Path
 from schemas.config import PROJECT_ROOT
 from schemas.manifest import MANIFEST, FileEntry, Manifest, Ref
 from schemas.stages import STAGES
+from tasks.contracts import ContractError
 from tasks.faults import crash_point
 
 
@@ -111,6 +112,28 @@ def sha256_json(data: object) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def stage_fingerprint(stage: str, config_view: dict, code: dict, inputs: list[Ref]) -> str:
+    """The fingerprint of a stage's output (tasks.plan.fingerprint, and `verify` from a manifest)."""
+    return sha256_json(
+        {
+            "stage": stage,
+            "config": config_view,
+            "code": code,
+            "inputs": sorted((r.stage, r.fingerprint) for r in inputs),
+        }
+    )
+
+
+def sealed(refs: list[Ref]) -> list[Ref]:
+    """The refs with the sha256 of each input artifact's manifest.json filled in."""
+    return [
+        r
+        if r.stage == "raw"
+        else r.model_copy(update={"manifest_sha256": sha256_file(Path(r.path) / MANIFEST)})
+        for r in refs
+    ]
+
+
 def artifact_dir(home: Home, stage: str, name: str, fingerprint: str) -> Path:
     return home.stage_dir(stage) / f"{name}-{fingerprint[:12]}"
 
@@ -177,10 +200,28 @@ def staging(home: Home, stage: str, name: str, fingerprint: str, resume: bool = 
         try:
             yield tmp
         except Exception as e:
+            kept = keep_diagnosis(tmp, parent.parent / FAILED / f"{stage}-{name}-{fingerprint[:12]}")
             drop_partial(tmp, keep=PROGRESS if resume else ())
             if disk_full(e) and not isinstance(e, DiskFull):
                 raise DiskFull(tmp.parent) from e
+            if kept and isinstance(e, ContractError):
+                raise ContractError(f"{e} (kept at {kept})") from e
             raise
+
+
+FAILED = "failed"  # <home root>/failed/<stage>-<name>-<fp12>/: what a failed build leaves to read
+DIAGNOSIS = ("rejects.jsonl",)
+
+
+def keep_diagnosis(tmp: Path, where: Path) -> Path | None:
+    """Move the files that explain a failure (the corpus stage's rejects) out of a staging dir
+    about to be removed; the file kept, or None."""
+    kept = None
+    for name in DIAGNOSIS:
+        if (tmp / name).is_file() and (tmp / name).stat().st_size:
+            where.mkdir(parents=True, exist_ok=True)
+            kept = Path(shutil.move(tmp / name, where / name))
+    return kept
 
 
 # What a failed build of a resumable stage keeps in its staging directory: training's verified
@@ -382,8 +423,43 @@ def check_files(path: Path, manifest: Manifest | None = None) -> list[str]:
     return problems
 
 
+def quick_check(path: Path, manifest: Manifest | None = None) -> list[str]:
+    """`check_files` for the skip path, at the cost of a stat per file: a file whose size
+    differs, or that was modified after the manifest was written, is hashed; a missing or
+    unlisted file is a problem. (`lmpipe run --verify` hashes everything.)"""
+    manifest = manifest or read_manifest(path)
+    written = (path / MANIFEST).stat().st_mtime_ns
+    listed = {entry.path for entry in manifest.files} | {MANIFEST}
+    if any(f.is_file() and f.relative_to(path).as_posix() not in listed for f in path.rglob("*")):
+        return check_files(path, manifest)  # names the planted file
+    for entry in manifest.files:
+        try:
+            stat = (path / entry.path).stat()
+        except OSError:
+            return check_files(path, manifest)
+        if stat.st_size != entry.bytes or stat.st_mtime_ns > written:
+            return check_files(path, manifest)
+    return []
+
+
+def skipped_intact(path: Path, full: bool = False) -> None:
+    """ArtifactError unless an up-to-date artifact that is about to be skipped (or used by
+    `generate`) still matches its manifest: `quick_check`, or every hash with `full`."""
+    problems = check_files(path) if full else quick_check(path)
+    if problems:
+        raise ArtifactError(
+            f"{path} no longer matches its manifest:\n  "
+            + "\n  ".join(problems)
+            + "\nrebuild it with `lmpipe run <stage> --force`"
+        )
+
+
 def verify(path: Path, home: Home | None = None) -> list[str]:
-    """Recheck every file of an artifact and of all its ancestors (raw files included)."""
+    """Recheck an artifact and all its ancestors (raw files included), link by link: every
+    file against its manifest, each manifest's fingerprint against its config, code and inputs,
+    and each input's manifest against the sha256 its child recorded. Ancestors are looked up
+    in `home` first, so a copied home is checked on its own files. The first problem is the
+    first broken link, from the artifact upwards."""
     problems, seen = [], set()
 
     def walk(p: Path) -> None:
@@ -395,18 +471,57 @@ def verify(path: Path, home: Home | None = None) -> list[str]:
         except ArtifactError as e:
             problems.append(str(e))
             return
-        problems.extend(check_files(p, manifest))
+        problems.extend(check_files(p, manifest) + check_fingerprint(p, manifest))
         for ref in manifest.inputs:
             if ref.stage == "raw":
-                if ref.path.startswith("hub:"):
-                    continue  # pinned by name and revision; nothing local to rehash
-                raw = Path(ref.path)
-                if not raw.exists():
-                    problems.append(f"{raw}: raw input missing")
-                elif content_hash(raw) != ref.fingerprint:
-                    problems.append(f"{raw}: raw input changed since {manifest.stage} was built")
-            else:
-                walk(input_dir(ref, home))
+                problems.extend(check_raw(ref, manifest.stage))
+                continue
+            d = (find(home, ref.stage, ref.fingerprint) if home else None) or Path(ref.path)
+            if ref.manifest_sha256 and (d / MANIFEST).is_file():
+                now = sha256_file(d / MANIFEST)
+                if now != ref.manifest_sha256:
+                    problems.append(
+                        f"{d / MANIFEST}: sha256 {now[:12]}, but {p.name} ({manifest.stage}) was built from "
+                        f"{ref.manifest_sha256[:12]}: the {ref.stage} manifest was edited after its use"
+                    )
+            walk(d)
 
     walk(Path(path))
     return problems
+
+
+def check_fingerprint(path: Path, m: Manifest) -> list[str]:
+    """The manifest's fingerprint recomputed from its config view, code version and inputs, and
+    its directory name and full config agreeing with them."""
+    code = {k: v for k, v in m.code.items() if k not in ("package", "git")}
+    again = stage_fingerprint(m.stage, m.fingerprint_config, code, m.inputs)
+    if again != m.fingerprint:
+        return [
+            f"{path / MANIFEST}: fingerprint {m.fingerprint[:12]} does not follow from its config, code and inputs ({again[:12]}): edited"
+        ]
+    if not path.name.endswith(m.fingerprint[:12]):
+        return [f"{path}: the directory name does not end with its fingerprint {m.fingerprint[:12]}"]
+    differ = [k for k, v in m.fingerprint_config.items() if not _within(v, m.config.get(k))]
+    if differ:
+        return [f"{path / MANIFEST}: config {differ} differs from the fingerprinted config: edited"]
+    return []
+
+
+def _within(view, full) -> bool:
+    """The fingerprinted value `view` agrees with the full config's `full` (which may hold more)."""
+    if isinstance(view, dict):
+        return isinstance(full, dict) and all(_within(v, full.get(k)) for k, v in view.items())
+    if isinstance(view, list):
+        return isinstance(full, list) and len(view) == len(full) and all(map(_within, view, full))
+    return view == full
+
+
+def check_raw(ref: Ref, stage: str) -> list[str]:
+    if ref.path.startswith("hub:"):
+        return []  # pinned by name and revision; nothing local to rehash
+    raw = Path(ref.path)
+    if not raw.exists():
+        return [f"{raw}: raw input missing"]
+    if content_hash(raw) != ref.fingerprint:
+        return [f"{raw}: raw input changed since {stage} was built"]
+    return []

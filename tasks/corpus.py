@@ -394,7 +394,7 @@ def _source_path(file: str, paths: set[str]) -> str:
 
 
 def validate(cfg: CorpusConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
-    results = [accounting(out, stats), reject_rate(cfg, stats), source_yield(cfg, stats)]
+    results = [accounting(out, stats), reject_rate(cfg, stats, out), source_yield(cfg, stats)]
     for task in sorted({s.task for s in cfg.sources}):
         results += validate_table(cfg, task, out / f"{task}.parquet")
     return results
@@ -474,20 +474,61 @@ def accounting(out: Path, stats: dict) -> ContractResult:
     return require("corpus/accounting", bad, stats["read"], "every input record is kept or rejected")
 
 
-def reject_rate(cfg: CorpusConfig, stats: dict) -> ContractResult:
-    """Fail when too much of the input is bad data, naming the reasons and the worst file."""
+FILE_MIN_RECORDS = 20  # files this small are judged only with the rest (one bad line is 5%)
+HINTS = {
+    "too_long": "whole books or long documents: `text_unit: paragraph` (text files) or a larger `max_chars`",
+    "missing_id": "rows without ids: `id_field: null` makes ids from the file and line",
+    "missing_field": "other field names: map them with the source's `fields`",
+    "invalid_json": "a JSONL file must hold one JSON object per line",
+}
+
+
+def reject_rate(cfg: CorpusConfig, stats: dict, out: Path | None = None) -> ContractResult:
+    """Fail when too much of the input is bad data, overall or in one file, naming the reasons,
+    the file, its first bad lines (from `out`'s rejects) and a likely fix."""
     rate, name = stats["bad_rate"], "corpus/reject-rate"
     if stats["read"] == 0:
         raise ContractError(f"contract {name} failed: the sources hold no records")
-    if rate > cfg.max_reject_rate:
-        top = ", ".join(f"{k} {v}" for k, v in stats["reasons"].items() if k not in POLICY_REASONS)
-        worst = max(stats["files"].items(), key=lambda kv: kv[1]["in"] - kv[1].get("kept", 0))[0]
-        raise ContractError(
-            f"contract {name} failed: {rate:.1%} of {stats['read']} records are bad "
-            f"(max_reject_rate {cfg.max_reject_rate:.1%}): {top}; most rejects in {worst}; see {REJECTS}"
-        )
+    worst, worst_rate = None, 0.0
+    for file, counts in stats["files"].items():
+        bad = sum(v for k, v in counts.items() if k not in ("in", "kept", *POLICY_REASONS))
+        if counts.get("in", 0) >= FILE_MIN_RECORDS and bad / counts["in"] > worst_rate:
+            worst, worst_rate = file, bad / counts["in"]
+    if rate > cfg.max_reject_rate or worst_rate > cfg.max_file_reject_rate:
+        if rate <= cfg.max_reject_rate:
+            limit = (
+                f"{worst_rate:.1%} of {worst} is bad (max_file_reject_rate {cfg.max_file_reject_rate:.1%})"
+            )
+        else:
+            limit = (
+                f"{rate:.1%} of {stats['read']} records are bad (max_reject_rate {cfg.max_reject_rate:.1%})"
+            )
+            worst = max(stats["files"].items(), key=lambda kv: kv[1]["in"] - kv[1].get("kept", 0))[0]
+        raise ContractError(f"contract {name} failed: {limit}: " + _diagnosis(stats, worst, out))
     return ContractResult(
         name=name, success=True, checked=stats["read"], details=f"bad-record rate {rate:.2%}"
+    )
+
+
+def _diagnosis(stats: dict, file: str, out: Path | None) -> str:
+    """The reasons, the file with the most rejects, its first bad lines and a likely fix."""
+    bad = {k: v for k, v in stats["reasons"].items() if k not in POLICY_REASONS}
+    first = []
+    if out is not None and (out / REJECTS).is_file():
+        with open(out / REJECTS, encoding="utf-8") as f:
+            for line in f:
+                r = json.loads(line)
+                if r["file"] == file and r["reason"] not in POLICY_REASONS:
+                    first.append(f"line {r['line']}: {r['reason']} ({r['detail'][:100]})")
+                    if len(first) == 3:
+                        break
+    top = max(bad, key=bad.get) if bad else ""
+    return (
+        ", ".join(f"{k} {v}" for k, v in bad.items())
+        + f"; most rejects in {file}"
+        + (f": {'; '.join(first)}" if first else "")
+        + (f". Likely fix for {top}: {HINTS[top]}" if top in HINTS else "")
+        + f"; see {REJECTS}"
     )
 
 

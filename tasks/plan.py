@@ -25,6 +25,7 @@ from tasks.artifacts import (
     latest,
     read_manifest,
     sha256_json,
+    stage_fingerprint,
 )
 
 
@@ -54,14 +55,7 @@ def code_version(stage: str) -> dict:
 
 
 def fingerprint(stage: str, config_view: dict, inputs: list[Ref]) -> str:
-    return sha256_json(
-        {
-            "stage": stage,
-            "config": config_view,
-            "code": code_version(stage),
-            "inputs": sorted((r.stage, r.fingerprint) for r in inputs),
-        }
-    )
+    return stage_fingerprint(stage, config_view, code_version(stage), inputs)
 
 
 def data_roots() -> list[Path]:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,10 @@ from tasks import artifacts, lineage
 from tasks.plan import plan_pipeline
 
 
-def publish_dummy(home, stage="corpus", fp="f" * 64, inputs=()):
+def publish_dummy(home, stage="corpus", inputs=(), config=None):
+    """A published artifact holding data.txt, with the fingerprint its manifest implies."""
+    config = config or {}
+    fp = artifacts.stage_fingerprint(stage, config, {"format": 1}, list(inputs))
     with artifacts.staging(home, stage, "t", fp) as tmp:
         (tmp / "data.txt").write_text("hello")
         manifest = Manifest(
@@ -26,8 +30,8 @@ def publish_dummy(home, stage="corpus", fp="f" * 64, inputs=()):
             name="t",
             fingerprint=fp,
             inputs=list(inputs),
-            config={},
-            fingerprint_config={},
+            config=config,
+            fingerprint_config=config,
             code={"format": 1},
             files=artifacts.file_entries(tmp),
             created_at=datetime.now(UTC).isoformat(),
@@ -42,7 +46,7 @@ def test_publish_is_all_or_nothing(tmp_path):
         raise RuntimeError("build failed")
     assert list(home.stage_dir("corpus").iterdir()) == []
     path = publish_dummy(home)
-    assert artifacts.find(home, "corpus", "f" * 64) == path
+    assert artifacts.find(home, "corpus", artifacts.read_manifest(path).fingerprint) == path
     assert artifacts.read_manifest(path).files[0].path == "data.txt"
 
 
@@ -98,12 +102,14 @@ def test_verify_and_lineage(tmp_path):
     raw.write_text("{}\n")
     raw_ref = Ref(stage="raw", name="raw.jsonl", fingerprint=artifacts.sha256_file(raw), path=str(raw))
     first = publish_dummy(home, inputs=[raw_ref])
-    ref = Ref(stage="corpus", name="t", fingerprint="f" * 64, path=str(first))
-    second = publish_dummy(home, stage="tokenizer", fp="e" * 64, inputs=[ref])
+    ref = Ref(
+        stage="corpus", name="t", fingerprint=artifacts.read_manifest(first).fingerprint, path=str(first)
+    )
+    second = publish_dummy(home, stage="tokenizer", inputs=artifacts.sealed([ref]))
     assert artifacts.verify(second) == []
     lines = lineage.render(lineage.upstream(second))
     assert (
-        lines[0].startswith("tokenizer t fp=eeeeeeeeeeee")
+        lines[0].startswith(f"tokenizer t fp={artifacts.read_manifest(second).fingerprint[:12]}")
         and f"raw raw.jsonl sha256={raw_ref.fingerprint}" in lines[-1]
     )
     assert [d["stage"] for d in lineage.downstream(home, raw)] == ["corpus", "tokenizer"]
@@ -146,3 +152,69 @@ def test_fingerprints_ignore_location_and_follow_content(tmp_path, tiny_config, 
         )
     ]
     assert e == c  # runtime-only fields never rebuild anything
+
+
+def edit_manifest(path, **changes):
+    m = artifacts.read_manifest(path)
+    (path / "manifest.json").write_text(m.model_copy(update=changes).model_dump_json(indent=2))
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (
+            "stats of the corpus",
+            r"corpus/t-\w+/manifest.json: sha256 \w+, but t-\w+ \(tokenizer\) was built from",
+        ),
+        ("fingerprint of the tokenizer", "does not follow from its config, code and inputs"),
+        ("config of the tokenizer", r"config \['lr'\] differs from the fingerprinted config"),
+        ("input fingerprint of the tokenizer", "does not follow from its config, code and inputs"),
+    ],
+)
+def test_verify_finds_every_edit_of_a_manifest_and_names_the_first_broken_link(edit, named, tmp_path):
+    home = artifacts.Home.resolve(tmp_path / "home")
+    first = publish_dummy(home)
+    ref = Ref(
+        stage="corpus", name="t", fingerprint=artifacts.read_manifest(first).fingerprint, path=str(first)
+    )
+    second = publish_dummy(home, stage="tokenizer", inputs=artifacts.sealed([ref]), config={"lr": 0.1})
+    m = artifacts.read_manifest(second)
+    if edit == "stats of the corpus":
+        edit_manifest(first, stats={"kept": 10**6})
+    elif edit == "fingerprint of the tokenizer":
+        edit_manifest(second, fingerprint="0" * 64)
+    elif edit == "config of the tokenizer":
+        edit_manifest(second, config={"lr": 1.0})
+    else:
+        edit_manifest(second, inputs=[m.inputs[0].model_copy(update={"fingerprint": "1" * 64})])
+    problems = artifacts.verify(second, home)
+    assert problems and re.search(named, problems[0]), problems
+
+
+def test_verify_of_a_copied_home_checks_the_copy(tmp_path):
+    home = artifacts.Home.resolve(tmp_path / "home")
+    first = publish_dummy(home)
+    ref = Ref(
+        stage="corpus", name="t", fingerprint=artifacts.read_manifest(first).fingerprint, path=str(first)
+    )
+    second = publish_dummy(home, stage="tokenizer", inputs=artifacts.sealed([ref]))
+    shutil.copytree(tmp_path / "home", tmp_path / "copy")
+    copy = artifacts.Home.resolve(tmp_path / "copy")
+    copied_first = copy.stage_dir("corpus") / first.name
+    (copied_first / "data.txt").write_text("hellO")  # tampered in the copy only
+    problems = artifacts.verify(copy.stage_dir("tokenizer") / second.name, copy)
+    assert len(problems) == 1 and str(copied_first / "data.txt") in problems[0]  # not the original's
+    assert artifacts.verify(second, home) == []
+
+
+def test_quick_check_hashes_what_changed_after_publication(tmp_path):
+    home = artifacts.Home.resolve(tmp_path / "home")
+    path = publish_dummy(home)
+    assert artifacts.quick_check(path) == []
+    stamp = (path / "data.txt").stat()
+    (path / "data.txt").write_text("hellO")  # same size, newer mtime: hashed, found
+    assert "data.txt: sha256" in artifacts.quick_check(path)[0]
+    os.utime(path / "data.txt", ns=(stamp.st_atime_ns, stamp.st_mtime_ns))  # mtime forged back
+    assert artifacts.quick_check(path) == []  # the quick check trusts size + mtime ...
+    with pytest.raises(artifacts.ArtifactError, match="data.txt: sha256"):
+        artifacts.skipped_intact(path, full=True)  # ... `lmpipe run --verify` hashes everything

@@ -5,6 +5,7 @@ For every class: read = accepted + rejected, each reject names its reason, file 
 
 import gzip
 import json
+import re
 import tracemalloc
 from pathlib import Path
 
@@ -176,3 +177,36 @@ def test_source_that_gives_no_record_fails_the_contract_naming_it(content, tmp_p
         ContractError, match=rf"corpus/sources failed: source '{empty}' \(pretrain\) gave no records: {why}"
     ):
         corpus.validate(cfg, {}, out, stats)
+
+
+def test_half_garbage_file_fails_even_when_good_sources_dilute_it(tmp_path):
+    good, half = tmp_path / "good.jsonl", tmp_path / "half.jsonl"
+    good.write_text(
+        "".join(json.dumps({"id": f"g{i}", "text": f"Good text {i}."}) + "\n" for i in range(400))
+    )
+    rows = [
+        {"id": f"h{i}", "text": f"Half text {i}."} if i % 2 else {"text": f"No id {i}."} for i in range(40)
+    ]
+    half.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = CorpusConfig(sources=[{"task": "pretrain", "path": str(p)} for p in (good, half)])
+    out = tmp_path / "out"
+    out.mkdir()
+    stats = corpus.build(cfg, {}, out)
+    assert stats["bad_rate"] < cfg.max_reject_rate  # 20 of 440: the global ceiling alone passes it
+    with pytest.raises(ContractError, match=rf"50.0% of {half} is bad \(max_file_reject_rate 40.0%\)") as err:
+        corpus.validate(cfg.model_copy(update={"max_file_reject_rate": 0.4}), {}, out, stats)
+    assert "line 1: missing_id" in str(err.value) and "`id_field: null`" in str(err.value)
+    assert corpus.validate(cfg, {}, out, stats)  # at the default 50% it passes
+
+
+def test_failed_corpus_keeps_its_rejects_for_diagnosis(tmp_path):
+    from tasks.artifacts import Home, staging
+
+    home = Home.resolve(tmp_path / "home")
+    cfg = CorpusConfig(sources=[{"task": "translation", "path": str(DIRTY)}])
+    with pytest.raises(ContractError, match=r"see rejects.jsonl \(kept at (\S+)\)") as err:
+        with staging(home, "corpus", "t", "a" * 64) as tmp:
+            corpus.validate(cfg, {}, tmp, corpus.build(cfg, {}, tmp))
+    kept = Path(re.search(r"kept at (\S+)\)", str(err.value)).group(1))
+    assert kept == tmp_path / "home" / "artifacts" / "failed" / "corpus-t-aaaaaaaaaaaa" / "rejects.jsonl"
+    assert len(kept.read_text().splitlines()) == 19 and not tmp.exists()

@@ -147,3 +147,16 @@ def test_killed_lmpipe_run_leaves_no_temporary_prefect_server(sig, tiny_config, 
     if orphan:
         os.kill(server, signal.SIGKILL)
     assert not orphan, f"the temporary Prefect server (pid {server}) outlived lmpipe run ({sig.name})"
+
+
+def test_a_failing_run_prints_one_error_line_and_no_traceback(prefect_harness, tiny_config, tmp_path):
+    empty = tmp_path / "raw" / "empty.jsonl"
+    empty.write_text("")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        tiny_config.read_text().replace("  sources:\n", f"  sources:\n  - {{task: qa, path: {empty}}}\n")
+    )
+    failed = lmpipe(["corpus", "--config", str(bad)], tmp_path / "home")
+    out = failed.stdout + failed.stderr
+    assert failed.returncode == 2 and "Traceback" not in out, out
+    assert f"lmpipe: error: contract corpus/sources failed: source '{empty}' (qa) gave no records" in out

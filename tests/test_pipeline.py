@@ -40,7 +40,7 @@ def statuses(results: list[dict]) -> dict[str, str]:
     return {r["stage"]: r["status"] for r in results}
 
 
-def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config, tmp_path):
+def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config, tmp_path, capsys):
     home = str(tmp_path / "home")
     config = str(tiny_config)
 
@@ -76,6 +76,7 @@ def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config
     check_rlhf_stages(config, home)
     check_encoder_stages(config, home, first)
     assert statuses(pipeline(config=config, home=home)) == dict.fromkeys(PIPELINE, "skipped")
+    skip_path_sees_a_tampered_file(config, home, Path(first[1]["path"]) / "tokenizer.json", capsys)
 
     variant = pipeline(config=config, overrides=["sft.lr=0.004"], home=home)
     assert statuses(variant) == {**dict.fromkeys(PIPELINE[:4], "skipped"), "sft": "ran", "dpo": "ran"}
@@ -97,6 +98,19 @@ def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config
     assert any(str(shard) in p for p in verify(dpo_dir))
     with pytest.raises(ArtifactError, match="integrity check"):
         pretrain_flow(config=config, home=home, force=True, overrides=[])
+
+
+def skip_path_sees_a_tampered_file(config: str, home: str, file: Path, capsys) -> None:
+    """`lmpipe run` with every stage up to date still notices a file changed after publication
+    (same size: its mtime is newer than the manifest's), and `generate` refuses to use it."""
+    original = file.read_bytes()
+    swapped = original.replace(b'"<pad>"', b'"<pXd>"', 1)
+    assert swapped != original and len(swapped) == len(original)
+    file.write_bytes(swapped)
+    assert main(["run", "--config", config, "--home", home]) == 2
+    assert f"{file}: sha256" in capsys.readouterr().err
+    file.write_bytes(original)
+    assert main(["run", "--config", config, "--home", home]) == 0
 
 
 def assert_mlflow_runs(home: str, first: list[dict], variant: list[dict]) -> None:
