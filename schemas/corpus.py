@@ -62,7 +62,7 @@ class Source(StrictModel):
     path: str = runtime_field(..., min_length=1)
     format: Format = "auto"
     fields: dict[str, str] = Field(default_factory=dict)
-    id_field: str | None = "id"  # None: ids are generated as "<file>:<line>"
+    id_field: str | None = "id"  # None: ids are generated as "<file content hash>:<line>"
     source_field: str = "source"
     group_field: str | None = None  # records sharing this key share a split (default: the id)
     weight: float = Field(1.0, gt=0)  # mixing weight, stored per row for the samplers downstream

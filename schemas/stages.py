@@ -22,7 +22,8 @@ class StageDef:
 STAGES: dict[str, StageDef] = {
     s.name: s
     for s in (
-        StageDef("corpus", (), "artifacts", "cpu", 2, False),  # 2: Parquet read by row group
+        # 2: Parquet read by row group; 3: generated ids from the file's content hash, not its path
+        StageDef("corpus", (), "artifacts", "cpu", 3, False),
         StageDef("tokenizer", ("corpus",), "artifacts", "cpu", 1, True),
         StageDef("shards", ("corpus", "tokenizer"), "artifacts", "cpu", 1, True, resumable=True),
         StageDef("pretrain", ("shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),

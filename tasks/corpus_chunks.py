@@ -75,7 +75,7 @@ def read_chunk(job: dict) -> str:
     src = cfg.sources[job["source"]]
     final = Path(job["work"]) / job["chunk"]
     tmp = final.with_name(f".{final.name}.{os.getpid()}")
-    schema, record = chunk_schema(src.task), Record(cfg, src)
+    schema, record = chunk_schema(src.task), Record(cfg, src, job.get("key"))
     try:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             rows = []
@@ -117,11 +117,11 @@ def cut_short(job: dict, records: int, last_reason: str | None) -> bool:
 class Record:
     """One raw record -> its chunk row: admitted with its derived data, or rejected with its line."""
 
-    def __init__(self, cfg: CorpusConfig, src: Source):
-        self.cfg, self.src, self.keys = cfg, src, Keys(cfg)
+    def __init__(self, cfg: CorpusConfig, src: Source, file_key: str | None = None):
+        self.cfg, self.src, self.keys, self.file_key = cfg, src, Keys(cfg), file_key
 
     def __call__(self, raw: Raw) -> dict:
-        rid, row, reason, detail = admit(self.src, raw, self.cfg)
+        rid, row, reason, detail = admit(self.src, raw, self.cfg, self.file_key)
         if reason:
             line = reject_line(raw, self.src.task, rid, reason, detail)
             return {"file": raw.file, "line": raw.line, "reason": reason, "reject": encode(line)}
@@ -141,14 +141,17 @@ def decode(data: bytes) -> str:
     return data.decode("utf-8", "surrogatepass")
 
 
-def admit(src: Source, raw: Raw, cfg: CorpusConfig) -> tuple[str, dict | None, str, str]:
+def admit(
+    src: Source, raw: Raw, cfg: CorpusConfig, file_key: str | None = None
+) -> tuple[str, dict | None, str, str]:
     """(id, table row, reason, detail): the row is None and the reason set for a reject.
-    Duplicates are found later, over all records (`Dedup.decide`)."""
+    Duplicates are found later, over all records (`Dedup.decide`). Generated ids are made of
+    `file_key` (the file's content hash; a hub dataset: its name)."""
     if raw.record is None:
         return "", None, raw.reason, raw.detail
     rid = ""
     try:
-        rid = record_id(src, raw.record, raw.file, raw.line)
+        rid = record_id(src, raw.record, file_key or raw.file, raw.line)
         values = fields(raw.record, src, cfg)
         group = group_key(raw.record, src, rid)
     except Reject as r:

@@ -57,10 +57,11 @@ def get_path(record: object, dotted: str) -> object:
     return node
 
 
-def record_id(src: Source, record: dict, file: str, line: int) -> str:
-    """The record's own id (`id_field`), or `<file>:<line>` when the source has none."""
+def record_id(src: Source, record: dict, file_key: str, line: int) -> str:
+    """The record's own id (`id_field`), or `<file_key>:<line>` when the source has none (the
+    key is the file's content hash, so the id does not depend on where the file lies)."""
     if src.id_field is None:
-        return f"{file}:{line}"
+        return f"{file_key}:{line}"
     rid = get_path(record, src.id_field)
     if isinstance(rid, bool) or not isinstance(rid, str | int) or str(rid).strip() == "":
         raise Reject("missing_id", f"no usable id in field {src.id_field!r} (got {_show(rid)})")

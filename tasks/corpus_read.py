@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from schemas.corpus import Source
+from tasks.artifacts import content_hash
 from tasks.plan import raw_files, raw_path
 
 SUFFIXES = {
@@ -75,7 +76,10 @@ def parts(src: Source, chunk_bytes: int | None = None) -> list[dict]:
     columns = _first_columns(fmt, files)
     out = []
     for path, label in files:
-        part = {"format": fmt, "path": str(path), "label": label, "columns": columns}
+        # "key": what generated ids are made of (`<key>:<line>`, `<key>#<line>`): the file's
+        # content, never its path, so a copied or moved file gives the same records and split.
+        key = content_hash(path)[:16]
+        part = {"format": fmt, "path": str(path), "label": label, "columns": columns, "key": key}
         if fmt == "jsonl" and chunk_bytes and not path.name.endswith(".gz"):
             out += [{**part, "start": a, "stop": b, "line": n} for a, b, n in line_ranges(path, chunk_bytes)]
         elif fmt == "parquet" and chunk_bytes:
@@ -94,7 +98,7 @@ def read_part(src: Source, part: dict) -> Iterator[Raw]:
         return
     path = Path(part["path"])
     if fmt == "text":
-        yield from read_text(path, label, src.text_unit)
+        yield from read_text(path, label, src.text_unit, part["key"])
         return
     if fmt == "disk":
         yield from _read_disk(path, label, src.split)
@@ -406,11 +410,12 @@ def read_parquet(path: Path, label: str, groups: list[int] | None = None, row: i
         yield Raw(label, row + 1, None, "unreadable_file", f"rows after {row} unreadable: {e}")
 
 
-def read_text(path: Path, label: str, unit: str) -> Iterator[Raw]:
-    """A text file as one document, or one per paragraph (blank-line separated).
+def read_text(path: Path, label: str, unit: str, key: str) -> Iterator[Raw]:
+    """A text file as one document, or one per paragraph (blank-line separated); ids are made
+    of `key` (the file's content hash), not its path.
 
-    >>> [r.record for r in read_text(Path("a.txt"), "a.txt", "paragraph")]  # "One.\\n\\nTwo.\\n"
-    [{'id': 'a.txt#1', 'text': 'One.'}, {'id': 'a.txt#3', 'text': 'Two.'}]
+    >>> [r.record for r in read_text(Path("a.txt"), "a.txt", "paragraph", "9f2c")]  # "One.\\n\\nTwo.\\n"
+    [{'id': '9f2c#1', 'text': 'One.'}, {'id': '9f2c#3', 'text': 'Two.'}]
     """
     with _open(path) as f:
         if unit == "file":
@@ -419,17 +424,17 @@ def read_text(path: Path, label: str, unit: str) -> Iterator[Raw]:
                 yield Raw(label, 1, None, "too_long", f"document longer than {LINE_BYTES} bytes; not read")
                 return
             text = data.decode("utf-8", errors="surrogateescape")
-            yield Raw(label, 1, {"id": label, "text": text}, excerpt=text[:200])
+            yield Raw(label, 1, {"id": key, "text": text}, excerpt=text[:200])
             return
-        yield from _paragraphs(bounded_lines(f), label)
+        yield from _paragraphs(bounded_lines(f), label, key)
 
 
-def _paragraphs(lines: Iterator[bytes | Oversize], label: str) -> Iterator[Raw]:
+def _paragraphs(lines: Iterator[bytes | Oversize], label: str, key: str) -> Iterator[Raw]:
     """Blank-line separated paragraphs; one over LINE_BYTES is a `too_long` reject, not held."""
     start, para, size = 0, [], 0
     for number, line in enumerate(itertools.chain(lines, [b""]), start=1):
         if isinstance(line, Oversize) and line.whole_file:
-            yield from _paragraph(label, start, para, size) if start else ()
+            yield from _paragraph(label, key, start, para, size) if start else ()
             yield line.reject(label, number)
             return
         text = None if isinstance(line, Oversize) else line.rstrip(b"\n").decode("utf-8", "surrogateescape")
@@ -440,16 +445,16 @@ def _paragraphs(lines: Iterator[bytes | Oversize], label: str) -> Iterator[Raw]:
             else:
                 para.clear()  # rejected whole at its end; never held
         elif start:
-            yield from _paragraph(label, start, para, size)
+            yield from _paragraph(label, key, start, para, size)
             start, para, size = 0, [], 0
 
 
-def _paragraph(label: str, start: int, para: list[str], size: int) -> Iterator[Raw]:
+def _paragraph(label: str, key: str, start: int, para: list[str], size: int) -> Iterator[Raw]:
     if size > LINE_BYTES:
         yield Raw(label, start, None, "too_long", f"paragraph longer than {LINE_BYTES} bytes; not read")
         return
     text = "\n".join(para)
-    yield Raw(label, start, {"id": f"{label}#{start}", "text": text}, excerpt=text[:200])
+    yield Raw(label, start, {"id": f"{key}#{start}", "text": text}, excerpt=text[:200])
 
 
 def _read_disk(path: Path, label: str, split: str | None) -> Iterator[Raw]:

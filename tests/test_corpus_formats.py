@@ -223,3 +223,26 @@ def test_a_file_whose_columns_differ_is_rejected_whole(tmp_path):
     assert list(t["pretrain"]["id"]) == ["x1"] and stats["reasons"] == {"schema_mismatch": 2}
     assert rejects[0]["file"].endswith("part-1.parquet") and [r["line"] for r in rejects] == [1, 2]
     assert "missing ['text'], extra ['content']" in rejects[0]["detail"]
+
+
+@pytest.mark.parametrize("source", [{"id_field": None}, {"format": "text", "text_unit": "paragraph"}])
+def test_generated_ids_and_split_do_not_depend_on_the_path(source, tmp_path):
+    pairs = [{"prompt": f"Question {i}?", "chosen": f"Good {i}.", "rejected": f"Bad {i}."} for i in range(60)]
+    paragraphs = "".join(f"Paragraph number {i} of the book.\n\n" for i in range(60))
+    runs = []
+    for where in ("a/prefs.jsonl", "b/elsewhere/copy.jsonl"):
+        path = tmp_path / where
+        path.parent.mkdir(parents=True)
+        if "format" in source:
+            path.write_text(paragraphs)
+        else:
+            write_jsonl(path, pairs)
+        task = "pretrain" if "format" in source else "preference"
+        (tmp_path / f"run-{len(runs)}").mkdir()
+        _, tables, _ = build(
+            tmp_path / f"run-{len(runs)}",
+            {"task": task, "path": str(path), **source},
+            validation_fraction=0.2,
+        )
+        runs.append(tables[task][["id", "split"]].values.tolist())
+    assert runs[0] == runs[1] and str(tmp_path) not in runs[0][0][0]
