@@ -50,9 +50,10 @@ REASONS: dict[str, str] = {
     "exact_duplicate": "the same content as an earlier record of this task",
     "near_duplicate": "MinHash Jaccard estimate >= near_dup_threshold with an earlier record",
     "contaminated": "a training record that shares an n-gram with validation text",
+    "blank_line": "an empty or whitespace-only line or row (JSONL, CSV/TSV): nothing to read",
 }
-# Cleaning decisions, not bad data: they do not count towards max_reject_rate.
-POLICY_REASONS = frozenset({"exact_duplicate", "near_duplicate", "contaminated"})
+# Cleaning decisions and empty lines, not bad data: they do not count towards max_reject_rate.
+POLICY_REASONS = frozenset({"exact_duplicate", "near_duplicate", "contaminated", "blank_line"})
 
 
 class Source(StrictModel):

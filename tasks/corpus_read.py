@@ -222,8 +222,8 @@ def source_files(src: Source) -> list[tuple[Path, str]]:
 def read_jsonl(
     path: Path, label: str, start: int = 0, stop: int | None = None, first: int = 1
 ) -> Iterator[Raw]:
-    """One `Raw` per non-blank line (of bytes `start` to `stop`, the first of which is line
-    `first`); bad bytes or JSON become reasons, never exceptions."""
+    """One `Raw` per line (of bytes `start` to `stop`, the first of which is line `first`);
+    blank lines, bad bytes or JSON become reasons, never exceptions."""
     with _open(path) as f:
         for number, line in enumerate(bounded_lines(f, start, stop), start=first):
             if isinstance(line, Oversize):
@@ -231,7 +231,8 @@ def read_jsonl(
                 if line.whole_file:
                     return
                 continue
-            if not line.strip():
+            if not line.strip():  # counted, so that read = kept + rejected holds line by line
+                yield Raw(label, number, None, "blank_line", "an empty line")
                 continue
             excerpt = line[:200].decode("utf-8", "replace")
             try:
@@ -345,6 +346,8 @@ def _csv_rows(reader, header: list[str], label: str) -> Iterator[Raw]:
                 yield Raw(
                     label, line, None, "invalid_csv", f"{row} (quoted field opened at line {start}){where}"
                 )
+        elif not any(cell.strip() for cell in row):
+            yield Raw(label, start, None, "blank_line", "an empty row")
         elif len(row) != len(header):
             yield Raw(
                 label,
@@ -354,7 +357,7 @@ def _csv_rows(reader, header: list[str], label: str) -> Iterator[Raw]:
                 f"{len(row)} cells, header has {len(header)}",
                 str(row)[:200],
             )
-        elif any(cell.strip() for cell in row):
+        else:
             yield Raw(label, start, dict(zip(header, row, strict=True)), excerpt=str(row)[:200])
         start = reader.line_num + 1
 

@@ -35,8 +35,9 @@ def build(tmp_path, path: Path, task="translation", fmt="auto", **kw):
 def test_deliberately_dirty_file(tmp_path):
     cfg, out, stats, rejects = build(tmp_path, DIRTY)
     by_id = {r["id"] or r["line"]: r["reason"] for r in rejects}
-    assert stats["read"] == 24 and stats["kept"] == 5
+    assert stats["read"] == 25 and stats["kept"] == 5
     assert stats["reasons"] == {
+        "blank_line": 1,  # counted, not silently skipped (and not bad data)
         "invalid_utf8": 3,  # latin-1 byte, overlong encoding, lone surrogate escape
         "invalid_json": 3,  # truncated line, two objects on one line, trailing comma
         "not_an_object": 1,
@@ -51,7 +52,7 @@ def test_deliberately_dirty_file(tmp_path):
     kept = pd.read_parquet(out / "translation.parquet")
     assert list(kept["id"]) == ["ok-1", "ok-2", "ok-3", "ctrl", "ok-4"]
     assert kept.loc[3, "source_text"] == "Bell and zero-width."
-    with pytest.raises(ContractError, match=r"75.0% of 24 records are bad.*see rejects.jsonl"):
+    with pytest.raises(ContractError, match=r"72.0% of 25 records are bad.*see rejects.jsonl"):
         corpus.validate(cfg, {}, out, stats)
 
 
@@ -101,9 +102,15 @@ def test_csv_with_bad_bytes_and_ragged_rows(tmp_path):
 
 def test_empty_sources_fail_the_stage(tmp_path):
     path = tmp_path / "empty.jsonl"
-    path.write_text("\n\n")
+    path.write_text("")
     cfg, out, stats, _ = build(tmp_path, path, task="pretrain")
     with pytest.raises(ContractError, match="the sources hold no records"):
+        corpus.validate(cfg, {}, out, stats)
+    path.write_text("\n \n")  # two blank lines: read, counted, and named as the reason
+    (tmp_path / "again").mkdir()
+    cfg, out, stats, rejects = build(tmp_path / "again", path, task="pretrain")
+    assert stats["reasons"] == {"blank_line": 2} and [r["line"] for r in rejects] == [1, 2]
+    with pytest.raises(ContractError, match=r"gave no records: all 2 rejected \(blank_line 2"):
         corpus.validate(cfg, {}, out, stats)
 
 
@@ -209,4 +216,4 @@ def test_failed_corpus_keeps_its_rejects_for_diagnosis(tmp_path):
             corpus.validate(cfg, {}, tmp, corpus.build(cfg, {}, tmp))
     kept = Path(re.search(r"kept at (\S+)\)", str(err.value)).group(1))
     assert kept == tmp_path / "home" / "artifacts" / "failed" / "corpus-t-aaaaaaaaaaaa" / "rejects.jsonl"
-    assert len(kept.read_text().splitlines()) == 19 and not tmp.exists()
+    assert len(kept.read_text().splitlines()) == 20 and not tmp.exists()

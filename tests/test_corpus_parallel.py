@@ -128,7 +128,15 @@ def test_jsonl_line_ranges_read_as_the_whole_file(tmp_path):
     path = tmp_path / "t.jsonl"
     path.write_bytes("\n".join(lines).encode())
     whole = [(r.line, r.record, r.reason) for r in read_jsonl(path, "t.jsonl")]
-    assert [line for line, _, _ in whole] == [1, 3, 4, 6, 7] and whole[2][2] == "invalid_json"
+    assert [line for line, _, _ in whole] == [1, 2, 3, 4, 5, 6, 7] and whole[3][2] == "invalid_json"
+    assert [reason for _, _, reason in whole if reason != "invalid_json"] == [
+        "",
+        "blank_line",
+        "",
+        "blank_line",
+        "",
+        "",
+    ]
     for size in (1, 10, 40, 1000):
         ranges = line_ranges(path, size)
         pieces = [
