@@ -15,8 +15,7 @@ from schemas.base import fingerprint_view
 from schemas.manifest import Manifest
 from schemas.stages import STAGES
 from tasks import lineage, tracking
-from tasks.artifacts import Home
-from tasks.plan import read_input
+from tasks.artifacts import Home, input_dir
 
 
 def artifact_key(stage: str, name: str) -> str:
@@ -31,7 +30,8 @@ def stage_run(stage: str, cfg, plan, record: dict, home: Home) -> Iterator[track
     if STAGES[stage].root != "checkpoints":
         yield None
         return
-    upstream = [lineage.upstream(read_input(ref)) for ref in plan.inputs if ref.stage != "raw"]
+    # manifests only: run_stage has checked the inputs' files already
+    upstream = [lineage.upstream(input_dir(ref, home), home) for ref in plan.inputs if ref.stage != "raw"]
     tags = {
         "lmpipe.stage": stage,
         "lmpipe.config": cfg.name,

@@ -7,13 +7,15 @@ import logging
 import socket
 
 import pytest
+import test_sft
 import test_training
 from mlflow.tracking import MlflowClient
 
 from schemas.tracking import TrackingConfig
-from tasks import pretrain, tracking
+from tasks import dpo, pretrain, tracking
 
 data = test_training.data  # the tiny corpus, tokenizer and shards, built once for this module
+pretrained = test_sft.pretrained  # a tiny decoder: the policy DPO starts from
 
 
 def open_build(where, fp: str = "f" * 64):
@@ -57,6 +59,28 @@ def test_resumed_build_continues_its_run_without_repeating_steps(data, tmp_path,
     with open_build(where) as rebuilt:  # a finished run is never reopened (e.g. --force)
         pass
     assert rebuilt.run_id != first.run_id
+
+
+def test_resumed_trl_build_logs_each_step_once(data, pretrained, tmp_path, monkeypatch):
+    """DPO logs through the trainer's callbacks: steps 1-5 before a failure in step 6, then 5-6
+    again after resuming from step 4; the run keeps one value per step, the uninterrupted run's."""
+    cfg, inputs = data
+    inputs = {**inputs, "sft": pretrained}
+    dcfg = cfg.dpo.model_copy(update={"max_steps": 6, "checkpoint_every": 2, "log_every": 1})
+    where = tracking.store(TrackingConfig(), tmp_path / "home")
+    monkeypatch.setenv("LMPIPE_CRASH_AT", "dpo:step-6:raise")
+    with pytest.raises(RuntimeError, match="injected"), open_build(where) as first:
+        dpo.build(dcfg, inputs, tmp_path / "build")
+    monkeypatch.delenv("LMPIPE_CRASH_AT")
+    assert tracking.last_step(MlflowClient(where.uri), first.run_id, "train_loss") == 5
+    with open_build(where) as second:
+        dpo.build(dcfg, inputs, tmp_path / "build")
+    client = MlflowClient(where.uri)
+    losses = client.get_metric_history(second.run_id, "train_loss")
+    history = json.loads((tmp_path / "build" / "history.json").read_text())
+    assert second.run_id == first.run_id and sorted(m.step for m in losses) == list(range(1, 7))
+    assert {m.step: m.value for m in losses} == {h["step"]: h["loss"] for h in history}
+    assert len(client.get_metric_history(second.run_id, "lr")) == 6
 
 
 def test_tracking_server_down_warns_once_and_the_build_goes_on(data, tmp_path, monkeypatch, caplog):
