@@ -29,6 +29,7 @@ it is reported on its own. Results: benchmarks/results/tracking-overhead.{json,m
 
 import contextlib
 import importlib
+import json
 import logging
 import sys
 import tempfile
@@ -189,6 +190,7 @@ def tracking_overhead(repeats: int) -> tuple[dict, str]:
     config = str(PROJECT_ROOT / "configs" / "tiny.yaml")
     walls: dict[str, list[float]] = {"cold": [], "tracked": [], "untracked": []}
     inside: list[float] = []
+    figures = set()  # the build's stats, which tracking must not change
     with tempfile.TemporaryDirectory() as home, timed_tracking() as spent:
         for stage in PIPELINE[:3]:
             STAGE_FLOWS[stage](config=config, overrides=REDUCED, home=home)
@@ -196,11 +198,14 @@ def tracking_overhead(repeats: int) -> tuple[dict, str]:
             extra = ["tracking.backend=none"] if side == "untracked" else []
             spent.clear()
             start = time.perf_counter()
-            STAGE_FLOWS["pretrain"](config=config, overrides=REDUCED + extra, force=True, home=home)
+            result = STAGE_FLOWS["pretrain"](config=config, overrides=REDUCED + extra, force=True, home=home)
             walls[side].append(time.perf_counter() - start)
+            figures.add(json.dumps(read_manifest(Path(result["path"])).stats, sort_keys=True))
             if side == "tracked":
                 inside.append(sum(spent))
-    return tracking_report(walls, inside, repeats)
+    data, md = tracking_report(walls, inside, repeats)
+    data["same_figures_with_and_without"] = len(figures) == 1
+    return data, md + f"| same stats with and without tracking | {len(figures) == 1} |\n"
 
 
 @contextlib.contextmanager
