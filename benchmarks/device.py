@@ -2,6 +2,7 @@
 
     python -m benchmarks.device --artifacts DIR            # DIR: corpus/, tokenizer/, shards/
     python -m benchmarks.device --artifacts DIR --quick    # a CPU smoke of the same script
+    python -m benchmarks.device --mfu [--dry-run]          # MFU: trainer vs bare loop (benchmarks.mfu)
 
 DIR holds the corpus, tokenizer and shards artifacts of a default run (`lmpipe run`), so the
 GPU figures compare with the CPU ones of the same data. It measures:
@@ -12,9 +13,8 @@ GPU figures compare with the CPU ones of the same data. It measures:
 - the torchrun launch with NCCL (one process per GPU; a single GPU gives a group of one), and
   the clear refusal of `processes` > GPUs;
 - SFT on the GPU-pretrained model (default config): losses and generation metrics;
-- training throughput and MFU of a bigger decoder through the stage's own `train_step`, with
-  the shards' batches (`data path`), with one batch already on the GPU (`model only`, bf16 and
-  float32), and of the `gpu` preset's model at its sequence length;
+- (with `--mfu`, alone) tokens/s, MFU and peak memory of the stage's trainer against a bare
+  compiled loop, FlexAttention beside the dense mask, for the gpu preset at seq 2048 in bf16;
 - tokenisation (the shards stage's chunk jobs, on threads and on processes) on 1, 2, 4 and 8
   cores (distinct physical cores first) of a replicated corpus.
 
@@ -37,14 +37,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from benchmarks import mfu
 from benchmarks.common import RESULTS, save_results, spread_cpus
 from benchmarks.scale import stand_in_manifest
 from schemas.config import PROJECT_ROOT, load_config
-from schemas.training import ModelConfig
-
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, published
-# A decoder of about 200M parameters: big enough to keep an H100/H200 busy at seq 512.
-MFU_MODEL = ModelConfig(hidden_size=1024, num_layers=16, num_heads=16, intermediate_size=2816)
 
 
 def train(stage: str, cfg, inputs: dict[str, Path], out: Path) -> dict:
@@ -100,93 +96,6 @@ def too_many_processes(cfg, inputs: dict[str, Path], out: Path) -> str:
     except ValueError as e:
         return str(e)
     return "not refused"
-
-
-def throughput(cfg, inputs: dict[str, Path], steps: int, model_cfg: ModelConfig) -> dict:
-    """Tokens/s and MFU of `train_step` on a bigger decoder over the shards' pretraining rows."""
-    from tasks import pretrain, training
-    from tasks import shards as shards_task
-    from tasks.tokenizer import load as load_tokenizer
-
-    table = shards_task.load(inputs["shards"], "pretrain", "train")
-    vocab = load_tokenizer(inputs["tokenizer"]).get_vocab_size()
-    plan = pretrain.epoch_plan(table.num_rows, cfg.batch_size, cfg.seed)
-    device = training.setup(cfg)
-    one_batch = {k: v.to(device) for k, v in pretrain.packed_batch(table, plan(0)[0]).items()}
-    sides = {  # name: (batches, precision)
-        "data path": (training.Stream(plan, lambda rows, k: pretrain.packed_batch(table, rows)), "auto"),
-        "model only": (training.Stream(plan, lambda rows, k, b=one_batch: b), "auto"),
-        "model only, float32": (training.Stream(plan, lambda rows, k, b=one_batch: b), "float32"),
-    }
-    return timed_steps(cfg, model_cfg, vocab, len(table["input_ids"][0]), steps, sides)
-
-
-def preset_throughput(steps: int, name: str = "gpu") -> dict:
-    """The same for the model and sequence length of a preset (configs/gpu.yaml), on one batch of
-    random tokens kept on the GPU: the MFU the capacity plan's training rows need."""
-    import torch
-
-    from tasks import training
-
-    cfg = load_config(name)
-    pre, seq, vocab = cfg.pretrain, cfg.shards.seq_len, cfg.tokenizer.vocab_size
-    device = training.setup(pre)
-    ids = torch.randint(0, vocab, (pre.batch_size, seq), generator=torch.Generator().manual_seed(0))
-    batch = {
-        "input_ids": ids,
-        "labels": ids.clone(),
-        "position_ids": torch.arange(seq).expand(pre.batch_size, -1),
-    }
-    batch = {k: v.to(device) for k, v in batch.items()}
-    sides = {"model only": (training.Stream(lambda e: [[0]], lambda rows, k: batch), "auto")}
-    one_step = pre.model_copy(update={"grad_accum": 1})
-    return {"preset": name, **timed_steps(one_step, pre.model, vocab, seq, steps, sides)}
-
-
-def timed_steps(cfg, model_cfg: ModelConfig, vocab: int, seq: int, steps: int, sides: dict) -> dict:
-    """Each side's tokens/s, TFLOPS and MFU over `steps` optimizer steps after 5 warm-up steps."""
-    import torch
-
-    from tasks import training
-
-    cfg = cfg.model_copy(update={"model": model_cfg, "max_steps": steps + 5, "warmup_steps": 5})
-    device = training.setup(cfg)
-    model = training.new_decoder(model_cfg, vocab, seq).to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: training.lr_at(s, cfg))
-    n = sum(p.numel() for p in model.parameters())
-    flops_per_token = 6 * n + 12 * model_cfg.num_layers * model_cfg.hidden_size * seq  # PaLM, appendix B
-    peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in gpu_name()), None)
-    out = {"parameters": n, "seq_len": seq, "batch_size": cfg.batch_size, "steps_timed": steps}
-    for name, (stream, precision) in sides.items():
-        training.setup(cfg.model_copy(update={"precision": precision}))
-        start, tokens = time.perf_counter(), 0
-        for step in range(steps + 5):
-            if step == 5:
-                sync(device)
-                start, tokens = time.perf_counter(), 0
-            training.train_step(model, stream, step, cfg, device, params, optimizer, scheduler)
-            tokens += cfg.batch_size * seq if step >= 5 else 0
-        sync(device)
-        rate = tokens / (time.perf_counter() - start)
-        out[name] = {"tokens_per_s": round(rate), "tflops": round(rate * flops_per_token / 1e12, 1)}
-        if peak:
-            out[name]["mfu"] = round(rate * flops_per_token / 1e12 / peak, 3)
-    return out
-
-
-def sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def gpu_name() -> str:
-    import torch
-
-    return torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
 
 
 # --- tokenisation on several cores -------------------------------------------------------------
@@ -287,7 +196,6 @@ def run(
         )
     inputs = {name: artifacts / name for name in ("shards", "tokenizer")}
     fp32 = pre.model_copy(update={"precision": "float32"})
-    big = pre.model_copy(update={"batch_size": 4 if quick else 32})
     checks = {
         "pretrain bf16": lambda: train("pretrain", pre, inputs, work / "pretrain"),
         "pretrain float32": lambda: train("pretrain", fp32, inputs, work / "fp32"),
@@ -295,13 +203,9 @@ def run(
         "pretrain torchrun": lambda: torchrun(pre, inputs, work / "torchrun"),
         "processes > GPUs": lambda: too_many_processes(pre, inputs, work / "refused"),
         "sft": lambda: sft_on(sft, inputs, work),
-        "throughput": lambda: throughput(
-            big, inputs, 3 if quick else 30, ModelConfig() if quick else MFU_MODEL
-        ),
-        "throughput gpu preset": lambda: preset_throughput(3 if quick else 20, "tiny" if quick else "gpu"),
         "tokenise": lambda: tokenising(artifacts, work / "tok", scale, [1, 2] if quick else cores, repeats),
     }
-    res: dict = {"device": gpu_name(), "torch": torch.__version__}
+    res: dict = {"device": mfu.gpu_name(), "torch": torch.__version__}
     for name, check in checks.items():
         if only and name not in only:
             continue
@@ -330,9 +234,6 @@ def markdown(res: dict) -> str:
         lines += [f"| {k} | " + " | ".join(str(res[k].get(c, "")) for c in keys) + " |" for k in runs]
     if "processes > GPUs" in res:
         lines += ["", f"processes > GPUs: {res['processes > GPUs']}"]
-    for key in ("throughput", "throughput gpu preset"):
-        if key in res:
-            lines += ["", f"{key}:", "```", json.dumps(res[key], indent=1), "```"]
     if "tokenise" in res:
         lines += [
             "",
@@ -360,8 +261,15 @@ def main() -> None:
     parser.add_argument("--tokenise-cores", default="1,2,4,8", help="core counts to tokenise on")
     parser.add_argument("--tokenise-repeats", type=int, default=1, help="rounds of every core count")
     parser.add_argument("--tokenise-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--mfu", action="store_true", help="only the MFU check (benchmarks.mfu)")
+    parser.add_argument("--dry-run", action="store_true", help="with --mfu: on CPU, a tiny model, seconds")
+    parser.add_argument("--steps", type=int, default=30, help="with --mfu: timed steps per side")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.mfu:
+        res = mfu.measure(args.dry_run, timed=args.steps)
+        save_results("device-dry-run" if args.dry_run else "device", res, mfu.markdown(res), args.out)
+        return None
     if args.tokenise_child:
         work, cores, mode = args.tokenise_child
         return tokenise_child(Path(work), int(cores), mode)

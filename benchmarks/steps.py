@@ -112,6 +112,7 @@ def sft_table(data) -> pa.Table:
             "input_ids": ex["input_ids"],
             "labels": ex["labels"],
             "bucket": packing.bucket_of(len(ex["input_ids"]), bounds),
+            "length": len(ex["input_ids"]),  # the SFT stream sorts by it within windows
         }
         for ex in data.sft_examples(SEQ_LEN)
     ]

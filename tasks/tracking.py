@@ -133,13 +133,14 @@ class Run:
                 self.call(lambda: self._upto.update({metric: last_step(self.client, self.run_id, metric)}))
         return self._upto[metric]
 
-    def log_step(self, h: dict, max_steps: int, every: int, phase: str = "") -> None:
+    def log_step(self, h: dict, max_steps: int, every: int, phase: str = "", at: float | None = None) -> None:
         """One training step {step, loss, lr, tokens[, grad_norm]}, written every `every` steps.
         A stage that trains in phases (seq2seq's cross-attention warm-up, heads one by one)
-        names their curves `<phase>/train_loss`, ..."""
+        names their curves `<phase>/train_loss`, ... `at` is when the step ran (perf_counter;
+        default now): `fit` reads its figures back a few steps at a time (tasks.steps)."""
         from mlflow.entities import Metric
 
-        now = time.perf_counter()
+        now = time.perf_counter() if at is None else at
         values = {"train_loss": h["loss"], "lr": h["lr"], "grad_norm": h.get("grad_norm")}
         if self._last_step_at is not None and h.get("tokens"):
             values["tokens_per_s"] = h["tokens"] / max(now - self._last_step_at, 1e-9)
@@ -287,11 +288,12 @@ def current() -> Run | None:
     return _current["run"]
 
 
-def log_step(h: dict, max_steps: int, every: int, label: str) -> None:
+def log_step(h: dict, max_steps: int, every: int, label: str, at: float | None = None) -> None:
     """`fit`'s hook after each optimizer step (a no-op when nothing is tracked). `label` is fit's
-    stage label: `pretrain`, or `<stage>-<phase>` (`heads-domain`, `seq2seq-cross`)."""
+    stage label: `pretrain`, or `<stage>-<phase>` (`heads-domain`, `seq2seq-cross`); `at` when
+    the step ran."""
     if _current["run"] is not None:
-        _current["run"].log_step(h, max_steps, every, label.partition("-")[2])
+        _current["run"].log_step(h, max_steps, every, label.partition("-")[2], at)
     if _current["progress"] is not None:
         _current["progress"].update(h["step"], max_steps, {"train loss": h["loss"]})
 

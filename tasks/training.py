@@ -20,6 +20,7 @@ is pickled; `finish` removes the resume state before the directory is published.
 """
 
 import contextlib
+import itertools
 import json
 import logging
 import math
@@ -34,7 +35,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from schemas.tokens import BOS, EOS, PAD, token_id
 from schemas.training import ModelConfig, TrainConfig
-from tasks import tracking
+from tasks import sharding, steps, tracking
 from tasks.artifacts import fsync_path, read_manifest, sha256_file, write_json
 from tasks.faults import crash_point
 
@@ -171,34 +172,56 @@ def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict
     """Train to `cfg.max_steps` optimizer steps, resuming from `out/resume/` if a run left one.
 
     Under torchrun each of the N processes takes every N-th micro-batch of the stream and DDP
-    averages the gradients, which is the same update as `grad_accum` x N in one process
-    (tests/test_distributed.py). Only rank 0 logs and writes resume state.
+    (or FSDP, `parallel: fsdp`) averages the gradients, which is the same update as
+    `grad_accum` x N in one process (tests/test_distributed.py). Only rank 0 logs and writes
+    resume state. The loop reads figures back from the device only every `log_every` steps
+    (tasks.steps).
     Returns the loss history, one entry per step: {"step", "loss", "lr", "tokens", "grad_norm"}
     (all ranks); rank 0 also logs each step to the tracked run, if any (tasks/tracking.py).
     """
-    model.to(device).train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    runner = distributed(model.to(device).train(), device, cfg)
+    params = [p for p in runner.parameters() if p.requires_grad]
+    optimizer = steps.optimizer(params, cfg.lr, cfg.weight_decay, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg))
     guard = input_fingerprints(inputs)
-    history = resume(out, model, optimizer, scheduler, guard)
-    runner = distributed(model, device)
+    history = resume(out, model, runner, optimizer, scheduler, guard)
     meter = Meter(cfg.max_steps, cfg.log_every)
-    for step in range(len(history), cfg.max_steps):
-        loss, tokens, norm = train_step(runner, stream, step, cfg, device, params, optimizer, scheduler)
-        history.append({"step": step + 1, "loss": round(loss, 5), "lr": scheduler.get_last_lr()[0]})
-        history[-1] |= {"tokens": tokens, "grad_norm": round(norm, 5)}
-        meter.update(history[-1])
-        if is_main():
-            tracking.log_step(history[-1], cfg.max_steps, cfg.log_every, stage)
-        crash_point(stage, f"step-{step + 1}")
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.max_steps and is_main():
-            save_resume(out, step + 1, model, optimizer, scheduler, history, guard)
+    rank, size = world()
+    ks = (k * size + rank for k in itertools.count(len(history) * cfg.grad_accum))
+    batches = steps.Prefetch(stream, ks, device, depth=2 if device.type == "cuda" else 0)
+    pending = steps.Pending(len(history))
+    try:
+        for step in range(len(history), cfg.max_steps):
+            pending.add(*train_step(runner, batches, cfg, params, optimizer, scheduler))
+            crash_point(stage, f"step-{step + 1}")
+            done, save = step + 1, (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.max_steps
+            if done % cfg.log_every == 0 or save or done == cfg.max_steps:
+                for entry, at in pending.settle(reduce_over_ranks):
+                    history.append(entry)
+                    meter.update(entry)
+                    if is_main():
+                        tracking.log_step(entry, cfg.max_steps, cfg.log_every, stage, at)
+            if save:
+                save_resume(out, step + 1, (model, runner), optimizer, scheduler, history, guard)
+    finally:
+        batches.close()
+    if sharded(runner):  # the stage evaluates and saves the plain model (rank 0)
+        sharding.gather_into(model, runner, rank)
+        model.to(device)
     return history
 
 
-def distributed(model, device):
-    """The model wrapped in DDP when this is one of several processes, else the model itself."""
+def distributed(model, device, cfg: TrainConfig):
+    """The module the steps run, prepared (checkpointing, compiled layers: tasks.steps): the model
+    itself in one process; with several, the model under DDP (`parallel: ddp`) or a sharded
+    copy of it (`parallel: fsdp`, tasks.sharding; the model then waits on the host)."""
+
+    def prepare(m):
+        return steps.prepare(m, cfg.compile, cfg.activation_checkpointing, device)
+
+    if world()[1] > 1 and cfg.parallel == "fsdp":
+        return sharding.shard(model, device, prepare)
+    prepare(model)
     if world()[1] == 1:
         return model
     from torch.nn.parallel import DistributedDataParallel
@@ -206,41 +229,55 @@ def distributed(model, device):
     return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
 
-def train_step(model, stream, step, cfg, device, params, optimizer, scheduler) -> tuple[float, int, float]:
-    """One optimizer step over `grad_accum` micro-batches per process; returns (loss, scored
-    tokens, gradient norm before clipping)."""
-    rank, size = world()
-    total, tokens = 0.0, 0
+def sharded(runner) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(runner, FSDPModule)
+
+
+def accumulating(runner, last: bool):
+    """Gradients are synchronised over the ranks once per optimizer step, on the last
+    micro-batch: DDP's `no_sync` before it, FSDP's gradient sync turned off before it."""
+    if sharded(runner):
+        runner.set_requires_gradient_sync(last)
+    elif not last and world()[1] > 1:
+        return runner.no_sync()
+    return contextlib.nullcontext()
+
+
+def train_step(model, batches, cfg, params, optimizer, scheduler):
+    """One optimizer step over `grad_accum` micro-batches from `batches`; returns (loss, scored
+    tokens, gradient norm before clipping) as device tensors, unsynchronised, and the learning
+    rate it used."""
+    total, tokens = 0, 0
     for micro in range(cfg.grad_accum):
-        batch = {k: v.to(device) for k, v in stream((step * cfg.grad_accum + micro) * size + rank).items()}
-        last = micro == cfg.grad_accum - 1
-        # DDP averages gradients once per optimizer step, on the last micro-batch
-        with contextlib.nullcontext() if last or size == 1 else model.no_sync():
-            with autocast(device):
+        batch = next(batches)
+        with accumulating(model, last=micro == cfg.grad_accum - 1):
+            with autocast(batches.device):
                 loss = model(**batch, use_cache=False).loss / cfg.grad_accum
             loss.backward()
-        total += loss.item()
-        tokens += int((batch["labels"] != -100).sum())
-    if size > 1:  # every rank records the same global figures
-        total, tokens = all_reduce_sum([total, tokens])
-        total /= size
-    if not math.isfinite(total):
-        raise FloatingPointError(
-            f"loss is {total} at step {step + 1}; stopping before the weights are ruined"
-        )
+        total = total + loss.detach().double()  # float64, as a sum of Python floats was
+        tokens = tokens + (batch["labels"] != -100).sum()
     norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
+    if hasattr(norm, "full_tensor"):  # FSDP: a DTensor holding the global norm
+        norm = norm.full_tensor()
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return total, int(tokens), float(norm)
+    return total, tokens, norm, scheduler.get_last_lr()[0]
 
 
-def all_reduce_sum(values: list[float]) -> list[float]:
+def reduce_over_ranks(figures: torch.Tensor) -> torch.Tensor:
+    """[losses, tokens, grad norms] of several steps summed over the ranks, losses then averaged
+    (every rank records the same global figures; the norm is already global); unchanged in a
+    single process."""
+    size = world()[1]
+    if size == 1:
+        return figures
     import torch.distributed as dist
 
-    t = torch.tensor(values, dtype=torch.float64)
-    dist.all_reduce(t)
-    return t.tolist()
+    dist.all_reduce(figures)
+    return figures / torch.tensor([[size], [1], [size]], dtype=figures.dtype, device=figures.device)
 
 
 class Meter:
@@ -308,14 +345,23 @@ def resume_problem(ckpt: Path) -> str:
     return ""
 
 
-def save_resume(out: Path, step: int, model, optimizer, scheduler, history: list[dict], guard: dict) -> Path:
-    """Write resume state for `step` atomically (temp dir, fsync, rename); keep only the newest."""
+def save_resume(out: Path, step: int, models, optimizer, scheduler, history: list[dict], guard: dict):
+    """Write resume state for `step` atomically (temp dir, fsync, rename); keep only the newest.
+    `models` is (the plain model, the module the steps run); every rank calls this (a sharded
+    run gathers its weights and moments), rank 0 writes."""
+    model, runner = models
+    if sharded(runner):
+        opt = sharding.optimizer_state(runner, optimizer)
+        sharding.gather_into(model, runner, world()[0])
+    else:
+        opt = optimizer.state_dict()
+    if not is_main():
+        return None
     root = out / RESUME
     tmp = root / f".tmp-step-{step:06d}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     save_model(model, str(tmp / "model.safetensors"))
-    opt = optimizer.state_dict()
     tensors = {f"state.{i}.{k}": v.contiguous() for i, s in opt["state"].items() for k, v in s.items()}
     save_file({**tensors, **rng_tensors()}, str(tmp / "optimizer.safetensors"))
     state = {
@@ -346,8 +392,9 @@ def commit_resume(tmp: Path, root: Path, step: int) -> Path:
     return final
 
 
-def resume(out: Path, model, optimizer, scheduler, guard: dict) -> list[dict]:
-    """Load the newest resume state into model/optimizer/scheduler/RNG; its history, or []."""
+def resume(out: Path, model, runner, optimizer, scheduler, guard: dict) -> list[dict]:
+    """Load the newest resume state into model/optimizer/scheduler/RNG; its history, or [].
+    A sharded `runner` gets the weights and moments sharded from the plain files."""
     found = checked_resume(out, guard)
     if found is None:
         return []
@@ -360,7 +407,11 @@ def resume(out: Path, model, optimizer, scheduler, guard: dict) -> list[dict]:
         if key.startswith("state."):
             _, i, name = key.split(".", 2)
             per_param.setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
+    moments = {"state": per_param, "param_groups": state["param_groups"]}
+    if sharded(runner):
+        sharding.load(runner, optimizer, model.state_dict(), moments)
+    else:
+        optimizer.load_state_dict(moments)
     scheduler.load_state_dict(state["scheduler"])
     log.info(f"resuming from {ckpt} (step {state['step']})")
     return state["history"]

@@ -76,3 +76,31 @@ def test_several_nodes_need_a_rendezvous_address(data, tmp_path):  # noqa: F811
     cfg, inputs = data
     with pytest.raises(ValueError, match="nodes=2 needs rendezvous: 'host:port'"):
         pretrain.build(cfg.pretrain.model_copy(update={"nodes": 2}), inputs, tmp_path)
+
+
+def test_fsdp_trains_like_one_process_and_resumes_exactly(data, tmp_path, monkeypatch):  # noqa: F811
+    """FSDP2 over 2 gloo ranks, accumulating 2 micro-batches each, against one process
+    accumulating the same 4; then the same sharded run stopped after step 3 (resume state at
+    step 2, gathered from the shards) and rerun. The checkpoint is the plain model's."""
+    from transformers import AutoModelForCausalLM
+
+    cfg, inputs = data
+    base = cfg.pretrain.model_copy(update={"max_steps": 4, "batch_size": 2, "eval_batches": 1})
+    one = pretrain.build(base.model_copy(update={"grad_accum": 4}), inputs, tmp_path / "one")
+    fsdp = base.model_copy(
+        update={"processes": 2, "grad_accum": 2, "parallel": "fsdp", "checkpoint_every": 2}
+    )
+    monkeypatch.setenv("LMPIPE_CRASH_AT", "pretrain:step-3:raise")
+    with pytest.raises(RuntimeError, match="2-process run failed"):
+        pretrain.build(fsdp, inputs, tmp_path / "fsdp")
+    assert sorted(p.name for p in (tmp_path / "fsdp" / "resume").glob("step-*")) == ["step-000002"]
+    monkeypatch.delenv("LMPIPE_CRASH_AT")
+    resumed = pretrain.build(fsdp, inputs, tmp_path / "fsdp")
+
+    a, b = (load_file(tmp_path / d / "model.safetensors") for d in ("one", "fsdp"))
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-5) for k in a)
+    h1, h2 = (json.loads((tmp_path / d / "history.json").read_text()) for d in ("one", "fsdp"))
+    assert [h["tokens"] for h in h1] == [h["tokens"] for h in h2]
+    assert all(abs(x["loss"] - y["loss"]) < 1e-4 for x, y in zip(h1, h2, strict=True))
+    assert resumed["tokens_seen"] == one["tokens_seen"] and abs(resumed["val_loss"] - one["val_loss"]) < 1e-3
+    AutoModelForCausalLM.from_pretrained(tmp_path / "fsdp", use_safetensors=True)  # plain safetensors
