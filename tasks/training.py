@@ -190,19 +190,28 @@ def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict
     ks = (k * size + rank for k in itertools.count(len(history) * cfg.grad_accum))
     batches = steps.Prefetch(stream, ks, device, depth=2 if device.type == "cuda" else 0)
     pending = steps.Pending(len(history))
+
+    def record(entries: list[tuple[dict, float]]) -> None:
+        for entry, at in entries:
+            history.append(entry)
+            meter.update(entry)
+            if is_main():
+                tracking.log_step(entry, cfg.max_steps, cfg.log_every, stage, at)
+
     try:
         for step in range(len(history), cfg.max_steps):
             pending.add(*train_step(runner, batches, cfg, params, optimizer, scheduler))
             crash_point(stage, f"step-{step + 1}")
             done, save = step + 1, (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.max_steps
             if done % cfg.log_every == 0 or save or done == cfg.max_steps:
-                for entry, at in pending.settle(reduce_over_ranks):
-                    history.append(entry)
-                    meter.update(entry)
-                    if is_main():
-                        tracking.log_step(entry, cfg.max_steps, cfg.log_every, stage, at)
+                record(pending.settle(reduce_over_ranks))
             if save:
                 save_resume(out, step + 1, (model, runner), optimizer, scheduler, history, guard)
+    except Exception:
+        if size == 1:  # the steps run before a failure still reach the log and the tracked run
+            with contextlib.suppress(Exception):
+                record(pending.settle(reduce_over_ranks))
+        raise
     finally:
         batches.close()
     if sharded(runner):  # the stage evaluates and saves the plain model (rank 0)
