@@ -3,10 +3,10 @@ of the SFT model against it (TRL's RLOO; TRL 1.16 has no PPO trainer, see the RE
 
 from pydantic import Field, model_validator
 
-from schemas.training import LoraFields, TrainConfig
+from schemas.training import GainFields, LoraFields, TrainConfig
 
 
-class RewardConfig(TrainConfig, LoraFields):
+class RewardConfig(TrainConfig, LoraFields, GainFields):
     """A sequence-score head on the SFT model (LoRA on attention, the head trained in full)."""
 
     lr: float = Field(5e-4, gt=0)

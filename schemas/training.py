@@ -72,6 +72,14 @@ class LoraFields(StrictModel):
     lora_dropout: float = Field(0.0, ge=0, lt=1)
 
 
+class GainFields(StrictModel):
+    # The stage's task metric must beat the model it started from (sft: chrF, ROUGE-L and QA F1
+    # on the task-token prompts; dpo: preference accuracy; reward: reward accuracy), else the
+    # build fails showing the figures. false marks a smoke-test budget, too small to learn: a
+    # miss is then a warning in the manifest's contract results, and the build is published.
+    require_gain: bool = True
+
+
 class PretrainConfig(TrainConfig):
     model: ModelConfig = Field(default_factory=ModelConfig)
     # causal: next-token prediction (decoder); masked: BERT-style masked LM (encoder).
@@ -90,7 +98,7 @@ class NoiseConfig(StrictModel):
     replace_with: Literal["random", "mask"] = "random"
 
 
-class SftConfig(TrainConfig, LoraFields):
+class SftConfig(TrainConfig, LoraFields, GainFields):
     lr: float = Field(5e-4, gt=0)
     # full: every weight trains; lora: adapters on attention + the task tokens' embeddings.
     method: Literal["full", "lora"] = "full"
@@ -99,6 +107,6 @@ class SftConfig(TrainConfig, LoraFields):
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
 
 
-class DpoConfig(TrainConfig, LoraFields):
+class DpoConfig(TrainConfig, LoraFields, GainFields):
     lr: float = Field(5e-4, gt=0)
     beta: float = Field(0.1, gt=0)

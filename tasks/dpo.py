@@ -221,4 +221,5 @@ def lora_config(cfg: DpoConfig):
 
 
 def validate(cfg: DpoConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
-    return check_checkpoint(out, stats)
+    gain = evaluation.gain_check(stats, ("val preference accuracy",), cfg.require_gain)
+    return [*check_checkpoint(out, stats), gain]

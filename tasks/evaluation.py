@@ -5,11 +5,15 @@ chrF and BLEU (translation, sacrebleu), ROUGE-L (summarization, rouge-score), ex
 token F1 (QA, SQuAD normalization). Example, translation: prompt `<bos> Hello <to-fr>`,
 reference "Bonjour", hypothesis "Bonjour" -> chrF 100.
 
+Decoding is greedy, except that the answer may not repeat a 3-gram of its own
+(`NO_REPEAT_NGRAM`): a small model's greedy output falls into loops otherwise.
+
 DPO: preference accuracy, the share of validation pairs where the model gives the chosen
-completion a higher log-probability than the rejected one, and the mean margin.
+completion a higher log-probability per token than the rejected one, and the mean margin.
 """
 
 import collections
+import logging
 import re
 import string
 from pathlib import Path
@@ -17,9 +21,13 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
+from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import EOS, PAD, token_id
+from tasks.contracts import require
 from tasks.tokenizer import load as load_tokenizer
+
+log = logging.getLogger(__name__)
 
 
 def generation_set(table: pa.Table, per_task: int) -> dict[str, list[tuple[list[int], list[int]]]]:
@@ -41,9 +49,41 @@ def _split_prompt(ids: list[int], labels: list[int]) -> tuple[list[int], list[in
     return ids[:first], [x for x in ids[first:] if x != token_id(EOS)]
 
 
+# Greedy decoding of a small model loops ("Return the the the ..."); forbidding the answer to
+# repeat a 3-gram of its own stops that. Measured on the tiny preset's SFT checkpoint (48
+# validation rows per task): translation chrF 9.3 -> 11.0, summarization ROUGE-L 3.7 -> 7.8,
+# <eos> reached 14-90% -> 96-100%. Only the answer counts: n-grams of the prompt may be copied
+# (QA answers are spans of the context; names and placeholders carry over in translation),
+# which transformers' own `no_repeat_ngram_size` would forbid.
+NO_REPEAT_NGRAM = 3
+
+
+def repeated_ngram_tokens(answer: list[int], n: int = NO_REPEAT_NGRAM) -> set[int]:
+    """Next tokens that would repeat an n-gram already in `answer`: ([5, 6, 7, 5, 6], 3) -> {7}."""
+    if n < 2 or len(answer) < n - 1:
+        return set()
+    tail = answer[len(answer) - n + 1 :]
+    return {answer[i + n - 1] for i in range(len(answer) - n + 1) if answer[i : i + n - 1] == tail}
+
+
+def no_repeat_in_answer(start: int):
+    """A transformers logits processor applying `repeated_ngram_tokens` to the ids after `start`."""
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    class NoRepeatInAnswer(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            for row, answer in enumerate(input_ids[:, start:].tolist()):
+                if banned := repeated_ngram_tokens(answer):
+                    scores[row, sorted(banned)] = float("-inf")
+            return scores
+
+    return LogitsProcessorList([NoRepeatInAnswer()])
+
+
 @torch.no_grad()
 def generate(model, prompts: list[list[int]], max_new: int, device, batch_size: int = 16) -> list[list[int]]:
-    """Greedy continuations (left-padded batches of similar length), cut at `<eos>` inclusive."""
+    """Greedy continuations without self-repeats (left-padded batches of similar length), cut at
+    `<eos>` inclusive."""
     model.to(device).eval()
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[list[int]] = [[] for _ in prompts]
@@ -63,6 +103,7 @@ def generate(model, prompts: list[list[int]], max_new: int, device, batch_size: 
             eos_token_id=eos,
             pad_token_id=pad,
             use_cache=True,
+            logits_processor=no_repeat_in_answer(width),
         )
         for i, row in zip(idx, gen[:, width:].tolist(), strict=True):
             out[i] = row[: row.index(eos) + 1] if eos in row else row
@@ -143,6 +184,28 @@ def comparison(metric: str, before: float, after: float, higher_is_better: bool)
     return {"metric": metric, "before": before, "after": after, "improved": improved}
 
 
+# The task metrics of SFT (task-token prompts) that `gain_check` holds to "better than before".
+SFT_GAIN: tuple[str, ...] = tuple(f"{task} {metrics[0]}" for task, metrics in HEADLINE.items())
+
+
+def gain_check(stats: dict, metrics: tuple[str, ...], required: bool) -> ContractResult:
+    """The stage's task metrics (rows of `stats["comparisons"]`) beat the model it started from.
+
+    A miss fails the build with the figures; with `required` false (a smoke-test budget) it is
+    logged and recorded as a warning, and the contract passes:
+    gain_check({"comparisons": [comparison("qa f1", 0.0, 0.0, True)]}, ("qa f1",), True)
+    -> ContractError "... qa f1: 0.0 -> 0.0".
+    """
+    rows = [r for r in stats["comparisons"] if r["metric"] in metrics]
+    figures = ", ".join(f"{r['metric']} {r['before']} -> {r['after']}" for r in rows)
+    missed = [f"{r['metric']}: {r['before']} -> {r['after']} (not better)" for r in rows if not r["improved"]]
+    if missed and not required:
+        log.warning(f"task metrics not better than before (require_gain: false): {'; '.join(missed)}")
+        details = f"warning, smoke-test budget (require_gain: false): {'; '.join(missed)}"
+        return ContractResult(name="checkpoint/task-gain", success=True, checked=len(rows), details=details)
+    return require("checkpoint/task-gain", missed, len(rows), f"task metrics better than before: {figures}")
+
+
 def generation_comparisons(before: dict, after: dict, label: str = "") -> list[dict]:
     """chrF/BLEU, ROUGE-L, F1/EM and the <eos> rate of each task: before -> after SFT
     (`label` names a prompt format other than the task tokens, e.g. "heldout")."""
@@ -172,7 +235,14 @@ def completion_logprobs(
 
 
 def preference_accuracy(model, table: pa.Table, device, batch_size: int = 16, limit: int = 512) -> dict:
-    """Share of pairs with log p(chosen) > log p(rejected), and the mean log-prob margin."""
+    """Share of pairs whose chosen completion has the higher mean log-probability per token, and
+    the mean per-token margin.
+
+    Per token, because summed log-probabilities judge length, not preference: on the tiny
+    preset's validation pairs the SFT model put every one of the 21 truncated-summary pairs
+    (rejected = the chosen summary's first half) the wrong way round by sum and 17 the right
+    way per token; accuracy 0.448 by sum, 0.667 per token.
+    """
     model.to(device).eval()
     cols = table.slice(0, limit).select(["prompt_ids", "chosen_ids", "rejected_ids"]).to_pydict()
     margins = []
@@ -180,7 +250,9 @@ def preference_accuracy(model, table: pa.Table, device, batch_size: int = 16, li
         p = cols["prompt_ids"][k : k + batch_size]
         chosen = completion_logprobs(model, p, cols["chosen_ids"][k : k + batch_size], device)
         rejected = completion_logprobs(model, p, cols["rejected_ids"][k : k + batch_size], device)
-        margins += (chosen - rejected).tolist()
+        chosen_n = torch.tensor([len(c) for c in cols["chosen_ids"][k : k + batch_size]], device=device)
+        rejected_n = torch.tensor([len(c) for c in cols["rejected_ids"][k : k + batch_size]], device=device)
+        margins += (chosen / chosen_n - rejected / rejected_n).tolist()
     model.train()
     return {
         "preference_accuracy": round(sum(m > 0 for m in margins) / len(margins), 4),

@@ -25,6 +25,7 @@ from schemas.templates import GENERATE_TASKS, PRETRAIN, SFT_TEMPLATES
 from schemas.tokens import BOS, EOS, token_id
 from tasks import heads, heads_data
 from tasks import tokenizer as tokenizer_task
+from tasks.evaluation import repeated_ngram_tokens
 from tasks.shard_chunks import encode_template
 
 
@@ -128,11 +129,15 @@ def complete(
     generator=None,
     cache: bool = True,
 ) -> Iterator[int]:
-    """New token ids one by one, up to and including `<eos>`. temperature 0 is greedy."""
+    """New token ids one by one, up to and including `<eos>`. temperature 0 is greedy. Like the
+    evaluation's decoding, the answer never repeats a 3-gram of its own (evaluation.NO_REPEAT_NGRAM)."""
     model.to(device).eval()
     seq, logits_of = next_logits(model, prompt, device, cache)
+    answer_start = len(seq)
     for _ in range(max_new):
         logits = logits_of(seq).float()
+        if banned := repeated_ngram_tokens(seq[answer_start:]):
+            logits[sorted(banned)] = float("-inf")
         if temperature <= 0:
             nxt = int(logits.argmax())
         else:

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader
 from schemas.manifest import ContractResult
 from schemas.rlhf import RewardConfig
 from schemas.tokens import PAD, token_id
+from tasks import evaluation, tracking, training
 from tasks import shards as shards_task
-from tasks import tracking, training
 from tasks.contracts import require
 from tasks.dpo import BucketBatchSampler
 from tasks.pretrain import check_checkpoint
@@ -195,6 +195,11 @@ def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
         "val_pairs": after["pairs"],
         "steps": cfg.max_steps,
     }
+    metrics["comparisons"] = [
+        evaluation.comparison(
+            "val reward accuracy", metrics["val_reward_accuracy_before"], metrics["val_reward_accuracy"], True
+        )
+    ]
     # save
     card = training.model_card("reward", metrics, cfg, inputs, "AutoModelForSequenceClassification")
     training.finish(out, merged, inputs["tokenizer"], history, metrics, card)
@@ -205,6 +210,7 @@ def validate(cfg: RewardConfig, inputs: dict[str, Path], out: Path, stats: dict)
     """The checkpoint contracts, plus: every pair differs, and the published model's rewards
     on the validation pairs are finite."""
     results = check_checkpoint(out, stats)
+    results.append(evaluation.gain_check(stats, ("val reward accuracy",), cfg.require_gain))
     results.append(pairs_differ(inputs["shards"]))
     val = shards_task.load(inputs["shards"], "dpo", "validation")
     scored = reward_accuracy(load(out), val, torch.device("cpu"), cfg.eval_pairs)

@@ -141,4 +141,5 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
 
 
 def validate(cfg: SftConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
-    return check_checkpoint(out, stats)
+    gain = evaluation.gain_check(stats, evaluation.SFT_GAIN, cfg.require_gain)
+    return [*check_checkpoint(out, stats), gain]

@@ -50,6 +50,19 @@ def test_preference_accuracy_flips_with_swapped_pairs():
     assert abs(a["logprob_margin"] + b["logprob_margin"]) < 1e-3
 
 
+def test_preference_accuracy_compares_per_token_log_probs():
+    """A long chosen completion is not penalised for its length: the margin is per token."""
+    model = tiny_model()
+    pairs = {"prompt_ids": PROMPTS, "chosen_ids": CHOSEN, "rejected_ids": REJECTED}
+    got = evaluation.preference_accuracy(model, pa.table(pairs), torch.device("cpu"))
+    device = torch.device("cpu")
+    chosen = evaluation.completion_logprobs(model, PROMPTS, CHOSEN, device)
+    rejected = evaluation.completion_logprobs(model, PROMPTS, REJECTED, device)
+    per_token = [chosen[i].item() / len(CHOSEN[i]) - rejected[i].item() / len(REJECTED[i]) for i in range(2)]
+    assert got["logprob_margin"] == pytest.approx(sum(per_token) / 2, abs=1e-4)
+    assert got["preference_accuracy"] == sum(m > 0 for m in per_token) / 2
+
+
 @pytest.fixture(scope="module")
 def finetuned(data, pretrained, tmp_path_factory):  # noqa: F811
     cfg, inputs = data
