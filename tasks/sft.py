@@ -38,12 +38,26 @@ def padded_batch(table: pa.Table, rows: list[int]) -> training.Batch:
     }
 
 
-def stream(table: pa.Table, batch_size: int, seed: int) -> training.Stream:
+def epoch_rows(table: pa.Table, repeat: dict[str, int]) -> list[int]:
+    """Row numbers of one epoch: each row once, the rows of `repeat`'s tasks that many times.
+    Tasks [translation, qa, translation] with {"qa": 3} -> [0, 1, 1, 1, 2]."""
+    return [i for i, task in enumerate(table["task"].to_pylist()) for _ in range(repeat.get(task, 1))]
+
+
+def stream(
+    table: pa.Table, batch_size: int, seed: int, repeat: dict[str, int] | None = None
+) -> training.Stream:
+    """Bucketed batches of the rows of `epoch_rows` (all rows once when `repeat` is empty)."""
+    rows = epoch_rows(table, repeat or {})
     buckets, lengths = table["bucket"].to_pylist(), table["length"].to_pylist()
-    return training.Stream(
-        lambda epoch: packing.bucket_batches(buckets, batch_size, seed, epoch, lengths),
-        lambda rows, k: padded_batch(table, rows),
-    )
+    buckets, lengths = [buckets[i] for i in rows], [lengths[i] for i in rows]
+
+    def plan(epoch: int) -> list[list[int]]:
+        return [
+            [rows[j] for j in b] for b in packing.bucket_batches(buckets, batch_size, seed, epoch, lengths)
+        ]
+
+    return training.Stream(plan, lambda batch_rows, k: padded_batch(table, batch_rows))
 
 
 def padding_of(table: pa.Table, batch_size: int, seed: int) -> float:
@@ -99,7 +113,9 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
     if cfg.method == "lora":
         model = with_lora(model, cfg)
     # train
-    data = noise.noisy(stream(train, cfg.batch_size, cfg.seed), cfg.noise, model.config.vocab_size, cfg.seed)
+    data = noise.noisy(
+        stream(train, cfg.batch_size, cfg.seed, cfg.repeat), cfg.noise, model.config.vocab_size, cfg.seed
+    )
     history = training.fit(model, data, cfg, device, out, inputs, "sft")
     if not training.is_main():
         return {}  # rank 0 evaluates and saves

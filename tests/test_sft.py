@@ -20,6 +20,32 @@ def test_metrics_score_known_answers():
     assert evaluation.summarization_scores(["a b c d"], ["a b x d"])["rougeL"] == pytest.approx(75)
 
 
+def test_repeat_shows_a_rare_task_more_often_and_nothing_else_changes():
+    import pyarrow as pa
+
+    from schemas.training import SftConfig
+
+    tasks = ["translation", "qa", "translation", "summarization"] * 8
+    table = pa.table(
+        {
+            "task": tasks,
+            "bucket": [0, 1] * 16,
+            "length": [5] * 32,
+            "input_ids": [[1, 2]] * 32,
+            "labels": [[1, 2]] * 32,
+        }
+    )
+    assert sft.epoch_rows(table.slice(0, 4), {"qa": 3}) == [0, 1, 1, 1, 2, 3]
+    plain, repeated = sft.stream(table, 4, 0), sft.stream(table, 4, 0, {"qa": 3})
+    assert plain.plan(0) == sft.stream(table, 4, 0, {}).plan(0)  # no repeat: the batches of before
+    seen = [tasks[i] for batch in repeated.plan(0) for i in batch]
+    assert seen.count("qa") == 24 and seen.count("translation") == 16 and seen.count("summarization") == 8
+    with pytest.raises(ValueError, match="repeat"):
+        SftConfig(repeat={"qa": 0})
+    with pytest.raises(ValueError, match="repeat"):
+        SftConfig(repeat={"chat": 2})
+
+
 @pytest.fixture(scope="module")
 def pretrained(data, tmp_path_factory):  # noqa: F811
     cfg, inputs = data
