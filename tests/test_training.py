@@ -23,12 +23,13 @@ from schemas.config import PROJECT_ROOT, PipelineConfig
 from schemas.manifest import Manifest
 from schemas.tokens import MASK, token_id
 from tasks import corpus, mlm, pretrain, shards, tokenizer, training
-from tasks.artifacts import DiskFull, Home, sha256_file, staging, write_json
+from tasks.artifacts import DiskFull, Home, file_entries, sha256_file, staging, write_json
 from tasks.contracts import ContractError
 
 
 def with_manifest(stage: str, out: Path) -> Path:
-    """A minimal manifest, so readers (the resume guard) see `out` as a published artifact."""
+    """A minimal manifest listing `out`'s files, so readers (the resume guard, the skip path's
+    file check of `lmpipe generate`) see `out` as an intact published artifact."""
     manifest = Manifest(
         stage=stage,
         name="t",
@@ -37,7 +38,7 @@ def with_manifest(stage: str, out: Path) -> Path:
         config={},
         fingerprint_config={},
         code={},
-        files=[],
+        files=file_entries(out),
         created_at=datetime.now(UTC).isoformat(),
     )
     write_json(out / "manifest.json", manifest.model_dump(mode="json"))
