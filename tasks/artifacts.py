@@ -396,6 +396,14 @@ def _pid_alive(pid: str) -> bool:
     return True
 
 
+def unlisted(path: Path, manifest: Manifest) -> list[Path]:
+    """Files under an artifact directory that its manifest does not list (the manifest aside)."""
+    listed = {entry.path for entry in manifest.files} | {MANIFEST}
+    return [
+        f for f in sorted(path.rglob("*")) if f.is_file() and f.relative_to(path).as_posix() not in listed
+    ]
+
+
 def check_files(path: Path, manifest: Manifest | None = None) -> list[str]:
     """Problems with the files of one artifact (empty when every hash and size matches).
 
@@ -403,11 +411,9 @@ def check_files(path: Path, manifest: Manifest | None = None) -> list[str]:
     (a pickle, say) is ever read, because readers check their inputs before opening them.
     """
     manifest = manifest or read_manifest(path)
-    listed = {entry.path for entry in manifest.files} | {MANIFEST}
     problems = [
         f"{f}: not listed in the manifest (planted or left over); refusing to use this artifact"
-        for f in sorted(path.rglob("*"))
-        if f.is_file() and f.relative_to(path).as_posix() not in listed
+        for f in unlisted(path, manifest)
     ]
     for entry in manifest.files:
         f = path / entry.path
@@ -429,8 +435,7 @@ def quick_check(path: Path, manifest: Manifest | None = None) -> list[str]:
     unlisted file is a problem. (`lmpipe run --verify` hashes everything.)"""
     manifest = manifest or read_manifest(path)
     written = (path / MANIFEST).stat().st_mtime_ns
-    listed = {entry.path for entry in manifest.files} | {MANIFEST}
-    if any(f.is_file() and f.relative_to(path).as_posix() not in listed for f in path.rglob("*")):
+    if unlisted(path, manifest):
         return check_files(path, manifest)  # names the planted file
     for entry in manifest.files:
         try:
