@@ -2,7 +2,7 @@
 
 Three head kinds read the same encoder: `sequence` (a label from the first token), `token` (a
 label per word, CoNLL-style `tokens` + `tags`), `span` (answer start and end in a context).
-The embedded default derives one real task per kind from its corpus (README, "Encoder heads"):
+The embedded default derives one real task per kind from its corpus (docs/encoders.md):
 
     domain   sequence  English UI string or verse -> which catalogue/Bible it comes from
     pair     sequence  (English, French) -> "translation" or "mismatch" (the French of another
@@ -64,7 +64,7 @@ def pair_records(rows: list[dict]) -> list[dict]:
     come from the same source anyway. Negatives only from the same source left the default
     encoder (2 layers, 100 masked-LM steps) at the majority class after 100 steps, and at about
     0.58 accuracy (majority 0.53) after 600 in exploration; any source gives it the cues a reader
-    also uses first (length, register, shared names): 0.675 in the default run (README)."""
+    also uses first (length, register, shared names): 0.675 in the default run (docs/encoders.md)."""
     ordered = sorted(rows, key=lambda r: _hash(r["id"]))
     out = []
     for i, r in enumerate(ordered):

@@ -46,7 +46,7 @@ class StagePlan:
 
 
 def code_version(stage: str) -> dict:
-    """What of the code defines this stage's output (never the git commit: see the README)."""
+    """What of the code defines this stage's output (never the git commit: see docs/how-it-works.md, "Fingerprints")."""
     d = STAGES[stage]
     code = {"format": d.version}
     if d.uses_registry:

@@ -1,0 +1,145 @@
+"""The config reference (docs/config.md), generated from the pydantic models so it cannot drift.
+
+    python -m schemas.reference           # rewrite docs/config.md
+    python -m schemas.reference --check   # exit 1 when docs/config.md is not what the models say
+
+Every field's meaning comes from its `Field(description=...)`; a test requires one on every field.
+"""
+
+import json
+import sys
+import types
+import typing
+from collections.abc import Iterator
+
+import annotated_types
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from schemas.config import PROJECT_ROOT, PipelineConfig
+
+DOC = PROJECT_ROOT / "docs" / "config.md"
+HEADER = """# Config reference
+
+Generated from the schemas by `python -m schemas.reference`; a test fails when it drifts.
+A config is one YAML file with a section per stage (`configs/tiny.yaml` is the embedded
+default). Every field can be set on the command line with `--set section.field=value` (the
+value is parsed as YAML). Fields marked *runtime* change how a stage runs, not what it
+produces: they are left out of the fingerprint and never cause a rebuild.
+"""
+
+
+def render() -> str:
+    """The whole reference as markdown: one table per section of the pipeline config."""
+    parts = [HEADER, "\n## Top level\n\n", TABLE]
+    sections = {}
+    for name, field in PipelineConfig.model_fields.items():
+        model = model_of(field.annotation)
+        if model is None:
+            parts.append(row(name, field))
+        else:
+            sections[name] = (field, model)
+    for name, (field, model) in sections.items():
+        parts.append(f"\n## `{name}`\n\n{field.description or ''}\n\n{TABLE}")
+        parts.extend(row(f"{name}.{path}", f) for path, f in fields(model))
+    return "".join(parts)
+
+
+TABLE = "| field | type | default | description |\n|---|---|---|---|\n"
+
+
+def fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """Every leaf field of `model` with its dotted path; nested models are walked into
+    (`model.hidden_size`, `sources[].path`, `tuning.<name>.lr`)."""
+    for name, field in model.model_fields.items():
+        path = prefix + name
+        inner, suffix = nested(field.annotation)
+        if inner is None:
+            yield path, field
+        else:
+            yield from fields(inner, path + suffix)
+
+
+def nested(annotation) -> tuple[type[BaseModel] | None, str]:
+    """The model a field holds (directly, in a list, as dict values), and the path joint."""
+    if model_of(annotation):
+        return model_of(annotation), "."
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list and args and model_of(args[0]):
+        return model_of(args[0]), "[]."
+    if origin is dict and len(args) == 2 and model_of(args[1]):
+        return model_of(args[1]), ".<name>."
+    return None, ""
+
+
+def model_of(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def row(path: str, field: FieldInfo) -> str:
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    runtime = " *runtime*" if extra.get("fingerprint") is False else ""
+    text = (field.description or "").replace("|", "\\|").replace("\n", " ")
+    return f"| `{path}` | {type_name(field)} | {default(field)} | {text}{runtime} |\n"
+
+
+def type_name(field: FieldInfo) -> str:
+    bounds = [bound(m) for m in field.metadata if bound(m)]
+    return " ".join([describe(field.annotation).replace("|", "\\|"), *bounds])
+
+
+def describe(annotation) -> str:
+    """`int`, `"cosine" | "linear"`, `float | null`, `list[int]`, `dict[str, float]`."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " | ".join(f'"{a}"' if isinstance(a, str) else str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(describe(a) for a in args)
+    if origin is typing.Annotated:
+        return describe(args[0])
+    if origin is not None:
+        return f"{origin.__name__}[{', '.join(describe(a) for a in args)}]"
+    return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
+
+
+BOUNDS = [
+    (annotated_types.Ge, "≥", "ge"),
+    (annotated_types.Gt, ">", "gt"),
+    (annotated_types.Le, "≤", "le"),
+    (annotated_types.Lt, "<", "lt"),
+    (annotated_types.MinLen, "min length", "min_length"),
+]
+
+
+def bound(meta) -> str:
+    for kind, symbol, attr in BOUNDS:
+        if isinstance(meta, kind):
+            return f"{symbol} {getattr(meta, attr)}"
+    return ""
+
+
+def default(field: FieldInfo) -> str:
+    if field.default_factory is not None:
+        value = field.default_factory()
+        return "" if isinstance(value, BaseModel) else f"`{json.dumps(value)}`"
+    if field.default is PydanticUndefined:
+        return "required"
+    return f"`{json.dumps(field.default)}`"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if DOC.read_text(encoding="utf-8") != text:
+            print(f"{DOC} is out of date: run python -m schemas.reference", file=sys.stderr)
+            return 1
+        return 0
+    DOC.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
