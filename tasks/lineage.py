@@ -52,7 +52,14 @@ def downstream(home: Home, target: Path) -> list[dict]:
             if any(ref.fingerprint in wanted for ref in m.inputs):
                 wanted.add(m.fingerprint)
                 found.append(
-                    {"stage": stage, "name": m.name, "fingerprint": m.fingerprint, "path": str(path)}
+                    {
+                        "stage": stage,
+                        "name": m.name,
+                        "fingerprint": m.fingerprint,
+                        "path": str(path),
+                        "flow_run_url": m.flow_run_url,
+                        "inputs": [ref.fingerprint for ref in m.inputs],
+                    }
                 )
     return found
 

@@ -19,7 +19,7 @@ from tasks import artifacts, lineage
 from tasks.plan import plan_pipeline
 
 
-def publish_dummy(home, stage="corpus", inputs=(), config=None):
+def publish_dummy(home, stage="corpus", inputs=(), config=None, **fields):
     """A published artifact holding data.txt, with the fingerprint its manifest implies."""
     config = config or {}
     fp = artifacts.stage_fingerprint(stage, config, {"format": 1}, list(inputs))
@@ -35,6 +35,7 @@ def publish_dummy(home, stage="corpus", inputs=(), config=None):
             code={"format": 1},
             files=artifacts.file_entries(tmp),
             created_at=datetime.now(UTC).isoformat(),
+            **fields,
         )
         return artifacts.publish(tmp, artifacts.artifact_dir(home, stage, "t", fp), manifest)
 
