@@ -18,6 +18,7 @@ from flows.corpus import corpus_flow
 from flows.dpo import dpo_flow
 from flows.encoder import encoder_flow
 from flows.heads import heads_flow
+from flows.plan import plan_markdown
 from flows.pretrain import pretrain_flow
 from flows.reward import reward_flow
 from flows.rl import rl_flow
@@ -67,9 +68,3 @@ def pipeline(
         key="pipeline-summary", table=results, description="per stage: ran/skipped, time, figures"
     )
     return results
-
-
-def plan_markdown(plan) -> str:
-    rows = ["| stage | action | why |", "|---|---|---|"]
-    rows += [f"| {p.stage} | {p.action} | {'; '.join(p.reasons) or 'up to date'} |" for p in plan]
-    return "# Plan\n\n" + "\n".join(rows) + "\n"

@@ -55,3 +55,45 @@ def test_picture_is_a_png_wider_for_longer_chains(tmp_path):
     assert len(full) == 4
     with Image.open(short) as s, Image.open(long) as g:
         assert s.format == g.format == "PNG" and g.width > s.width
+
+
+def artifacts_of(flow_run_id) -> dict[str, object]:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found}
+
+
+def test_lineage_deployment_flow_publishes_picture_runs_users_and_verify(prefect_harness, tmp_path):
+    from flows.lineage import lineage_flow
+
+    home, raw, corpus, a, b = small_home(tmp_path)
+    fp = artifacts.read_manifest(corpus).fingerprint
+    state = lineage_flow(target=fp[:10], home=str(tmp_path / "home"), return_state=True)
+    result = state.result()
+    assert result["target"] == str(corpus) and result["problems"] == []
+    assert {u["path"] for u in result["used_by"]} == {str(a), str(b)}
+    found = artifacts_of(state.state_details.flow_run_id)
+    key = f"lineage-corpus-t-{fp[:12]}"
+    assert set(found) == {key, f"{key}-runs", f"{key}-used-by", f"{key}-verify"}
+    assert "data:image/png;base64," in found[key].data
+    (a / "data.txt").write_text("changed")
+    assert lineage_flow(target=str(a), home=str(tmp_path / "home"))["problems"]  # verify speaks up
+
+
+def test_plan_deployment_flow_says_what_would_run_and_why(prefect_harness, tiny_config, tmp_path):
+    from flows.plan import plan_flow
+
+    state = plan_flow(
+        config=str(tiny_config), overrides=["sft.lr=0.0001"], home=str(tmp_path / "h"), return_state=True
+    )
+    plan = state.result()
+    assert [p["stage"] for p in plan] == ["corpus", "tokenizer", "shards", "pretrain", "sft", "dpo"]
+    assert all(p["action"] == "run" and p["why"] for p in plan)
+    table = artifacts_of(state.state_details.flow_run_id)["plan-t"].data
+    assert "| sft | run |" in table and "no earlier sft artifact" in table
+    assert not list((tmp_path / "h").rglob("manifest.json"))  # it ran nothing
