@@ -30,19 +30,71 @@ class ConfigError(ValueError):
 
 
 class PipelineConfig(StrictModel):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-    corpus: CorpusConfig
-    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    shards: ShardsConfig = Field(default_factory=ShardsConfig)
-    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
-    sft: SftConfig = Field(default_factory=SftConfig)
-    dpo: DpoConfig = Field(default_factory=DpoConfig)
-    reward: RewardConfig = Field(default_factory=RewardConfig)
-    rl: RlConfig = Field(default_factory=RlConfig)
-    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
-    heads: HeadsConfig = Field(default_factory=HeadsConfig)
-    seq2seq: Seq2SeqConfig = Field(default_factory=Seq2SeqConfig)
-    tracking: TrackingConfig = Field(default_factory=TrackingConfig)  # side output, never fingerprinted
+    name: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+        description="The run's name: every artifact directory is `<name>-<fingerprint>`. "
+        "Letters, digits, `_`, `.` and `-`, at most 64 characters.",
+    )
+    corpus: CorpusConfig = Field(
+        description="Reads the raw sources, maps each record to its task's canonical fields, "
+        "cleans, deduplicates and decontaminates them, and splits train from validation. "
+        "Every dropped record is written to `rejects.jsonl` with a reason."
+    )
+    tokenizer: TokenizerConfig = Field(
+        default_factory=TokenizerConfig,
+        description="Trains a byte-level BPE tokenizer on a sample of the corpus, or adopts an "
+        "existing `tokenizer.json` pinned by its sha256.",
+    )
+    shards: ShardsConfig = Field(
+        default_factory=ShardsConfig,
+        description="Tokenises the corpus into Arrow shards: packed rows for pretraining, "
+        "length-bucketed examples for SFT (task-token and instruct formats) and DPO pairs.",
+    )
+    pretrain: PretrainConfig = Field(
+        default_factory=PretrainConfig,
+        description="Trains a small decoder from random weights on the packed pretraining rows "
+        "(next-token prediction, or masked LM with `objective: masked`).",
+    )
+    sft: SftConfig = Field(
+        default_factory=SftConfig,
+        description="Fine-tunes the pretrained model on the task examples (translation, "
+        "summarization, QA), with loss on the answers only; fully or with LoRA adapters.",
+    )
+    dpo: DpoConfig = Field(
+        default_factory=DpoConfig,
+        description="Aligns the SFT model with the preference pairs by direct preference "
+        "optimisation, training LoRA adapters.",
+    )
+    reward: RewardConfig = Field(
+        default_factory=RewardConfig,
+        description="Optional: trains a reward model (a score head on the SFT model) on the "
+        "preference pairs, for the `rl` stage.",
+    )
+    rl: RlConfig = Field(
+        default_factory=RlConfig,
+        description="Optional: online reinforcement learning (RLOO) of the SFT model against the "
+        "reward model.",
+    )
+    encoder: EncoderConfig = Field(
+        default_factory=EncoderConfig,
+        description="Optional: pretrains an encoder with the masked-LM objective on the same "
+        "shards as the decoder.",
+    )
+    heads: HeadsConfig = Field(
+        default_factory=HeadsConfig,
+        description="Optional: fine-tunes task heads (classification, tagging, extractive QA) on "
+        "the encoder, each from its own copy.",
+    )
+    seq2seq: Seq2SeqConfig = Field(
+        default_factory=Seq2SeqConfig,
+        description="Optional: an encoder-decoder assembled from the encoder and the pretrained "
+        "decoder, joined by new cross-attention and fine-tuned on the SFT tasks.",
+    )
+    tracking: TrackingConfig = Field(
+        default_factory=TrackingConfig,
+        description="Where the training stages log their runs (MLflow). A side output: never "
+        "part of any fingerprint.",
+    )
 
     def section(self, stage: str) -> StrictModel:
         return getattr(self, stage)

@@ -57,20 +57,66 @@ POLICY_REASONS = frozenset({"exact_duplicate", "near_duplicate", "contaminated",
 
 
 class Source(StrictModel):
-    task: TaskName
+    task: TaskName = Field(
+        description="What the records are for; it fixes their canonical fields (pretrain: text; "
+        "translation: source_text, target_text; summarization: document, summary; qa: context, "
+        "question, answer; preference: prompt, chosen, rejected)."
+    )
     # Where the data is does not define the artifact: its content hash does (tasks.plan.raw_refs).
-    # A file, a folder of files of one format, a `save_to_disk` folder, or a hub dataset name.
-    path: str = runtime_field(..., min_length=1)
-    format: Format = "auto"
-    fields: dict[str, str] = Field(default_factory=dict)
-    id_field: str | None = "id"  # None: ids are generated as "<file content hash>:<line>"
-    source_field: str = "source"
-    group_field: str | None = None  # records sharing this key share a split (default: the id)
-    weight: float = Field(1.0, gt=0)  # mixing weight, stored per row for the samplers downstream
-    text_unit: Literal["file", "paragraph"] = "file"  # text sources: one document per ...
-    split: str | None = None  # which split of a DatasetDict / hub dataset
-    subset: str | None = None  # hub dataset config name
-    revision: str | None = None  # hub dataset commit; required for format hub
+    path: str = runtime_field(
+        ...,
+        min_length=1,
+        description="A file, a folder of files of one format, a `save_to_disk` folder, or (with "
+        "`format: hub`) a hub dataset name. Local paths must lie inside the project or a folder "
+        "of `LMPIPE_DATA_ROOTS`.",
+    )
+    format: Format = Field(
+        "auto",
+        description="How to read `path`. `auto` goes by the suffix (`.jsonl`/`.ndjson`, `.parquet`, "
+        "`.csv`, `.tsv`, `.txt`/`.md`, each also `.gz`) or recognises a `save_to_disk` folder; "
+        "`hub` loads a hub dataset.",
+    )
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Canonical field -> dotted path in the source record (a number indexes a "
+        "list: `answers.text.0`). Fields left out are read under their own name.",
+    )
+    id_field: str | None = Field(
+        "id",
+        description="Dotted path of each record's unique id. null: ids are generated as "
+        "`<file content hash>:<line>`.",
+    )
+    source_field: str = Field(
+        "source",
+        description="Top-level record key naming the record's origin, stored in the `source` column; "
+        "records without it get the source's `path`.",
+    )
+    group_field: str | None = Field(
+        None,
+        description="Records sharing this field's value land in the same split (e.g. all "
+        "questions about one article). null: each record is its own group (its id).",
+    )
+    weight: float = Field(
+        1.0,
+        gt=0,
+        description="Mixing weight of the source's training records: 2.5 keeps each record twice "
+        "and a third time for half of them, 0.5 keeps half (chosen by hashed id). Validation is "
+        "not weighted.",
+    )
+    text_unit: Literal["file", "paragraph"] = Field(
+        "file",
+        description="For text sources: each file is one document, or each blank-line-separated "
+        "paragraph is one.",
+    )
+    split: str | None = Field(
+        None, description="Which split of a `save_to_disk` DatasetDict or hub dataset to read (e.g. `train`)."
+    )
+    subset: str | None = Field(None, description="The hub dataset's config (subset) name, if it has several.")
+    revision: str | None = Field(
+        None,
+        description="The hub dataset's commit sha, so the data cannot change under the "
+        "fingerprint; required with `format: hub`.",
+    )
 
     @model_validator(mode="after")
     def consistent(self) -> "Source":
@@ -90,32 +136,94 @@ class Source(StrictModel):
 
 
 class CorpusConfig(StrictModel):
-    sources: list[Source] = Field(min_length=1)
-    validation_fraction: float = Field(0.05, ge=0.0, lt=1.0)
-    min_chars: int = Field(1, ge=1)
-    max_chars: int = Field(100_000, ge=1)
-    split_salt: str = "lmpipe"
-    # Near-duplicates: MinHash over word n-grams of the task fields; None turns it off.
-    near_dup_threshold: float | None = Field(0.85, gt=0.0, le=1.0)
-    minhash_perm: int = Field(64, ge=16, le=512)
-    shingle_words: int = Field(3, ge=1, le=20)
-    # Decontamination: training records sharing a word n-gram with validation text are
-    # rejected; None turns it off.
-    decontam_ngram: int | None = Field(13, ge=4, le=64)
-    # Share of bad records (reasons outside POLICY_REASONS) above which the stage fails.
-    # It decides whether an artifact is published, not what it contains: not fingerprinted.
-    max_reject_rate: float = runtime_field(0.05, ge=0.0, le=1.0)
-    # The same for each file of FILE_MIN_RECORDS or more: a half-garbage file fails the stage,
-    # named, even when good sources dilute it below max_reject_rate. Not fingerprinted either.
-    max_file_reject_rate: float = runtime_field(0.5, ge=0.0, le=1.0)
-    # How pass one runs (none of it changes a byte of the output): jobs of one file each, or of
-    # about `chunk_bytes` of an uncompressed JSONL or a Parquet file, on Prefect's thread pool or a local
-    # Dask cluster of `workers` processes, or an existing cluster at `dask_address` (its
-    # workers must see the sources and the staging folder at the same paths).
-    chunk_bytes: int = runtime_field(1 << 20, ge=1)
-    runner: Literal["threads", "dask"] = runtime_field("threads")
-    workers: int = runtime_field(2, ge=1)
-    dask_address: str | None = runtime_field(None)
+    sources: list[Source] = Field(
+        min_length=1, description="The raw data: one entry per file, folder or dataset; at least one."
+    )
+    validation_fraction: float = Field(
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Share of groups put in the validation split, decided by a hash of the group "
+        "key, so adding records never moves others between splits.",
+    )
+    min_chars: int = Field(
+        1,
+        ge=1,
+        description="Every task field must have at least this many characters after normalisation, "
+        "else the record is rejected (`empty_field`).",
+    )
+    max_chars: int = Field(
+        100_000,
+        ge=1,
+        description="Every task field may have at most this many characters; longer records are "
+        "rejected (`too_long`), never cut.",
+    )
+    split_salt: str = Field(
+        "lmpipe",
+        description="Mixed into the split hash: change it to draw a different train/validation split.",
+    )
+    near_dup_threshold: float | None = Field(
+        0.85,
+        gt=0.0,
+        le=1.0,
+        description="A record whose MinHash estimate of Jaccard similarity (over word n-grams of its "
+        "task fields) with an earlier record of its task reaches this is rejected as a "
+        "near-duplicate. null turns near-duplicate removal off.",
+    )
+    minhash_perm: int = Field(
+        64,
+        ge=16,
+        le=512,
+        description="Hash functions in each MinHash signature: more estimate similarity more "
+        "precisely and cost more time and memory.",
+    )
+    shingle_words: int = Field(
+        3, ge=1, le=20, description="Words per n-gram (shingle) compared by near-duplicate detection."
+    )
+    decontam_ngram: int | None = Field(
+        13,
+        ge=4,
+        le=64,
+        description="A training record that shares a word n-gram of this length with validation "
+        "text is rejected (`contaminated`). null turns decontamination off.",
+    )
+    # The reject limits decide whether an artifact is published, not what it contains: not
+    # fingerprinted.
+    max_reject_rate: float = runtime_field(
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="The stage fails when more than this share of records is bad (reasons other "
+        "than duplicates, contamination and blank lines).",
+    )
+    max_file_reject_rate: float = runtime_field(
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="The same limit per file (files of only a few records are judged with the rest): "
+        "a half-garbage file fails the stage, named, even when good sources dilute it below "
+        "`max_reject_rate`.",
+    )
+    # How pass one runs: none of it changes a byte of the output.
+    chunk_bytes: int = runtime_field(
+        1 << 20,
+        ge=1,
+        description="Size of one reading job in bytes: an uncompressed JSONL or a Parquet file is "
+        "split into jobs of about this much; other files are one job each.",
+    )
+    runner: Literal["threads", "dask"] = runtime_field(
+        "threads",
+        description="Where the reading jobs run: Prefect's thread pool, or a Dask cluster "
+        "(local with `workers` processes, or the one at `dask_address`).",
+    )
+    workers: int = runtime_field(
+        2, ge=1, description="Processes of the local Dask cluster (with `runner: dask`)."
+    )
+    dask_address: str | None = runtime_field(
+        None,
+        description="An existing Dask scheduler (`tcp://host:8786`) to use instead of a local "
+        "cluster. Its workers must see the sources and the staging folder at the same paths.",
+    )
 
     @field_validator("sources")
     @classmethod

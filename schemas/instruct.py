@@ -59,11 +59,24 @@ HELDOUT: dict[str, list[str]] = {
 
 
 class InstructConfig(StrictModel):
-    # Share of SFT training records written in the instruct format (the rest keep the task
-    # token). Validation records are written in every format, so each is measured on its own.
-    fraction: float = Field(0.5, ge=0, le=1)
-    instructions: dict[str, list[str]] = Field(default_factory=lambda: dict(INSTRUCTIONS))
-    heldout: dict[str, list[str]] = Field(default_factory=lambda: dict(HELDOUT))
+    # Validation records are written in every format, so each is measured on its own.
+    fraction: float = Field(
+        0.5,
+        ge=0,
+        le=1,
+        description="Share of SFT training records written in the instruct format; the rest keep "
+        "the task-token format. Chosen by a hash of the record id.",
+    )
+    instructions: dict[str, list[str]] = Field(
+        default_factory=lambda: dict(INSTRUCTIONS),
+        description="Training phrasings per task (translation, summarization, qa), each holding "
+        "exactly the task's input fields as `{placeholders}` (e.g. `{source_text}`).",
+    )
+    heldout: dict[str, list[str]] = Field(
+        default_factory=lambda: dict(HELDOUT),
+        description="Phrasings never trained on: validation examples written with them show whether "
+        "the model follows an unseen instruction. Must differ from `instructions`.",
+    )
 
     @model_validator(mode="after")
     def phrasings_fit_their_task(self) -> "InstructConfig":

@@ -6,6 +6,7 @@
 Every field's meaning comes from its `Field(description=...)`; a test requires one on every field.
 """
 
+import inspect
 import json
 import sys
 import types
@@ -18,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from schemas.config import PROJECT_ROOT, PipelineConfig
+from schemas.training import GainFields, LoraFields, TrainConfig
 
 DOC = PROJECT_ROOT / "docs" / "config.md"
 HEADER = """# Config reference
@@ -30,8 +32,14 @@ produces: they are left out of the fingerprint and never cause a rebuild.
 """
 
 
+# Field groups that several sections share, under these headings: described once, after the
+# sections (introduced by the group's docstring), so eight training stages do not repeat them.
+SHARED = {TrainConfig: "Training loop", LoraFields: "LoRA adapters", GainFields: "Gain check"}
+
+
 def render() -> str:
-    """The whole reference as markdown: one table per section of the pipeline config."""
+    """The whole reference as markdown: one table per section of the pipeline config, then one
+    per shared group of fields."""
     parts = [HEADER, "\n## Top level\n\n", TABLE]
     sections = {}
     for name, field in PipelineConfig.model_fields.items():
@@ -41,31 +49,59 @@ def render() -> str:
         else:
             sections[name] = (field, model)
     for name, (field, model) in sections.items():
-        parts.append(f"\n## `{name}`\n\n{field.description or ''}\n\n{TABLE}")
-        parts.extend(row(f"{name}.{path}", f) for path, f in fields(model))
+        parts.append(f"\n## `{name}`\n\n{field.description or ''}{also(model)}\n\n{TABLE}")
+        skip = inherited(model)
+        parts.extend(row(f"{name}.{path}", f) for path, f in fields(model) if path not in skip)
+    for group, heading in SHARED.items():
+        users = ", ".join(f"`{name}`" for name, (_, model) in sections.items() if issubclass(model, group))
+        intro = inspect.cleandoc(group.__doc__ or "")
+        parts.append(f"\n## {heading}\n\n{intro}\n\nIn the sections {users}.\n\n{TABLE}")
+        parts.extend(row(f"<section>.{path}", f) for path, f in fields(group))
     return "".join(parts)
 
 
 TABLE = "| field | type | default | description |\n|---|---|---|---|\n"
 
 
+def also(model: type[BaseModel]) -> str:
+    """The sentence pointing a section to the shared groups it has."""
+    links = [f"[{h}](#{h.lower().replace(' ', '-')})" for g, h in SHARED.items() if issubclass(model, g)]
+    if not links:
+        return ""
+    return f" It also has the shared fields of {', '.join(links)}; its table lists those it sets differently."
+
+
+def inherited(model: type[BaseModel]) -> set[str]:
+    """Fields `model` takes unchanged from a shared group (FieldInfo has no ==; its repr shows
+    every attribute)."""
+    return {
+        name
+        for group in SHARED
+        if issubclass(model, group)
+        for name, field in group.model_fields.items()
+        if repr(model.model_fields[name]) == repr(field)
+    }
+
+
 def fields(model: type[BaseModel], prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
-    """Every leaf field of `model` with its dotted path; nested models are walked into
-    (`model.hidden_size`, `sources[].path`, `tuning.<name>.lr`)."""
+    """Every field of `model` with its dotted path, nested models walked into after the field
+    that holds them (`model`, `model.hidden_size`; `sources`, `sources[].path`; `tuning`,
+    `tuning.<name>.lr`)."""
     for name, field in model.model_fields.items():
         path = prefix + name
+        yield path, field
         inner, suffix = nested(field.annotation)
-        if inner is None:
-            yield path, field
-        else:
+        if inner is not None:
             yield from fields(inner, path + suffix)
 
 
 def nested(annotation) -> tuple[type[BaseModel] | None, str]:
-    """The model a field holds (directly, in a list, as dict values), and the path joint."""
+    """The model a field holds (directly, or null, in a list, as dict values), and the path joint."""
     if model_of(annotation):
         return model_of(annotation), "."
     origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (typing.Union, types.UnionType) and len(args) == 2 and type(None) in args:
+        return nested(next(a for a in args if a is not type(None)))
     if origin is list and args and model_of(args[0]):
         return model_of(args[0]), "[]."
     if origin is dict and len(args) == 2 and model_of(args[1]):
@@ -100,6 +136,8 @@ def describe(annotation) -> str:
         return " | ".join(describe(a) for a in args)
     if origin is typing.Annotated:
         return describe(args[0])
+    if model_of(annotation):
+        return "object"
     if origin is not None:
         return f"{origin.__name__}[{', '.join(describe(a) for a in args)}]"
     return "null" if annotation is type(None) else getattr(annotation, "__name__", str(annotation))
@@ -121,13 +159,24 @@ def bound(meta) -> str:
     return ""
 
 
+LONG = 60  # characters of a default shown in full; a longer dict shows its keys
+
+
 def default(field: FieldInfo) -> str:
     if field.default_factory is not None:
         value = field.default_factory()
-        return "" if isinstance(value, BaseModel) else f"`{json.dumps(value)}`"
+        return "" if isinstance(value, BaseModel) else f"`{short(value)}`"
     if field.default is PydanticUndefined:
         return "required"
-    return f"`{json.dumps(field.default)}`"
+    return f"`{short(field.default)}`"
+
+
+def short(value) -> str:
+    """`value` as JSON; a long dict as its keys: `{"translation": …, "qa": …}`."""
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text) > LONG and isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(k, ensure_ascii=False)}: …" for k in value) + "}"
+    return text
 
 
 def main(argv: list[str]) -> int:

@@ -100,8 +100,13 @@ class Curriculum(StrictModel):
     """Store the training split easy -> hard (tasks.curriculum): by token count, by mean token
     rarity, or by a numeric column of the corpus table."""
 
-    by: Literal["length", "rarity", "column"]
-    column: str | None = None  # the corpus column, for by: column
+    by: Literal["length", "rarity", "column"] = Field(
+        description="The difficulty: `length` (token count), `rarity` (mean surprisal of the "
+        "tokens under the training split's unigram counts), or `column` (a numeric corpus column)."
+    )
+    column: str | None = Field(
+        None, description="The numeric corpus column to order by; only with `by: column`."
+    )
 
     @model_validator(mode="after")
     def column_iff_by_column(self) -> "Curriculum":
@@ -111,33 +116,78 @@ class Curriculum(StrictModel):
 
 
 class ShardsConfig(StrictModel):
-    seq_len: int = Field(512, ge=16)
-    max_len: int = Field(512, ge=16)
-    packing: Literal["bfd", "concat"] = "bfd"  # concat = the concatenate-and-chunk baseline
-    # Upper length bounds of the SFT/DPO buckets, or "auto": `auto_buckets` boundaries at
-    # length quantiles of the training split (recorded in the manifest stats).
-    bucket_boundaries: list[int] | Literal["auto"] = Field(default_factory=lambda: [64, 128, 256, 512])
-    auto_buckets: int = Field(16, ge=1, le=1024)
-    # Batch size at which the stage reports the padding fraction of bucketed vs random batches;
-    # training stages batch with their own batch_size and record their actual padding.
-    stats_batch_size: int = runtime_field(16, ge=1)
-    rows_per_shard: int = Field(2048, ge=1)
-    # Also write `sft_packed-*` shards: SFT examples (never split) packed best-fit-decreasing
-    # into rows of max_len, positions reset per example, loss on answers only.
-    sft_packing: bool = False
-    curriculum: Curriculum | None = None  # None: stored by bucket (SFT, DPO) / packing order
-    sft_tasks: list[str] = Field(default_factory=lambda: ["translation", "summarization", "qa"])
-    instruct: InstructConfig = Field(default_factory=InstructConfig)
-    seed: int = 0
-    # How tokenising runs (none of it changes a byte of the output): records per chunk job, and
-    # where the jobs run: Prefect's thread pool, or a local Dask cluster of `workers` processes.
-    chunk_rows: int = runtime_field(5000, ge=1)
-    runner: Literal["threads", "dask"] = runtime_field("threads")
-    workers: int = runtime_field(2, ge=1)
-    # With runner dask: an existing cluster's scheduler ("tcp://scheduler:8786") instead of a
-    # local one (`workers` is then the cluster's business). Its workers must see the corpus,
-    # tokenizer and staging paths at the same place (a shared filesystem).
-    dask_address: str | None = runtime_field(None)
+    seq_len: int = Field(
+        512,
+        ge=16,
+        description="Tokens per packed pretraining row. Longer documents are split into pieces; "
+        "shorter ones are packed together, positions restarting at each document.",
+    )
+    max_len: int = Field(
+        512,
+        ge=16,
+        description="The longest SFT example or DPO pair (prompt + longer completion), in tokens; "
+        "longer ones go to `rejects.jsonl`, never cut. Also the row length of `sft_packing` rows.",
+    )
+    packing: Literal["bfd", "concat"] = Field(
+        "bfd",
+        description="How pretraining rows are filled: `bfd` packs documents best-fit-decreasing, "
+        "cutting only those longer than a row; `concat` is the concatenate-and-chunk baseline, "
+        "which cuts documents at row edges.",
+    )
+    bucket_boundaries: list[int] | Literal["auto"] = Field(
+        default_factory=lambda: [64, 128, 256, 512],
+        description="Upper length bounds (tokens) of the SFT and DPO length buckets, increasing, the "
+        "last ≥ `max_len`; a batch is drawn from one bucket to cut padding. `auto`: "
+        "`auto_buckets` bounds at length quantiles of the training split (recorded in the manifest).",
+    )
+    auto_buckets: int = Field(
+        16, ge=1, le=1024, description="How many buckets `bucket_boundaries: auto` makes."
+    )
+    # Training stages batch with their own batch_size and record their actual padding.
+    stats_batch_size: int = runtime_field(
+        16,
+        ge=1,
+        description="Batch size at which the manifest reports the padding fraction of bucketed "
+        "versus random batches.",
+    )
+    rows_per_shard: int = Field(
+        2048, ge=1, description="Rows (packed sequences, examples or pairs) per shard file."
+    )
+    sft_packing: bool = Field(
+        False,
+        description="Also write `sft_packed-*` shards: whole SFT examples packed best-fit-decreasing "
+        "into rows of `max_len`, positions reset per example, loss on answers only.",
+    )
+    curriculum: Curriculum | None = Field(
+        None,
+        description="Store the training split easy -> hard by a difficulty. null: stored by bucket "
+        "(SFT, DPO) and in packing order (pretrain).",
+    )
+    sft_tasks: list[str] = Field(
+        default_factory=lambda: ["translation", "summarization", "qa"],
+        description="Corpus tasks whose records become SFT examples.",
+    )
+    instruct: InstructConfig = Field(
+        default_factory=InstructConfig,
+        description="The natural-language instruct format of SFT examples (beside the task-token format).",
+    )
+    seed: int = Field(0, description="Seed of the batch plans behind the padding statistics.")
+    # How tokenising runs: none of it changes a byte of the output.
+    chunk_rows: int = runtime_field(5000, ge=1, description="Records per tokenising job.")
+    runner: Literal["threads", "dask"] = runtime_field(
+        "threads",
+        description="Where the tokenising jobs run: Prefect's thread pool, or a Dask cluster (local "
+        "with `workers` processes, or the one at `dask_address`).",
+    )
+    workers: int = runtime_field(
+        2, ge=1, description="Processes of the local Dask cluster (with `runner: dask`)."
+    )
+    dask_address: str | None = runtime_field(
+        None,
+        description="An existing Dask scheduler (`tcp://scheduler:8786`) to use instead of a local "
+        "cluster. Its workers must see the corpus, tokenizer and staging paths at the same place "
+        "(a shared filesystem).",
+    )
 
     @model_validator(mode="after")
     def buckets_cover_max_len(self) -> "ShardsConfig":

@@ -7,11 +7,23 @@ tracking: {uri: http://mlflow.team:5000}           # a team's MLflow server
 
 from typing import Literal
 
+from pydantic import Field
+
 from schemas.base import StrictModel
 
 
 class TrackingConfig(StrictModel):
-    backend: Literal["mlflow", "none"] = "mlflow"
-    uri: str | None = None  # else MLFLOW_TRACKING_URI, else sqlite:///<artifact home>/mlflow/mlflow.db
-    experiment: str = "lmpipe"
-    ui_url: str = "http://127.0.0.1:5000"  # where `mlflow ui` serves a file-based store, for links
+    backend: Literal["mlflow", "none"] = Field(
+        "mlflow", description="`mlflow` logs each training build as an MLflow run; `none` turns tracking off."
+    )
+    uri: str | None = Field(
+        None,
+        description="The MLflow tracking URI (a server's `http://...` or a `sqlite:///...` store). "
+        "null: `MLFLOW_TRACKING_URI` if set, else `sqlite:///<artifact home>/mlflow/mlflow.db`.",
+    )
+    experiment: str = Field("lmpipe", description="The MLflow experiment the runs are logged under.")
+    ui_url: str = Field(
+        "http://127.0.0.1:5000",
+        description="Where `mlflow ui` serves a local (SQLite or file) store: the base of the run "
+        "links the builds report. With an `http` `uri`, the links use that server instead.",
+    )

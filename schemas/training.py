@@ -4,7 +4,7 @@ Runtime-only fields (`log_every`, `checkpoint_every`) do not change the trained 
 resumed run equals an uninterrupted one), so they are left out of the fingerprint.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,10 +15,12 @@ class ModelConfig(StrictModel):
     """A small transformer built from scratch (random init): Llama-style decoder, or a
     ModernBERT-style encoder when pretraining with the masked objective."""
 
-    hidden_size: int = Field(128, ge=8)
-    num_layers: int = Field(2, ge=1)
-    num_heads: int = Field(4, ge=1)
-    intermediate_size: int = Field(384, ge=8)
+    hidden_size: int = Field(
+        128, ge=8, description="Width of the model: the size of embeddings and hidden states."
+    )
+    num_layers: int = Field(2, ge=1, description="Transformer blocks.")
+    num_heads: int = Field(4, ge=1, description="Attention heads per block; must divide `hidden_size`.")
+    intermediate_size: int = Field(384, ge=8, description="Width of the hidden layer of each block's MLP.")
 
     @model_validator(mode="after")
     def _heads_divide_hidden(self) -> "ModelConfig":
@@ -28,91 +30,205 @@ class ModelConfig(StrictModel):
         return self
 
 
+def learning_rate(default: float) -> Any:
+    """The `lr` field, with the default of the stage that declares it."""
+    return Field(
+        default,
+        gt=0,
+        description="Peak learning rate of AdamW, reached after `warmup_steps` and then decayed "
+        "as `schedule` says.",
+    )
+
+
 class TrainConfig(StrictModel):
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    warmup_steps: int = Field(10, ge=0)
-    max_steps: int = Field(100, ge=1)
-    schedule: Literal["cosine", "linear", "constant"] = "cosine"
-    batch_size: int = Field(8, ge=1)  # per process
-    # N > 1: the stage trains as N processes through torchrun (DDP; gloo on CPU, one GPU each on
-    # CUDA). Each optimizer step then sees processes x grad_accum x batch_size rows.
-    processes: int = Field(1, ge=1)
-    # M > 1: as many nodes, `processes` each (DDP over nodes x processes ranks; each optimizer
-    # step sees nodes x processes x grad_accum x batch_size rows). The flow's node is node 0 and
-    # listens on `rendezvous` ("host:port", reachable from the others); the other nodes run the
-    # command it logs (docs/scale.md, section 5).
-    nodes: int = Field(1, ge=1)
-    rendezvous: str | None = runtime_field(None)
-    grad_accum: int = Field(1, ge=1)
-    max_grad_norm: float = Field(1.0, gt=0)
-    # auto: bf16 autocast on a GPU that has it, float32 elsewhere; float32: also on such a GPU
-    # (to rule precision out when a loss misbehaves). It changes the weights: fingerprinted.
-    precision: Literal["auto", "float32"] = "auto"
+    """The training loop every training stage shares: AdamW with warmup and a decaying learning
+    rate, gradient accumulation and clipping, the validation loss, logging, resume state, and
+    the processes and machines it runs on."""
+
+    lr: float = learning_rate(1e-3)
+    weight_decay: float = Field(0.0, ge=0, description="AdamW's (decoupled) weight decay; 0 turns it off.")
+    warmup_steps: int = Field(
+        10, ge=0, description="Optimizer steps over which the learning rate rises linearly to `lr`."
+    )
+    max_steps: int = Field(
+        100,
+        ge=1,
+        description="Optimizer steps to train: the length of the run (the training data is repeated "
+        "in new epochs as needed).",
+    )
+    schedule: Literal["cosine", "linear", "constant"] = Field(
+        "cosine",
+        description="The learning rate after warmup: cosine or linear decay to 0 at `max_steps`, or constant.",
+    )
+    batch_size: int = Field(
+        8,
+        ge=1,
+        description="Rows per micro-batch in each process (packed rows, examples or pairs). An "
+        "optimizer step sees nodes x processes x grad_accum x batch_size rows.",
+    )
+    processes: int = Field(
+        1,
+        ge=1,
+        description="N > 1: the stage trains as N processes through torchrun (DDP or FSDP, see "
+        "`parallel`; gloo on CPU, one GPU each on CUDA).",
+    )
+    nodes: int = Field(
+        1,
+        ge=1,
+        description="M > 1: train on M machines of `processes` each. The flow's machine is node 0 "
+        "and listens on `rendezvous`; the others run the command it logs (docs/scale.md, section 5).",
+    )
+    rendezvous: str | None = runtime_field(
+        None,
+        description="`host:port` where node 0 waits for the other nodes (with `nodes` > 1); it must "
+        "be reachable from them.",
+    )
+    grad_accum: int = Field(
+        1,
+        ge=1,
+        description="Micro-batches whose gradients add up to one optimizer step: a larger batch "
+        "without more memory.",
+    )
+    max_grad_norm: float = Field(
+        1.0, gt=0, description="Gradients are clipped to this global L2 norm before each optimizer step."
+    )
+    # It changes the weights, so it is fingerprinted.
+    precision: Literal["auto", "float32"] = Field(
+        "auto",
+        description="`auto`: bf16 autocast on a GPU that has it, float32 elsewhere; `float32`: also "
+        "on such a GPU (to rule precision out when a loss misbehaves).",
+    )
     # The step loop (tasks.training, tasks.steps). None of these changes what is learned, only
     # float rounding, speed and memory, so they are not fingerprinted (like the device).
-    # torch.compile of the model's layers: auto = on CUDA only (on CPU compiling costs more than
-    # the tiny models gain).
-    compile: Literal["auto", "on", "off"] = runtime_field("auto")
-    # Recompute each layer's activations in the backward pass: less memory, ~30% more compute.
-    activation_checkpointing: bool = runtime_field(False)
-    # With processes x nodes > 1: ddp (every rank holds the whole model) or fsdp (FSDP2: weights,
-    # gradients and optimizer state sharded over the ranks).
-    parallel: Literal["ddp", "fsdp"] = runtime_field("ddp")
-    eval_batches: int = Field(8, ge=1)
-    seed: int = 0
-    log_every: int = runtime_field(10, ge=1)
-    # Resume state (weights, optimizer, scheduler, RNG, data position) every N optimizer steps.
-    checkpoint_every: int = runtime_field(50, ge=1)
+    compile: Literal["auto", "on", "off"] = runtime_field(
+        "auto",
+        description="torch.compile the model's layers. `auto`: on CUDA only (on CPU compiling costs "
+        "more than the tiny models gain).",
+    )
+    activation_checkpointing: bool = runtime_field(
+        False,
+        description="Recompute each layer's activations in the backward pass: less memory, about "
+        "30% more compute.",
+    )
+    parallel: Literal["ddp", "fsdp"] = runtime_field(
+        "ddp",
+        description="With processes x nodes > 1: `ddp` (every rank holds the whole model) or `fsdp` "
+        "(FSDP2: weights, gradients and optimizer state sharded over the ranks).",
+    )
+    eval_batches: int = Field(
+        8,
+        ge=1,
+        description="Validation batches over which the validation loss is measured, before and after training.",
+    )
+    seed: int = Field(0, description="Seed of the initial weights, the data order and any sampling.")
+    log_every: int = runtime_field(
+        10,
+        ge=1,
+        description="Report loss, learning rate and throughput (log, MLflow, progress bar) every N optimizer steps.",
+    )
+    checkpoint_every: int = runtime_field(
+        50,
+        ge=1,
+        description="Write resume state (weights, optimizer, scheduler, RNG, data position) every N "
+        "optimizer steps; an interrupted build resumes from the last one.",
+    )
 
 
 class LoraFields(StrictModel):
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.0, ge=0, lt=1)
+    """LoRA adapters: small low-rank updates trained on the attention projections while the
+    model's other weights mostly stay frozen (sft with `method: lora`, dpo, reward, rl)."""
+
+    lora_r: int = Field(
+        8,
+        ge=1,
+        description="Rank of the adapters: more parameters to train, and more capacity.",
+    )
+    lora_alpha: int = Field(
+        16, ge=1, description="LoRA scale: adapter updates are multiplied by lora_alpha / lora_r."
+    )
+    lora_dropout: float = Field(
+        0.0, ge=0, lt=1, description="Dropout on the adapters' inputs during training."
+    )
 
 
 class GainFields(StrictModel):
-    # The stage's task metric must beat the model it started from (sft: chrF, ROUGE-L and QA F1
-    # on the task-token prompts; dpo: preference accuracy; reward: reward accuracy), else the
-    # build fails showing the figures. false marks a smoke-test budget, too small to learn: a
-    # miss is then a warning in the manifest's contract results, and the build is published.
-    require_gain: bool = True
+    """The check that training helped: the build measures its task metric on validation data,
+    before and after training."""
+
+    require_gain: bool = Field(
+        True,
+        description="The stage's task metric must beat the model it started from (sft: chrF, "
+        "ROUGE-L and QA F1 on the task-token prompts; dpo: preference accuracy; reward: reward "
+        "accuracy), else the build fails showing the figures. `false` marks a smoke-test budget, "
+        "too small to learn: a miss is then a warning in the manifest, and the build is published.",
+    )
 
 
 class PretrainConfig(TrainConfig):
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    # causal: next-token prediction (decoder); masked: BERT-style masked LM (encoder).
-    objective: Literal["causal", "masked"] = "causal"
-    mask_prob: float = Field(0.15, gt=0, lt=1)
-    # The attention kernel on packed rows (tasks.attention): auto = flex (FlexAttention, a block
-    # mask, no L x L mask) on CUDA, sdpa (a dense mask) on CPU, where flex cannot train.
-    attention: Literal["auto", "flex", "sdpa", "eager"] = runtime_field("auto")
+    model: ModelConfig = Field(
+        default_factory=ModelConfig, description="The architecture of the model trained from scratch."
+    )
+    objective: Literal["causal", "masked"] = Field(
+        "causal",
+        description="`causal`: next-token prediction (a decoder); `masked`: BERT-style masked LM (an encoder).",
+    )
+    mask_prob: float = Field(
+        0.15, gt=0, lt=1, description="Share of tokens masked for prediction, with `objective: masked`."
+    )
+    attention: Literal["auto", "flex", "sdpa", "eager"] = runtime_field(
+        "auto",
+        description="The attention kernel on packed rows. `auto`: `flex` (FlexAttention with a block "
+        "mask, no L x L mask) on CUDA, `sdpa` (a dense mask) on CPU, where flex cannot train; "
+        "`eager` is the transformers reference implementation (also a dense mask).",
+    )
 
 
 class NoiseConfig(StrictModel):
     """Noisy teacher forcing (tasks.noise): this share of the ordinary input tokens of each
     training example is replaced by a random token or `<mask>`; labels and special tokens never."""
 
-    fraction: float = Field(0.0, ge=0, lt=1)
-    replace_with: Literal["random", "mask"] = "random"
+    fraction: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="Share of each training example's ordinary input tokens replaced; 0 turns it off.",
+    )
+    replace_with: Literal["random", "mask"] = Field(
+        "random", description="What replaces them: a random token of the vocabulary, or `<mask>`."
+    )
 
 
 class SftConfig(TrainConfig, LoraFields, GainFields):
-    lr: float = Field(5e-4, gt=0)
-    # full: every weight trains; lora: adapters on attention + the task tokens' embeddings.
-    method: Literal["full", "lora"] = "full"
-    eval_examples: int = Field(48, ge=1)  # per task, for generation metrics (before vs after)
-    eval_max_new_tokens: int = Field(64, ge=1)
-    noise: NoiseConfig = Field(default_factory=NoiseConfig)
-    # Each training example of these tasks appears this many times per epoch ({qa: 8}): a task
-    # with few records (the default corpus has 219 QA records against 9660 translations) is
-    # otherwise seen too rarely to be learned.
+    lr: float = learning_rate(5e-4)
+    method: Literal["full", "lora"] = Field(
+        "full",
+        description="`full`: every weight trains; `lora`: adapters on attention plus the task tokens' embeddings.",
+    )
+    eval_examples: int = Field(
+        48,
+        ge=1,
+        description="Validation examples per task answered before and after training, for the "
+        "generation metrics (chrF, ROUGE-L, QA F1).",
+    )
+    eval_max_new_tokens: int = Field(64, ge=1, description="Most tokens generated for one evaluation answer.")
+    noise: NoiseConfig = Field(
+        default_factory=NoiseConfig,
+        description="Noisy teacher forcing: input tokens replaced during training.",
+    )
+    # Without it a task with few records (the default corpus has 219 QA records against 9660
+    # translations) is seen too rarely to be learned.
     repeat: dict[Literal["translation", "summarization", "qa"], Annotated[int, Field(ge=1)]] = Field(
-        default_factory=dict
+        default_factory=dict,
+        description="How many times each training example of a task appears per epoch (`{qa: 8}`); "
+        "tasks left out appear once.",
     )
 
 
 class DpoConfig(TrainConfig, LoraFields, GainFields):
-    lr: float = Field(5e-4, gt=0)
-    beta: float = Field(0.1, gt=0)
+    lr: float = learning_rate(5e-4)
+    beta: float = Field(
+        0.1,
+        gt=0,
+        description="DPO's β: how strongly the policy is held to the SFT model it starts from; "
+        "larger stays closer.",
+    )
