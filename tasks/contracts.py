@@ -73,12 +73,16 @@ def run_suite(
 
 
 def require(name: str, bad: list[str], checked: int, what: str) -> ContractResult:
-    """An exact check: `bad` lists offending records (e.g. `"id=x: token 9999 >= vocab 4096"`)."""
+    """An exact check that `what` holds; `bad` lists what breaks it (e.g. `"id=x: token 9999 >= vocab
+    4096"`). The message says what was expected, then what was found:
+
+        contract checkpoint/learned failed: expected: validation loss decreased during training.
+        Not met: val loss 8.3336 -> 8.4012
+    """
     if bad:
         shown = "\n    ".join(bad[:5])
-        raise ContractError(
-            f"contract {name} failed: {what}: {len(bad)} of {checked} records, e.g.\n    {shown}"
-        )
+        found = "Not met:" if checked == 1 else f"Not met by {len(bad)} of {checked} checked, e.g.:"
+        raise ContractError(f"contract {name} failed: expected: {what}.\n  {found}\n    {shown}")
     return ContractResult(name=name, success=True, checked=checked, details=what)
 
 

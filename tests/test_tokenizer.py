@@ -184,5 +184,7 @@ def test_round_trip_in_batches_names_the_text_past_the_first_batch(small_corpus,
     tokenizer.build(cfg, {"corpus": small_corpus}, out)
     monkeypatch.setattr(tokenizer, "ENCODE_BATCH", 2)  # texts are encoded a batch at a time
     texts = ["a"] * 5 + ["snowman \u2603"]  # one-letter texts round-trip here
-    with pytest.raises(ContractError, match=r"(?s)1 of 6 records.*text 5 'snowman .': unknown token"):
+    with pytest.raises(
+        ContractError, match=r"(?s)Not met by 1 of 6 checked.*text 5 'snowman .': unknown token"
+    ):
         tokenizer.round_trip(tokenizer.load(out), texts, "t", "batches")
