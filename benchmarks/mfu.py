@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 
 from schemas.config import PROJECT_ROOT, load_config
-from schemas.training import ModelConfig, PretrainConfig
+from schemas.pretrain import PretrainConfig
+from schemas.training import ModelConfig
 from tasks import attention, steps, training
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, published

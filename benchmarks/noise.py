@@ -20,7 +20,7 @@ from pathlib import Path
 
 from benchmarks.common import write_results
 from schemas.config import load_config
-from schemas.training import NoiseConfig, SftConfig
+from schemas.sft import NoiseConfig, SftConfig
 from tasks import sft
 from tasks.artifacts import Home
 from tasks.plan import plan_pipeline

@@ -31,8 +31,9 @@ from benchmarks import training as pretrain_bench
 from benchmarks.common import alternate
 from benchmarks.suite import measured
 from schemas.config import load_config
+from schemas.dpo import DpoConfig
+from schemas.sft import SftConfig
 from schemas.shards import IGNORE_INDEX, PRETRAIN_SCHEMA
-from schemas.training import DpoConfig, SftConfig
 from tasks import dpo, packing, pretrain, sft, shards, training
 
 SEQ_LEN, BATCH, PAIRS = pretrain_bench.SEQ_LEN, pretrain_bench.BATCH, 4

@@ -23,10 +23,11 @@ import pyarrow as pa
 import torch
 
 from benchmarks.common import raw_texts, write_results
+from schemas.pretrain import PretrainConfig
 from schemas.shards import IGNORE_INDEX, PRETRAIN_SCHEMA
 from schemas.templates import PRETRAIN
 from schemas.tokenizer import TokenizerConfig
-from schemas.training import ModelConfig, PretrainConfig
+from schemas.training import ModelConfig
 from tasks import packing, pretrain, shards, tokenizer, training
 
 SEQ_LEN, BATCH = 256, 8

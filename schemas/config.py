@@ -14,12 +14,17 @@ from pydantic import Field, ValidationError
 
 from schemas.base import StrictModel
 from schemas.corpus import CorpusConfig
-from schemas.encoder import EncoderConfig, HeadsConfig, Seq2SeqConfig
-from schemas.rlhf import RewardConfig, RlConfig
+from schemas.dpo import DpoConfig
+from schemas.encoder import EncoderConfig
+from schemas.heads import HeadsConfig
+from schemas.pretrain import PretrainConfig
+from schemas.reward import RewardConfig
+from schemas.rl import RlConfig
+from schemas.seq2seq import Seq2SeqConfig
+from schemas.sft import SftConfig
 from schemas.shards import ShardsConfig
 from schemas.tokenizer import TokenizerConfig
 from schemas.tracking import TrackingConfig
-from schemas.training import DpoConfig, PretrainConfig, SftConfig
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PRESETS_DIR = PROJECT_ROOT / "configs"

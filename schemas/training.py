@@ -1,10 +1,10 @@
-"""Configs of the three training stages (pretrain, sft, dpo), which share one outline.
+"""What the training stages share: the model shape, the step loop's fields, LoRA and gain fields.
 
 Runtime-only fields (`log_every`, `checkpoint_every`) do not change the trained weights (a
 resumed run equals an uninterrupted one), so they are left out of the fingerprint.
 """
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -161,74 +161,4 @@ class GainFields(StrictModel):
         "ROUGE-L and QA F1 on the task-token prompts; dpo: preference accuracy; reward: reward "
         "accuracy), else the build fails showing the figures. `false` marks a smoke-test budget, "
         "too small to learn: a miss is then a warning in the manifest, and the build is published.",
-    )
-
-
-class PretrainConfig(TrainConfig):
-    model: ModelConfig = Field(
-        default_factory=ModelConfig, description="The architecture of the model trained from scratch."
-    )
-    objective: Literal["causal", "masked"] = Field(
-        "causal",
-        description="`causal`: next-token prediction (a decoder); `masked`: BERT-style masked LM (an encoder).",
-    )
-    mask_prob: float = Field(
-        0.15, gt=0, lt=1, description="Share of tokens masked for prediction, with `objective: masked`."
-    )
-    attention: Literal["auto", "flex", "sdpa", "eager"] = runtime_field(
-        "auto",
-        description="The attention kernel on packed rows. `auto`: `flex` (FlexAttention with a block "
-        "mask, no L x L mask) on CUDA, `sdpa` (a dense mask) on CPU, where flex cannot train; "
-        "`eager` is the transformers reference implementation (also a dense mask).",
-    )
-
-
-class NoiseConfig(StrictModel):
-    """Noisy teacher forcing (tasks.noise): this share of the ordinary input tokens of each
-    training example is replaced by a random token or `<mask>`; labels and special tokens never."""
-
-    fraction: float = Field(
-        0.0,
-        ge=0,
-        lt=1,
-        description="Share of each training example's ordinary input tokens replaced; 0 turns it off.",
-    )
-    replace_with: Literal["random", "mask"] = Field(
-        "random", description="What replaces them: a random token of the vocabulary, or `<mask>`."
-    )
-
-
-class SftConfig(TrainConfig, LoraFields, GainFields):
-    lr: float = learning_rate(5e-4)
-    method: Literal["full", "lora"] = Field(
-        "full",
-        description="`full`: every weight trains; `lora`: adapters on attention plus the task tokens' embeddings.",
-    )
-    eval_examples: int = Field(
-        48,
-        ge=1,
-        description="Validation examples per task answered before and after training, for the "
-        "generation metrics (chrF, ROUGE-L, QA F1).",
-    )
-    eval_max_new_tokens: int = Field(64, ge=1, description="Most tokens generated for one evaluation answer.")
-    noise: NoiseConfig = Field(
-        default_factory=NoiseConfig,
-        description="Noisy teacher forcing: input tokens replaced during training.",
-    )
-    # Without it a task with few records (the default corpus has 219 QA records against 9660
-    # translations) is seen too rarely to be learned.
-    repeat: dict[Literal["translation", "summarization", "qa"], Annotated[int, Field(ge=1)]] = Field(
-        default_factory=dict,
-        description="How many times each training example of a task appears per epoch (`{qa: 8}`); "
-        "tasks left out appear once.",
-    )
-
-
-class DpoConfig(TrainConfig, LoraFields, GainFields):
-    lr: float = learning_rate(5e-4)
-    beta: float = Field(
-        0.1,
-        gt=0,
-        description="DPO's β: how strongly the policy is held to the SFT model it starts from; "
-        "larger stays closer.",
     )

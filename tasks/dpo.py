@@ -22,8 +22,8 @@ import numpy as np
 import pyarrow.compute as pc
 from torch.utils.data import DataLoader
 
+from schemas.dpo import DpoConfig
 from schemas.manifest import ContractResult
-from schemas.training import DpoConfig
 from tasks import evaluation, packing, tracking, training
 from tasks import shards as shards_task
 from tasks.pretrain import check_checkpoint

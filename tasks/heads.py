@@ -21,7 +21,7 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
-from schemas.encoder import KINDS, HeadsConfig
+from schemas.heads import KINDS, HeadsConfig
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import PAD, SEP, token_id

@@ -24,7 +24,7 @@ import pyarrow as pa
 from tokenizers import Tokenizer
 
 from schemas.corpus import Source
-from schemas.encoder import HEAD_FIELDS, HeadData
+from schemas.heads import HEAD_FIELDS, HeadData
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, SEP, token_id
 

@@ -14,8 +14,8 @@ corrupts the same tokens. Example, fraction 0.25, replace_with "mask":
 
 import torch
 
+from schemas.sft import NoiseConfig
 from schemas.tokens import MASK, SPECIAL_TOKENS, token_id
-from schemas.training import NoiseConfig
 
 Batch = dict[str, torch.Tensor]
 FIRST_ORDINARY = len(SPECIAL_TOKENS)  # ids below this are control tokens

@@ -17,8 +17,8 @@ import pyarrow.compute as pc
 import torch
 
 from schemas.manifest import ContractResult
+from schemas.pretrain import PretrainConfig
 from schemas.shards import IGNORE_INDEX
-from schemas.training import PretrainConfig
 from tasks import attention, distributed, evaluation, mlm, training
 from tasks import shards as shards_task
 from tasks.contracts import require

@@ -20,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from schemas.manifest import ContractResult
-from schemas.rlhf import RewardConfig
+from schemas.reward import RewardConfig
 from schemas.tokens import PAD, token_id
 from tasks import evaluation, tracking, training
 from tasks import shards as shards_task

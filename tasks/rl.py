@@ -26,7 +26,7 @@ import pyarrow as pa
 import torch
 
 from schemas.manifest import ContractResult
-from schemas.rlhf import RlConfig
+from schemas.rl import RlConfig
 from tasks import evaluation, reward, tracking, training
 from tasks import shards as shards_task
 from tasks.contracts import require

@@ -28,8 +28,8 @@ import pyarrow.compute as pc
 import torch
 from safetensors.torch import load_file, save_file
 
-from schemas.encoder import Seq2SeqConfig
 from schemas.manifest import ContractResult
+from schemas.seq2seq import Seq2SeqConfig
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, PAD, token_id
 from tasks import evaluation, packing, training

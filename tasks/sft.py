@@ -13,9 +13,9 @@ import pyarrow as pa
 import torch
 
 from schemas.manifest import ContractResult
+from schemas.sft import SftConfig
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, PAD, TASK_TOKENS, token_id
-from schemas.training import SftConfig
 from tasks import distributed, evaluation, instruct, noise, packing, training
 from tasks import shards as shards_task
 from tasks.pretrain import check_checkpoint

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks import __main__ as runner
-from schemas.training import SftConfig
+from schemas.sft import SftConfig
 from tasks import training
 
 

@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 import torch
 
-from schemas.encoder import KINDS
+from schemas.heads import KINDS
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, SEP, token_id
 from tasks import heads, heads_data
@@ -118,7 +118,7 @@ def test_span_decoding_stays_inside_the_context():
 def test_user_tagging_and_qa_files_train_heads_and_bad_records_are_rejected_by_line(encoder_stack, tmp_path):
     from conftest import write_jsonl
 
-    from schemas.encoder import HeadData
+    from schemas.heads import HeadData
 
     _, inputs = encoder_stack
     words = [["Paris", "is", "big"], ["Anna", "lives", "in", "Rome"], ["the", "Loire", "flows"]]
@@ -201,7 +201,7 @@ def test_user_tagging_and_qa_files_train_heads_and_bad_records_are_rejected_by_l
 def test_user_csv_files_give_sequence_token_and_span_records_and_name_bad_lines(tmp_path):
     """CSV cells are text: integer labels index `labels`, tokens and tags are whitespace-separated,
     answer_start is a number in text; every bad row is named by file and line."""
-    from schemas.encoder import HeadData
+    from schemas.heads import HeadData
     from tasks import heads_data
 
     def csv(name: str, text: str) -> str:

@@ -6,10 +6,10 @@ import torch
 from pydantic import ValidationError
 
 from schemas.instruct import HELDOUT, INSTRUCTIONS, InstructConfig
+from schemas.sft import NoiseConfig
 from schemas.shards import IGNORE_INDEX
 from schemas.templates import INSTRUCT_PROMPT, PREFERENCE_PROMPT
 from schemas.tokens import BOS, EOS, MASK, PAD, TO_FR, token_id
-from schemas.training import NoiseConfig
 from tasks import instruct, noise
 
 ROWS = [

@@ -7,7 +7,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from schemas.rlhf import RlConfig
+from schemas.rl import RlConfig
 from schemas.training import ModelConfig
 from tasks import reward, rl, training
 from tasks import shards as shards_task

@@ -23,7 +23,7 @@ def test_metrics_score_known_answers():
 def test_repeat_shows_a_rare_task_more_often_and_nothing_else_changes():
     import pyarrow as pa
 
-    from schemas.training import SftConfig
+    from schemas.sft import SftConfig
 
     tasks = ["translation", "qa", "translation", "summarization"] * 8
     table = pa.table(
@@ -105,7 +105,7 @@ def test_sft_resume_after_crash_is_exact(data, pretrained, tmp_path, monkeypatch
 def test_noise_benchmark_compares_settings_from_one_checkpoint(data, pretrained):  # noqa: F811
     """Smoke test of benchmarks/noise.py: same checkpoint, seed and data; only the noise differs."""
     from benchmarks import noise as bench
-    from schemas.training import NoiseConfig
+    from schemas.sft import NoiseConfig
 
     cfg, inputs = data
     settings = {"none": NoiseConfig(), "mask 30%": NoiseConfig(fraction=0.3, replace_with="mask")}

@@ -4,7 +4,8 @@ figures, activation checkpointing and compilation give the same training as the 
 import pytest
 import torch
 
-from schemas.training import ModelConfig, PretrainConfig
+from schemas.pretrain import PretrainConfig
+from schemas.training import ModelConfig
 from tasks import steps, training
 
 TINY = ModelConfig(hidden_size=32, num_layers=2, num_heads=4, intermediate_size=64)
