@@ -7,10 +7,11 @@ and the field:
     ConfigError: configs/mine.yaml: sft.lr: Input should be greater than 0 (got -1)
 """
 
+import typing
 from pathlib import Path
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from schemas.base import StrictModel
 from schemas.corpus import CorpusConfig
@@ -208,4 +209,26 @@ def apply_override(data: dict, item: str) -> None:
 def _describe(err: dict) -> str:
     where = ".".join(str(p) for p in err["loc"]) or "(top level)"
     got = "" if err["type"] == "missing" else f" (got {clip(repr(err.get('input')))})"
+    if err["type"] == "extra_forbidden":
+        got = f"; allowed keys: {', '.join(allowed_keys(err['loc'][:-1]))}"
     return f"{where}: {err['msg']}{got}"
+
+
+def allowed_keys(loc: tuple) -> list[str]:
+    """The keys of the config section at `loc` (list indexes and dict keys pass through).
+
+    >>> allowed_keys(("corpus", "sources", 0))[:3]
+    ['fields', 'format', 'group_field']
+    """
+    model = PipelineConfig
+    for part in loc:
+        if part in model.model_fields:
+            model = _model_in(model.model_fields[part].annotation) or model
+    return sorted(model.model_fields)
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    """The config model a field holds: itself, or inside list[...], dict[..., ...], X | None."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return next(filter(None, map(_model_in, typing.get_args(annotation))), None)

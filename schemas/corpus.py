@@ -9,6 +9,7 @@ Sources are JSONL (also .gz), Parquet, CSV/TSV, plain text files or folders, a `
 dataset saved with `save_to_disk`, or a hub dataset name (`format: hub`, pinned `revision`).
 """
 
+from pathlib import PurePath
 from typing import Literal
 
 import pyarrow as pa
@@ -18,6 +19,32 @@ from schemas.base import StrictModel, runtime_field
 
 TaskName = Literal["pretrain", "translation", "summarization", "qa", "preference"]
 Format = Literal["auto", "jsonl", "parquet", "csv", "tsv", "text", "disk", "hub"]
+
+SUFFIXES = {
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".parquet": "parquet",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".txt": "text",
+    ".md": "text",
+}
+# Source keys that mean something for some formats only; set for another format, they would be
+# silently ignored (`split` on a .txt file), so they are refused.
+FORMAT_KEYS: dict[str, tuple[str, ...]] = {
+    "split": ("disk", "hub"),
+    "subset": ("hub",),
+    "revision": ("hub",),
+    "text_unit": ("text",),
+}
+
+
+def suffix_format(path: str | PurePath) -> str | None:
+    """The format a file name implies: `qa.jsonl.gz` -> "jsonl"; None for no known suffix."""
+    name = PurePath(path).name
+    name = name[:-3] if name.endswith(".gz") else name
+    return SUFFIXES.get(PurePath(name).suffix)
+
 
 TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "pretrain": ("text",),
@@ -129,7 +156,23 @@ class Source(StrictModel):
             raise ValueError(f"text sources hold documents: task must be 'pretrain', not {self.task!r}")
         if self.format == "hub" and not self.revision:
             raise ValueError(f"hub dataset {self.path!r} needs a pinned `revision` (a commit sha)")
+        fmt = self.format if self.format != "auto" else suffix_format(self.path)
+        if fmt:  # a folder's format is known once it is listed (tasks.corpus_read.resolve_format)
+            self.check_keys(fmt)
         return self
+
+    def check_keys(self, fmt: str) -> None:
+        """ValueError naming a key set for a format it does not apply to.
+
+        >>> Source(task="pretrain", path="a.txt", split="train")
+        ValueError: key `split` does not apply to a.txt (format text); only to formats disk, hub
+        """
+        for key in sorted(FORMAT_KEYS):  # set to anything but its default (a dumped config holds all)
+            if getattr(self, key) != type(self).model_fields[key].default and fmt not in FORMAT_KEYS[key]:
+                raise ValueError(
+                    f"key `{key}` does not apply to {self.path} (format {fmt}); "
+                    f"only to formats {', '.join(FORMAT_KEYS[key])}"
+                )
 
     def field_path(self, field: str) -> str:
         return self.fields.get(field, field)

@@ -23,8 +23,9 @@ STAGES: dict[str, StageDef] = {
     s.name: s
     for s in (
         # 2: Parquet read by row group; 3: generated ids from the file's content hash, not its
-        # path, and blank JSONL lines / CSV rows counted as `blank_line` rejects
-        StageDef("corpus", (), "artifacts", "cpu", 3, False),
+        # path, and blank JSONL lines / CSV rows counted as `blank_line` rejects; 4: pretraining
+        # documents longer than max_chars cut into pieces, not rejected
+        StageDef("corpus", (), "artifacts", "cpu", 4, False),
         StageDef("tokenizer", ("corpus",), "artifacts", "cpu", 1, True),
         StageDef("shards", ("corpus", "tokenizer"), "artifacts", "cpu", 1, True, resumable=True),
         StageDef("pretrain", ("shards", "tokenizer"), "checkpoints", "gpu", 1, False, resumable=True),

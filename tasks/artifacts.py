@@ -40,7 +40,7 @@ class DiskFull(OSError):
     """No space left where a stage writes: the message names that filesystem and its free
     space, not the input the stage happened to be reading when a write failed."""
 
-    def __init__(self, where: Path):
+    def __init__(self, where: Path, need: str = ""):
         free = shutil.disk_usage(where)
         mount = where
         while mount != mount.parent and os.stat(mount.parent).st_dev == os.stat(where).st_dev:
@@ -48,9 +48,34 @@ class DiskFull(OSError):
         super().__init__(
             errno.ENOSPC,
             f"No space left on device: the filesystem mounted at {mount} (holding {where}) has "
-            f"{free.free / 2**20:.0f} MiB free of {free.total / 2**30:.1f} GiB; free space there or "
-            "set LMPIPE_HOME to a larger disk, then rerun (resume progress is kept)",
+            f"{free.free / 2**20:.0f} MiB free of {free.total / 2**30:.1f} GiB{need}; free space there "
+            "or set LMPIPE_HOME to a larger disk, then rerun (resume progress is kept)",
         )
+
+
+def space_needed(home: "Home", stage: str, name: str, written: int) -> str:
+    """How much room a build needs, for DiskFull's message: at least what it had written when
+    the disk filled, or the size of the stage's last published artifact (of this name if any)
+    when that is more.
+
+    >>> space_needed(home, "corpus", "tiny", 3 << 20)
+    '; the corpus build needs about 25 MiB (it had written 3 MiB; its last artifact takes 25 MiB)'
+    """
+    last = max(
+        ((m.name == name, m.created_at, sum(f.bytes for f in m.files)) for _, m in published(home, stage)),
+        default=None,
+    )
+    need = max(written, last[2] if last else 0)
+    before = f"; its last artifact takes {last[2] / 2**20:.0f} MiB" if last else ""
+    return (
+        f"; the {stage} build needs about {need / 2**20:.0f} MiB "
+        f"(it had written {written / 2**20:.0f} MiB when the disk filled{before})"
+    )
+
+
+def tree_bytes(path: Path) -> int:
+    """Bytes of the files under `path`."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
 def disk_full(e: BaseException) -> bool:
@@ -200,10 +225,11 @@ def staging(home: Home, stage: str, name: str, fingerprint: str, resume: bool = 
         try:
             yield tmp
         except Exception as e:
+            written = tree_bytes(tmp) if disk_full(e) else 0
             kept = keep_diagnosis(tmp, parent.parent / FAILED / f"{stage}-{name}-{fingerprint[:12]}")
             drop_partial(tmp, keep=PROGRESS if resume else ())
-            if disk_full(e) and not isinstance(e, DiskFull):
-                raise DiskFull(tmp.parent) from e
+            if disk_full(e):  # named for the home's disk, with the room the build needs
+                raise DiskFull(tmp.parent, space_needed(home, stage, name, written)) from e
             if kept and isinstance(e, ContractError):
                 raise ContractError(f"{e} (kept at {kept})") from e
             raise

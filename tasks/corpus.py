@@ -96,15 +96,16 @@ def read_pass(
     ended = set()  # Parquet files whose rows stopped being readable in a piece: they end there
     with open(spool.work / OWN_REJECTS, "w", encoding="utf-8") as own:
         for job, name in zip(jobs, map_chunks(corpus_chunks.read_chunk, jobs), strict=True):
-            chunk, task, start, last = spool.work / name, cfg.sources[job["source"]].task, ordinal, None
+            chunk, task, last = spool.work / name, cfg.sources[job["source"]].task, (None, None)
             if job["path"] in ended:  # as a read of the whole file stops at its first bad row group
                 chunk.unlink()
                 continue
             for batch in arrow_batches(chunk):
                 take_chunk(batch, task, ordinal, spool, dedup, decontam, files, own)
                 ordinal += batch.num_rows
-                last = batch.column("reason")[-1].as_py() if batch.num_rows else last
-            if "rows" in job and corpus_chunks.cut_short(job, ordinal - start, last):
+                if batch.num_rows:
+                    last = (batch.column("line")[-1].as_py(), batch.column("reason")[-1].as_py())
+            if "rows" in job and corpus_chunks.cut_short(job, *last):
                 ended.add(job["path"])
             chunk.unlink()
     spool.close()

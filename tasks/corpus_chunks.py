@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from schemas.corpus import TASK_FIELDS, CorpusConfig, Source, table_schema
 from tasks.artifacts import DiskFull, disk_full, fsync_path
-from tasks.corpus_clean import Reject, fields, group_key, record_id, split_of
+from tasks.corpus_clean import Reject, fields, group_key, pieces, record_id, split_of
 from tasks.corpus_dedup import Keys, validation_grams
 from tasks.corpus_read import Raw, SourceError, parts, read_part
 
@@ -80,8 +80,8 @@ def read_chunk(job: dict) -> str:
         with pa.OSFile(str(tmp), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
             rows = []
             for raw in read_part(src, job):
-                rows.append(record(raw))
-                if len(rows) == BATCH:
+                rows += record(raw)
+                if len(rows) >= BATCH:
                     writer.write_batch(pa.RecordBatch.from_pylist(rows, schema=schema))
                     rows = []
             if rows:
@@ -108,10 +108,11 @@ def describe(job: dict) -> str:
     return where
 
 
-def cut_short(job: dict, records: int, last_reason: str | None) -> bool:
-    """Whether a piece of Parquet row groups stopped before its planned rows: a read error
-    ends it with an `unreadable_file` reject, in place of the rows it could not read."""
-    return records != job["rows"] or last_reason == "unreadable_file"
+def cut_short(job: dict, last_line: int | None, last_reason: str | None) -> bool:
+    """Whether a piece of Parquet row groups stopped before its planned rows (its last chunk
+    row is not of its last row; a long document's pieces share their row): a read error ends
+    it with an `unreadable_file` reject, in place of the rows it could not read."""
+    return last_line != job["line"] + job["rows"] - 1 or last_reason == "unreadable_file"
 
 
 class Record:
@@ -120,16 +121,28 @@ class Record:
     def __init__(self, cfg: CorpusConfig, src: Source, file_key: str | None = None):
         self.cfg, self.src, self.keys, self.file_key = cfg, src, Keys(cfg), file_key
 
-    def __call__(self, raw: Raw) -> dict:
+    def __call__(self, raw: Raw) -> list[dict]:
+        """The raw record's chunk rows: one, or a pretraining document longer than max_chars
+        cut into pieces (`<id>#part<k>`, each with the document's file, line and split), so
+        that dedup and decontamination judge each piece, not the whole document."""
         rid, row, reason, detail = admit(self.src, raw, self.cfg, self.file_key)
         if reason:
             line = reject_line(raw, self.src.task, rid, reason, detail)
-            return {"file": raw.file, "line": raw.line, "reason": reason, "reject": encode(line)}
+            return [{"file": raw.file, "line": raw.line, "reason": reason, "reject": encode(line)}]
+        if self.src.task == "pretrain" and len(row["text"]) > self.cfg.max_chars:
+            parts = pieces(row["text"], self.cfg.max_chars)
+            return [
+                self.kept({**row, "id": f"{rid}#part{k}", "text": text}, text[:200])
+                for k, text in enumerate(parts, start=1)
+            ]
+        return [self.kept(row, raw.excerpt[:200])]
+
+    def kept(self, row: dict, excerpt: str) -> dict:
         texts = [row[f] for f in TASK_FIELDS[self.src.task]]
-        keys, sig = self.keys(rid, texts)
+        keys, sig = self.keys(row["id"], texts)
         n = self.cfg.decontam_ngram
         grams = validation_grams(texts, n) if n is not None and row["split"] == "validation" else None
-        extra = {"reason": "", "excerpt": encode(raw.excerpt[:200]), "keys": keys, "grams": grams}
+        extra = {"reason": "", "excerpt": encode(excerpt), "keys": keys, "grams": grams}
         return {**row, **extra, "sig": None if sig is None else sig.tobytes()}
 
 

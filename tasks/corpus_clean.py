@@ -71,11 +71,13 @@ def record_id(src: Source, record: dict, file_key: str, line: int) -> str:
 
 
 def fields(record: dict, src: Source, cfg: CorpusConfig) -> dict[str, str]:
-    """The task's canonical fields, mapped, type-checked, normalised and length-checked."""
+    """The task's canonical fields, mapped, type-checked, normalised and length-checked; a
+    pretraining text may be longer than max_chars (`pieces` cuts it: long text is still text)."""
     values = {name: get_path(record, src.field_path(name)) for name in TASK_FIELDS[src.task]}
     if src.task == "preference" and any(isinstance(values[k], list) for k in ("chosen", "rejected")):
         values = chat_pair(values["prompt"], values["chosen"], values["rejected"])
-    out = {name: clean_text(name, src.field_path(name), v, cfg) for name, v in values.items()}
+    limit = None if src.task == "pretrain" else cfg.max_chars
+    out = {name: clean_text(name, src.field_path(name), v, cfg, limit) for name, v in values.items()}
     if src.task == "preference" and out["chosen"] == out["rejected"]:
         raise Reject("chosen_equals_rejected", "chosen and rejected are the same text")
     return out
@@ -91,7 +93,8 @@ def group_key(record: dict, src: Source, rid: str) -> str:
     return str(value)
 
 
-def clean_text(name: str, path: str, value: object, cfg: CorpusConfig) -> str:
+def clean_text(name: str, path: str, value: object, cfg: CorpusConfig, limit: int | None) -> str:
+    """The normalised text of a field; `limit` (max_chars, or None: no limit) bounds its length."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         raise Reject("missing_field", f"field {name!r}: {path!r} is {_show(value)}")
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -100,8 +103,8 @@ def clean_text(name: str, path: str, value: object, cfg: CorpusConfig) -> str:
         )
     if not isinstance(value, str):
         raise Reject("wrong_type", f"field {name!r}: {path!r} is {type(value).__name__}, expected text")
-    if len(value) > 2 * cfg.max_chars + 1000:  # cheap early exit for 10 MB documents
-        raise Reject("too_long", f"field {name!r} has {len(value)} chars (max_chars {cfg.max_chars})")
+    if limit is not None and len(value) > 2 * limit + 1000:  # cheap early exit for 10 MB documents
+        raise Reject("too_long", f"field {name!r} has {len(value)} chars (max_chars {limit})")
     if _SURROGATE.search(value):
         raise Reject("invalid_utf8", f"field {name!r} holds bytes that are not UTF-8 (or a lone surrogate)")
     text = normalize(value)
@@ -110,9 +113,41 @@ def clean_text(name: str, path: str, value: object, cfg: CorpusConfig) -> str:
             "empty_field",
             f"field {name!r} has {len(text)} chars after normalisation (min_chars {cfg.min_chars})",
         )
-    if len(text) > cfg.max_chars:
-        raise Reject("too_long", f"field {name!r} has {len(text)} chars (max_chars {cfg.max_chars})")
+    if limit is not None and len(text) > limit:
+        raise Reject("too_long", f"field {name!r} has {len(text)} chars (max_chars {limit})")
     return text
+
+
+_SENTENCE_END = re.compile(r"[.!?\u3002][\"'\u201d\u2019)\]]*\s")
+
+
+def pieces(text: str, limit: int) -> list[str]:
+    """A document cut into pieces of at most `limit` characters: each cut at the last paragraph
+    break of the second half of the window, else its last sentence end, else its last space,
+    else at `limit`.
+
+    >>> pieces("One. Two three.\n\nFour five six.", 16)
+    ['One. Two three.', 'Four five six.']
+    """
+    out = []
+    while len(text) > limit:
+        cut = _cut(text[: limit + 1], limit // 2)
+        out.append(text[:cut].strip())
+        text = text[cut:].strip()
+    return [p for p in [*out, text] if p]
+
+
+def _cut(window: str, least: int) -> int:
+    """Where to cut `window` (one character past the limit): after its last paragraph break,
+    sentence end or space that leaves a piece of at least `least` characters."""
+    for found in (
+        window.rfind("\n\n", least, len(window) - 1) + 1,
+        max((m.end() - 1 for m in _SENTENCE_END.finditer(window, least)), default=0),
+        window.rfind(" ", least, len(window) - 1) + 1,
+    ):
+        if found > least:
+            return found
+    return len(window) - 1
 
 
 def chat_pair(prompt: object, chosen: object, rejected: object) -> dict[str, object]:

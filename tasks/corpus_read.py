@@ -12,6 +12,8 @@ import codecs
 import csv
 import functools
 import gzip
+import hashlib
+import io
 import itertools
 import json
 import os
@@ -19,25 +21,22 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from schemas.corpus import Source
+import pyarrow as pa
+
+from schemas.corpus import SUFFIXES, Source, suffix_format
 from tasks.artifacts import content_hash
 from tasks.plan import raw_files, raw_path
 
-SUFFIXES = {
-    ".jsonl": "jsonl",
-    ".ndjson": "jsonl",
-    ".parquet": "parquet",
-    ".csv": "csv",
-    ".tsv": "tsv",
-    ".txt": "text",
-    ".md": "text",
-}
 BATCH = 1024
 # Bounds on what one source may make this process hold or read, whatever its compression: a
 # 1 MB .jsonl.gz can expand to a 1 GiB line. Both are far above any useful record (max_chars is
 # 100k by default) and read in bounded pieces; what exceeds them is rejected as `too_long`.
-LINE_BYTES = 32 << 20  # per line (JSONL, CSV, text) or per text document
+LINE_BYTES = 32 << 20  # per line (JSONL, CSV, text), text document, or row (Parquet, Arrow)
 FILE_BYTES = 64 << 30  # per file, after decompression
+# Per column of a Parquet row group, decompressed. A page holds whole cells, so a 1 GiB cell
+# is a 1 GiB page that no batch size avoids decompressing: a column chunk past this bound may
+# hold one, and its rows are rejected unread (8 MB of zstd can hold a 1 GiB cell).
+COLUMN_BYTES = 256 << 20
 
 
 class SourceError(RuntimeError):
@@ -76,12 +75,19 @@ def parts(src: Source, chunk_bytes: int | None = None) -> list[dict]:
     columns = _first_columns(fmt, files)
     out = []
     for path, label in files:
+        whole = fmt in STREAMED and not (fmt == "jsonl" and chunk_bytes and not path.name.endswith(".gz"))
+        ranges, sums, sha = (
+            line_ranges(path, None if whole else chunk_bytes) if fmt in STREAMED else ([], [], "")
+        )
         # "key": what generated ids are made of (`<key>:<line>`, `<key>#<line>`): the file's
         # content, never its path, so a copied or moved file gives the same records and split.
-        key = content_hash(path)[:16]
+        key = (sha or content_hash(path))[:16]
         part = {"format": fmt, "path": str(path), "label": label, "columns": columns, "key": key}
-        if fmt == "jsonl" and chunk_bytes and not path.name.endswith(".gz"):
-            out += [{**part, "start": a, "stop": b, "line": n} for a, b, n in line_ranges(path, chunk_bytes)]
+        if fmt in STREAMED:  # "sha256": what the bytes read must hash to (`Hashed`)
+            pieces = [{"start": a, "stop": b, "line": n} for a, b, n in ranges]
+            out += [{**part, **piece, "sha256": h} for piece, h in zip(pieces, sums, strict=True)]
+            if whole:
+                out[-1] = {**part, "sha256": sha}
         elif fmt == "parquet" and chunk_bytes:
             out += [{**part, **piece} for piece in row_group_ranges(path, chunk_bytes)]
         else:
@@ -91,30 +97,55 @@ def parts(src: Source, chunk_bytes: int | None = None) -> list[dict]:
 
 def read_part(src: Source, part: dict) -> Iterator[Raw]:
     """The records of one piece of `parts(src)`; a file whose header differs from the
-    source's first file is rejected record by record (`schema_mismatch`)."""
+    source's first file is rejected record by record (`schema_mismatch`).
+
+    JSONL, CSV/TSV and text are hashed as they are read: bytes that differ from those the
+    piece was listed with (a file appended to or rewritten meanwhile) raise `SourceChanged`
+    after its last record, so no record of other bytes than the fingerprinted ones is kept."""
     fmt, label = part["format"], part["label"]
     if fmt == "hub":
         yield from _read_dataset(_load_hub(src), src.path)
         return
     path = Path(part["path"])
-    if fmt == "text":
-        yield from read_text(path, label, src.text_unit, part["key"])
+    if fmt in STREAMED:
+        f = Hashed(path, part.get("start", 0), part.get("stop"))
+        yield from _read_streamed(src, part, f)
+        read = f.digest()
+        if read != part["sha256"]:
+            where = f"bytes {part['start']}-{part['stop'] or 'end'}" if "start" in part else "the file"
+            raise SourceChanged(
+                f"corpus source file {label} changed while the corpus stage read it: {where} hashed "
+                f"{part['sha256'][:12]} when listed and {read[:12]} when read; nothing is published: "
+                "rerun once it stops changing"
+            )
         return
     if fmt == "disk":
         yield from _read_disk(path, label, src.split)
         return
-    if fmt == "jsonl":
-        yield from read_jsonl(path, label, part.get("start", 0), part.get("stop"), part.get("line", 1))
-        return
-    reader = {"parquet": read_parquet, "csv": read_csv, "tsv": read_csv}[fmt]
+    reader = read_parquet
     if "groups" in part:
         reader = functools.partial(read_parquet, groups=part["groups"], row=part["line"] - 1)
-    columns = part["columns"]
-    for raw in reader(path, label):
+    yield from _checked_header(reader(path, label), part["columns"])
+
+
+def _read_streamed(src: Source, part: dict, f: "Hashed") -> Iterator[Raw]:
+    fmt, label = part["format"], part["label"]
+    if fmt == "text":
+        yield from read_text(f, label, src.text_unit, part["key"])
+    elif fmt == "jsonl":
+        yield from read_jsonl(f, label, part.get("start", 0), part.get("stop"), part.get("line", 1))
+    else:
+        yield from _checked_header(read_csv(f, label), part["columns"])
+
+
+def _checked_header(raws: Iterator[Raw], columns: list | None) -> Iterator[Raw]:
+    """The records after a CSV/Parquet file's header row; all rejected when its columns differ
+    from the source's first file's."""
+    for raw in raws:
         if _is_header(raw):
             mismatch = _column_mismatch((columns[0], set(columns[1])), set(raw.record))
             if mismatch:
-                yield from _reject_file(reader(path, label), "schema_mismatch", mismatch)
+                yield from _reject_file(raws, "schema_mismatch", mismatch)
                 break
             continue
         yield raw
@@ -134,23 +165,36 @@ def _is_header(raw: Raw) -> bool:
     return raw.line == 0 and raw.reason == "" and raw.record is not None
 
 
-def line_ranges(path: Path, chunk_bytes: int) -> list[tuple[int, int | None, int]]:
-    """(start byte, stop byte, first line number) of pieces of about `chunk_bytes`, each cut
-    after a newline; the last one runs to the end (stop None). Reads the file once."""
+def line_ranges(
+    path: Path, chunk_bytes: int | None
+) -> tuple[list[tuple[int, int | None, int]], list[str], str]:
+    """(start byte, stop byte, first line number) of pieces of about `chunk_bytes` (None: one
+    piece), each cut after a newline, the last one running to the end (stop None); the sha256
+    of each piece's bytes; and the whole file's sha256. Reads the file once.
+
+    >>> line_ranges(Path("t.jsonl"), 1 << 20)  # a 1.5 MiB file
+    ([(0, 1048601, 1), (1048601, None, 9310)], ['5d1c...', '0b7e...'], 'a3f0...')
+    """
     size = path.stat().st_size
-    out, start, line = [], 0, 1
+    out, sums, whole, start, line = [], [], hashlib.sha256(), 0, 1
     with open(path, "rb") as f:
-        while start + chunk_bytes < size:
-            f.seek(start + chunk_bytes)
-            f.readline()  # on to the end of the line the cut falls in
-            stop = f.tell()
-            if stop >= size:
-                break
-            out.append((start, stop, line))
+        while True:
+            stop = None
+            if chunk_bytes and start + chunk_bytes < size:
+                f.seek(start + chunk_bytes)
+                f.readline()  # on to the end of the line the cut falls in
+                stop = f.tell() if f.tell() < size else None
             f.seek(start)
-            line += sum(block.count(b"\n") for block in _blocks(f, stop - start))
-            start = stop
-    return [*out, (start, None, line)]
+            piece, lines = hashlib.sha256(), 0
+            for block in _blocks(f, (size if stop is None else stop) - start):
+                piece.update(block)
+                whole.update(block)
+                lines += block.count(b"\n")
+            out.append((start, stop, line))
+            sums.append(piece.hexdigest())
+            if stop is None:
+                return out, sums, whole.hexdigest()
+            start, line = stop, line + lines
 
 
 def row_group_ranges(path: Path, chunk_bytes: int) -> list[dict]:
@@ -178,23 +222,93 @@ def row_group_ranges(path: Path, chunk_bytes: int) -> list[dict]:
 def _blocks(f, n: int) -> Iterator[bytes]:
     while n > 0:
         block = f.read(min(n, 1 << 20))
+        if not block:  # the file is shorter now: its hash tells
+            return
         n -= len(block)
         yield block
 
 
+class SourceChanged(SourceError):
+    """A source file whose bytes changed between listing and reading (`Hashed`)."""
+
+
+STREAMED = ("jsonl", "csv", "tsv", "text")  # formats read front to back, hashed as they are read
+
+
+class Hashed:
+    """Bytes `start` to `stop` (None: the end) of a file, read forward through sha256: a reader
+    gets them (gzip decompresses them), `digest()` reads on to `stop` first, so the hash covers
+    exactly that range, whatever the reader skipped or left unread.
+
+    >>> f = Hashed(Path("qa.jsonl")); f.readline(); f.digest() == sha256_file(Path("qa.jsonl"))
+    True
+    """
+
+    def __init__(self, path: Path, start: int = 0, stop: int | None = None):
+        self.name, self.at, self.stop, self.sha = path.name, start, stop, hashlib.sha256()
+        self.f = open(path, "rb")  # closed by digest()
+        self.f.seek(start)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._took(self.f.read(n))
+
+    def readline(self, n: int = -1) -> bytes:
+        return self._took(self.f.readline(n))
+
+    def _took(self, data: bytes) -> bytes:
+        self.sha.update(data)
+        self.at += len(data)
+        return data
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if (pos, whence) != (self.at, 0):  # hashed bytes come in order, once
+            raise io.UnsupportedOperation(f"a hashed read goes forward only (at {self.at}, asked {pos})")
+        return self.at
+
+    def tell(self) -> int:
+        return self.at
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:  # to where it is: gzip asks before a seek(0) at the start
+        return True
+
+    def __enter__(self) -> "Hashed":
+        return self
+
+    def __exit__(self, *exc) -> None:  # the reader is done; digest() reads the rest and closes
+        pass
+
+    def digest(self) -> str:
+        while self.stop is None or self.at < self.stop:
+            if not self.read(1 << 20 if self.stop is None else min(1 << 20, self.stop - self.at)):
+                break
+        self.f.close()
+        return self.sha.hexdigest()
+
+
 def resolve_format(src: Source) -> str:
-    """The configured format, or the one the path implies: `qa.jsonl.gz` -> "jsonl"."""
-    if src.format != "auto":
-        return src.format
+    """The configured format, or the one the path implies: `qa.jsonl.gz` -> "jsonl". A key
+    that does not apply to it (`split` for a folder of text files) is a SourceError."""
+    fmt = src.format if src.format != "auto" else _implied_format(src)
+    try:
+        src.check_keys(fmt)
+    except ValueError as e:
+        raise SourceError(f"corpus source {src.path!r}: {e}") from None
+    return fmt
+
+
+def _implied_format(src: Source) -> str:
     p = raw_path(src.path)
     if p.is_dir():
         if (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
             return "disk"
-        found = {_suffix_format(f) for f in p.rglob("*") if f.is_file()} - {None}
+        found = {suffix_format(f) for f in p.rglob("*") if f.is_file()} - {None}
         if len(found) != 1:
             raise SourceError(f"corpus source {src.path!r}: set `format`; the folder holds {sorted(found)}")
         return found.pop()
-    fmt = _suffix_format(p)
+    fmt = suffix_format(p)
     if fmt is None:
         raise SourceError(
             f"corpus source {src.path!r}: unknown format; set `format` to one of {sorted(set(SUFFIXES.values()))}"
@@ -213,7 +327,7 @@ def source_files(src: Source) -> list[tuple[Path, str]]:
     everything = raw_files(p, f"corpus source {src.path!r} ({src.task})")  # links out refused
     if fmt == "disk":
         return [(p, src.path)]
-    files = [f for f in everything if _suffix_format(f) == fmt]
+    files = [f for f in everything if suffix_format(f) == fmt]
     return sorted(
         ((f, f"{src.path.rstrip('/')}/{f.relative_to(p).as_posix()}") for f in files), key=lambda x: x[1]
     )
@@ -405,12 +519,54 @@ def read_parquet(path: Path, label: str, groups: list[int] | None = None, row: i
     yield Raw(label, 0, dict.fromkeys(pf.schema_arrow.names, ""))
     try:
         for g in range(*(groups or (0, pf.num_row_groups))):
+            too_big = _oversize_column(pf.metadata.row_group(g))
+            if too_big:
+                n = pf.metadata.row_group(g).num_rows
+                for at in range(row + 1, row + n + 1):
+                    yield Raw(
+                        label, at, None, "too_long", f"row group {g} {too_big}; its {n} rows are not read"
+                    )
+                row += n
+                continue
             for batch in pf.iter_batches(batch_size=BATCH, row_groups=[g]):
-                for record in batch.to_pylist():
-                    row += 1
-                    yield Raw(label, row, record)
+                yield from bounded_rows(batch, label, row)
+                row += batch.num_rows
     except Exception as e:
         yield Raw(label, row + 1, None, "unreadable_file", f"rows after {row} unreadable: {e}")
+
+
+def _oversize_column(group) -> str:
+    """Why a Parquet row group is too big to read (a column past COLUMN_BYTES), or ""."""
+    for c in range(group.num_columns):
+        column = group.column(c)
+        if column.total_uncompressed_size > COLUMN_BYTES:
+            return (
+                f"column {column.path_in_schema!r} holds {column.total_uncompressed_size} bytes decompressed "
+                f"(more than {COLUMN_BYTES}; write the file with smaller row groups)"
+            )
+    return ""
+
+
+def bounded_rows(batch: pa.RecordBatch, label: str, row: int) -> Iterator[Raw]:
+    """The rows of an Arrow batch as records, the first being row `row` + 1; a row holding
+    more than LINE_BYTES is a `too_long` reject and never becomes Python objects (a memory-mapped
+    `save_to_disk` file then never even reads its bytes)."""
+    if batch.nbytes <= LINE_BYTES:
+        for at, record in enumerate(batch.to_pylist(), start=row + 1):
+            yield Raw(label, at, record)
+        return
+    for i in range(batch.num_rows):
+        one = batch.slice(i, 1)
+        if one.nbytes > LINE_BYTES:
+            yield Raw(
+                label,
+                row + i + 1,
+                None,
+                "too_long",
+                f"row holds {one.nbytes} bytes (more than {LINE_BYTES}); not read",
+            )
+        else:
+            yield Raw(label, row + i + 1, one.to_pylist()[0])
 
 
 def read_text(path: Path, label: str, unit: str, key: str) -> Iterator[Raw]:
@@ -477,10 +633,10 @@ def _read_disk(path: Path, label: str, split: str | None) -> Iterator[Raw]:
 
 def _read_dataset(ds, label: str) -> Iterator[Raw]:
     row = 0
-    for batch in ds.with_format("arrow").iter(batch_size=BATCH):
-        for record in batch.to_pylist():
-            row += 1
-            yield Raw(label, row, record)
+    for table in ds.with_format("arrow").iter(batch_size=BATCH):
+        for batch in table.to_batches():
+            yield from bounded_rows(batch, label, row)
+            row += batch.num_rows
 
 
 def _load_hub(src: Source):
@@ -500,12 +656,10 @@ def _load_hub(src: Source):
         raise SourceError(f"corpus source {src.path!r}@{src.revision}: cannot load from the hub: {e}") from e
 
 
-def _suffix_format(p: Path) -> str | None:
-    name = p.name[:-3] if p.name.endswith(".gz") else p.name
-    return SUFFIXES.get(Path(name).suffix)
-
-
-def _open(path: Path):
+def _open(path: "Path | Hashed"):
+    """A binary file to read from, gzip decompressed."""
+    if isinstance(path, Hashed):
+        return gzip.GzipFile(fileobj=path, mode="rb") if path.name.endswith(".gz") else path
     return gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")
 
 

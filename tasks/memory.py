@@ -12,6 +12,7 @@ import contextlib
 import ctypes
 import gc
 import mmap
+import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -112,3 +113,22 @@ def _read_only_file_maps() -> list[tuple[int, int]]:
             lo, hi = fields[0].split("-")
             out.append((int(lo, 16), int(hi, 16)))
     return out
+
+
+def available_bytes(device) -> int:
+    """Memory a new allocation can take on `device` (a torch.device): free GPU memory on CUDA;
+    on the host the kernel's MemAvailable, lowered to what this cgroup's memory.max leaves."""
+    if device.type == "cuda":
+        import torch
+
+        return torch.cuda.mem_get_info(device)[0]
+    free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    with contextlib.suppress(OSError, ValueError):
+        meminfo = Path("/proc/meminfo").read_text()
+        free = int(next(x for x in meminfo.splitlines() if x.startswith("MemAvailable:")).split()[1]) << 10
+    with contextlib.suppress(OSError, ValueError):
+        cgroup = Path("/sys/fs/cgroup")
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            free = min(free, int(limit) - int((cgroup / "memory.current").read_text()))
+    return free

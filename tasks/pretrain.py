@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
+from schemas.config import ConfigError
 from schemas.manifest import ContractResult
 from schemas.pretrain import PretrainConfig
 from schemas.shards import IGNORE_INDEX
@@ -72,8 +73,8 @@ def unigram_baseline(train: Iterable[pa.Table], val: Iterable[pa.Table], vocab: 
 def objective(cfg: PretrainConfig, train: pa.Table, val: pa.Table, vocab: int):
     """(model, make(rows, k) -> batch, validation batches) for the causal or masked objective."""
     seq_len = len(train["input_ids"][0])
+    model = new_model(cfg, vocab, seq_len)
     if cfg.objective == "masked":
-        model = mlm.new_encoder(cfg.model, vocab, seq_len)
         n = min(val.num_rows, cfg.batch_size * cfg.eval_batches)
         val_batches = [
             mlm.masked_batch(val, list(range(k, min(k + cfg.batch_size, n))), cfg.mask_prob, vocab, -1 - k)
@@ -84,11 +85,33 @@ def objective(cfg: PretrainConfig, train: pa.Table, val: pa.Table, vocab: int):
             lambda rows, k: mlm.masked_batch(train, rows, cfg.mask_prob, vocab, cfg.seed * 1_000_003 + k),
             val_batches,
         )
-    model = training.new_decoder(cfg.model, vocab, seq_len)
     return (
         model,
         lambda rows, k: packed_batch(train, rows),
         eval_batches(val, cfg.batch_size, cfg.eval_batches),
+    )
+
+
+def new_model(cfg: PretrainConfig, vocab: int, seq_len: int):
+    """The randomly initialised model of the objective: a decoder, or an encoder (masked)."""
+    if cfg.objective == "masked":
+        return mlm.new_encoder(cfg.model, vocab, seq_len)
+    return training.new_decoder(cfg.model, vocab, seq_len)
+
+
+def check_sizes(stage: str, cfg: PretrainConfig, train: pa.Table, vocab: int, device, kernel: str) -> dict:
+    """Before any training: a batch must fit the training split (epoch_plan keeps only full
+    batches), and one step the device's memory; ConfigError naming the field otherwise. The
+    step's estimated memory in MiB."""
+    if train.num_rows < cfg.batch_size:
+        raise ConfigError(
+            f"{stage}.batch_size: {cfg.batch_size} rows per batch, but the shards' pretrain training split "
+            f"holds {train.num_rows} packed rows of {len(train['input_ids'][0])} tokens; set "
+            f"{stage}.batch_size to at most {train.num_rows}, or add pretraining text"
+        )
+    seq_len = len(train["input_ids"][0])
+    return training.check_memory(
+        stage, cfg, lambda: new_model(cfg, vocab, seq_len), seq_len, vocab, device, dense=kernel != "flex"
     )
 
 
@@ -100,9 +123,10 @@ def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path, stage: str = 
     train = shards_task.load(inputs["shards"], "pretrain", "train")
     val = shards_task.load(inputs["shards"], "pretrain", "validation")
     vocab = load_tokenizer(inputs["tokenizer"]).get_vocab_size()
-    model, make, val_batches = objective(cfg, train, val, vocab)
     kernel = attention.resolve(cfg.attention, device)
     attention.check_trainable(kernel, device)
+    check_sizes(stage, cfg, train, vocab, device, kernel)
+    model, make, val_batches = objective(cfg, train, val, vocab)
     attention.use(model, kernel, causal=cfg.objective == "causal")
     before = training.cached_json(
         out / training.RESUME / "before.json",

@@ -118,6 +118,21 @@ class Prefetch:
             self.thread.join()
 
 
+def diverged(stage: str, loss: float, step: int) -> FloatingPointError:
+    """The error a non-finite training loss stops a stage with. It is raised before any resume
+    state or checkpoint holds the diverged weights; the staging dir keeps the resume states
+    saved before it (tasks.artifacts.staging).
+
+    >>> diverged("pretrain", float("nan"), 12)
+    FloatingPointError('pretrain: the training loss is nan at step 12; stopped ...')
+    """
+    return FloatingPointError(
+        f"{stage}: the training loss is {loss} at step {step}; stopped before any resume state or "
+        f"checkpoint held these weights (the resume states saved before it are kept). A lower "
+        f"{stage}.lr, more {stage}.warmup_steps or {stage}.precision=float32 usually avoids it"
+    )
+
+
 class Pending:
     """Each step's loss, scored-token count and gradient norm as device tensors, read back
     together.
@@ -128,8 +143,8 @@ class Pending:
     over ranks, or nothing), and raises on the first non-finite loss.
     """
 
-    def __init__(self, first_step: int):
-        self.first, self.queued = first_step, []
+    def __init__(self, first_step: int, stage: str = "training"):
+        self.first, self.queued, self.stage = first_step, [], stage
 
     def add(self, loss: torch.Tensor, tokens: torch.Tensor, norm: torch.Tensor, lr: float) -> None:
         self.queued.append((loss, tokens, norm, lr, time.perf_counter()))
@@ -144,9 +159,7 @@ class Pending:
         for i, (loss, n, norm, lr, at) in enumerate(zip(losses, tokens, norms, lrs, times, strict=True)):
             step = self.first + i + 1
             if not math.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss is {loss} at step {step}; stopping (no resume state or checkpoint holds these weights)"
-                )
+                raise diverged(self.stage, loss, step)
             entry = {
                 "step": step,
                 "loss": round(loss, 5),

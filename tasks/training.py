@@ -33,9 +33,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from schemas.config import ConfigError
 from schemas.tokens import BOS, EOS, PAD, token_id
 from schemas.training import ModelConfig, TrainConfig
-from tasks import sharding, steps, tracking
+from tasks import memory, sharding, steps, tracking
 from tasks.artifacts import fsync_path, read_manifest, sha256_file, write_json
 from tasks.faults import crash_point
 
@@ -134,6 +135,55 @@ def new_decoder(mcfg: ModelConfig, vocab_size: int, max_positions: int):
     return LlamaForCausalLM(config)
 
 
+def check_memory(stage: str, cfg, new_model: Callable, seq_len: int, vocab: int, device, dense: bool) -> dict:
+    """Before training: the memory one optimizer step of `cfg` (a config with `model`) needs,
+    estimated from the parameter count of `new_model()` built on the meta device (no memory) and
+    the micro-batch's activations; ConfigError naming the fields to lower when it exceeds what
+    the device has free. Returns the estimate in MiB.
+
+    >>> check_memory("pretrain", PretrainConfig(model={"hidden_size": 8192, ...}), ...)
+    ConfigError: pretrain: one optimizer step needs about 894 GiB (... 53.6B parameters ...) ...
+    """
+    with torch.device("meta"):
+        params = sum(p.numel() for p in new_model().parameters())
+    need = step_bytes(cfg, params, seq_len, vocab, dense, precision(device) == torch.bfloat16)
+    free = memory.available_bytes(device)
+    gib = {k: round(v / 2**30, 2) for k, v in need.items()}
+    log.info(
+        f"{stage}: one optimizer step needs about {gib['total']} GiB of the {free / 2**30:.1f} GiB free on {device}"
+    )
+    if need["total"] > free:
+        raise ConfigError(
+            f"{stage}: one optimizer step needs about {gib['total']} GiB (weights, gradients and AdamW "
+            f"state of {params / 1e9:.2f}B parameters: {gib['state']} GiB; activations of {cfg.batch_size} "
+            f"rows of {seq_len} tokens: {gib['activations']} GiB), but {device} has {free / 2**30:.1f} GiB "
+            f"free; lower {stage}.batch_size or {stage}.model (hidden_size {cfg.model.hidden_size}, "
+            f"num_layers {cfg.model.num_layers}, intermediate_size {cfg.model.intermediate_size})"
+            + ("" if cfg.activation_checkpointing else f", or set {stage}.activation_checkpointing=true")
+        )
+    return {k: round(v / 2**20) for k, v in need.items()}
+
+
+def step_bytes(cfg, params: int, seq_len: int, vocab: int, dense: bool, half: bool) -> dict[str, int]:
+    """A rough estimate (within a factor of about 2) of one optimizer step's memory: float32
+    weights, gradients and AdamW's two moments (16 bytes a parameter), and what one micro-batch
+    keeps for the backward pass: per token and layer about 34 x hidden + 5 x heads x seq_len
+    bytes in half precision (Korthikanti et al. 2022; the second term only where attention
+    scores are materialised: `dense`), twice that in float32, one layer's input per layer with
+    activation checkpointing; plus the logits, their softmax and its gradient (float32).
+    """
+    m, tokens, width = cfg.model, cfg.batch_size * seq_len, 1 if half else 2
+    layer = width * (34 * m.hidden_size + (5 * m.num_heads * seq_len if dense else 0))
+    kept = (
+        width * 2 * m.hidden_size * m.num_layers + layer
+        if cfg.activation_checkpointing
+        else layer * m.num_layers
+    )
+    activations = tokens * (kept + 12 * vocab)
+    state = 16 * params
+    return {"state": state, "activations": activations, "total": state + activations}
+
+
 def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning-rate multiplier: linear warmup, then cosine/linear decay to 0 (or constant)."""
     if step < cfg.warmup_steps:
@@ -189,7 +239,7 @@ def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict
     rank, size = world()
     ks = (k * size + rank for k in itertools.count(len(history) * cfg.grad_accum))
     batches = steps.Prefetch(stream, ks, device, depth=2 if device.type == "cuda" else 0)
-    pending = steps.Pending(len(history))
+    pending = steps.Pending(len(history), stage)
 
     def record(entries: list[tuple[dict, float]]) -> None:
         for entry, at in entries:
@@ -609,11 +659,18 @@ def resume_callback(stage: str, out: Path, guard: dict):
     from transformers import TrainerCallback
 
     class Resume(TrainerCallback):
-        """After each step: the crash point; after each save: the guard, then the atomic commit
-        (the same `resume/step-N` layout and rename as `fit`)."""
+        """After each step: the crash point; after each log: a non-finite loss stops the stage;
+        after each save: the guard, then the atomic commit (the same `resume/step-N` layout
+        and rename as `fit`)."""
 
         def on_step_end(self, args, state, control, **kwargs):
             crash_point(stage, f"step-{state.global_step}")
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            # logged before the same step's save: a diverged state is never committed
+            loss = (logs or {}).get("loss")
+            if loss is not None and not math.isfinite(loss):
+                raise steps.diverged(stage, loss, state.global_step)
 
         def on_save(self, args, state, control, **kwargs):
             step = state.global_step

@@ -36,6 +36,33 @@ def test_bad_field_is_named(override, message):
     assert message in str(err.value)
 
 
+def test_unknown_key_lists_the_allowed_keys_and_format_keys_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match=r"sft.learning_rate: .*; allowed keys: .*batch_size, .*lr, "):
+        load_config("tiny", ["sft.learning_rate=1e-4"])
+    with pytest.raises(ConfigError, match=r"corpus.sources.0.splt: .*allowed keys: fields, format, "):
+        load_config("tiny", ["corpus.sources=[{task: qa, path: data/raw/qa.jsonl, splt: train}]"])
+    with pytest.raises(ConfigError, match=r"allowed keys: corpus, dpo, encoder, "):
+        load_config("tiny", ["sftt.lr=1"])
+    # `split` on a .txt file was silently ignored; `text_unit` on JSONL too
+    for source, key, fmt in [
+        ("{task: pretrain, path: data/raw/a.txt, split: train}", "split", "text"),
+        ("{task: pretrain, path: data/raw/p.jsonl.gz, text_unit: paragraph}", "text_unit", "jsonl"),
+        ("{task: qa, path: x, format: parquet, revision: abc}", "revision", "parquet"),
+    ]:
+        with pytest.raises(
+            ConfigError, match=rf"key `{key}` does not apply to \S+ \(format {fmt}\); only to"
+        ):
+            load_config("tiny", [f"corpus.sources=[{source}]"])
+    # a folder's format is known once it is listed: refused when the corpus stage reads it
+    from tasks.corpus_read import SourceError, resolve_format
+
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("text")
+    cfg = load_config("tiny", [f"corpus.sources=[{{task: pretrain, path: {tmp_path}/docs, split: train}}]"])
+    with pytest.raises(SourceError, match=r"docs': key `split` does not apply to .*docs \(format text\)"):
+        resolve_format(cfg.corpus.sources[0])
+
+
 def test_user_config_file(tmp_path):
     path = tmp_path / "mine.yaml"
     path.write_text("name: mine\ncorpus: {sources: [{task: qa, path: data/raw/qa.jsonl}]}\nsft: {lr: 0}\n")

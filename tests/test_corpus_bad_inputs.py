@@ -15,8 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.corpus import CorpusConfig
-from tasks import corpus, corpus_read
+from tasks import corpus, corpus_clean, corpus_read
 from tasks.contracts import ContractError
+from tasks.corpus_clean import split_of
 
 DIRTY = Path(__file__).parent / "data" / "dirty_translation.jsonl"
 
@@ -56,14 +57,44 @@ def test_deliberately_dirty_file(tmp_path):
         corpus.validate(cfg, {}, out, stats)
 
 
-def test_ten_megabyte_document_is_rejected_with_its_line(tmp_path):
+def test_ten_megabyte_field_is_rejected_with_its_line(tmp_path):
     path = tmp_path / "big.jsonl"
     with open(path, "w") as f:
-        f.write(json.dumps({"id": "small", "text": "A small document."}) + "\n")
-        f.write(json.dumps({"id": "huge", "text": "word " * 2_000_000}) + "\n")
-    _, _, stats, rejects = build(tmp_path, path, task="pretrain")
+        f.write(
+            json.dumps({"id": "small", "source_text": "A small document.", "target_text": "Un petit."}) + "\n"
+        )
+        f.write(json.dumps({"id": "huge", "source_text": "word " * 2_000_000, "target_text": "Mot."}) + "\n")
+    _, _, stats, rejects = build(tmp_path, path, max_reject_rate=1.0)
     assert (rejects[0]["id"], rejects[0]["line"], rejects[0]["reason"]) == ("huge", 2, "too_long")
     assert len(rejects[0]["excerpt"]) <= 200 and stats["kept"] == 1
+
+
+def test_long_pretraining_document_is_cut_into_pieces_each_decontaminated(tmp_path):
+    cfg = CorpusConfig(sources=[{"task": "pretrain", "path": "x.jsonl"}])
+    doc = next(f"d{i}" for i in range(999) if split_of(f"d{i}", cfg) == "train")
+    val = next(f"v{i}" for i in range(999) if split_of(f"v{i}", cfg) == "validation")
+    paragraphs = [" ".join(f"w{p}x{j}" for j in range(60)) + "." for p in range(100)]  # ~430 chars each
+    text = "\n\n".join(paragraphs)
+    overlap = " ".join(paragraphs[37].split()[10:25])  # 15 words of one paragraph
+    path = tmp_path / "long.jsonl"
+    path.write_text(
+        json.dumps({"id": doc, "text": text})
+        + "\n"
+        + json.dumps({"id": val, "text": f"Seen: {overlap}"})
+        + "\n"
+    )
+    _, out, stats, rejects = build(tmp_path, path, task="pretrain", max_chars=2000)
+    kept = pd.read_parquet(out / "pretrain.parquet")
+    pieces = kept[kept["id"].str.startswith(f"{doc}#part")]
+    # kept, not rejected: cut at paragraph ends into pieces of at most max_chars, each traceable
+    # to its line; only the piece sharing 13 words with validation text is dropped
+    assert [(r["id"].split("#")[0], r["line"], r["reason"]) for r in rejects] == [(doc, 1, "contaminated")]
+    assert len(pieces) + 1 == stats["read"] - 1 >= 20
+    assert (pieces["line"] == 1).all() and (pieces["split"] == "train").all()
+    assert pieces["text"].str.len().max() <= 2000 and pieces["text"].str.endswith(".").all()
+    whole = sorted([*pieces["text"], next(t for t in corpus_clean.pieces(text, 2000) if overlap in t)])
+    assert sorted(corpus_clean.pieces(text, 2000)) == whole
+    assert "\n\n".join(corpus_clean.pieces(text, 2000)) == text  # cut at paragraph breaks only
 
 
 def test_corrupt_parquet_is_one_named_reject(tmp_path):
@@ -166,6 +197,39 @@ def test_file_past_the_decompressed_size_cap_stops_with_a_named_reject(tmp_path,
     _, _, stats, rejects = build(tmp_path, path, task="pretrain", max_reject_rate=1.0)
     assert [(r["reason"], r["line"]) for r in rejects] == [("too_long", stats["kept"] + 1)]
     assert 0 < stats["kept"] < 100 and "holds more than 1000 bytes" in rejects[0]["detail"]
+
+
+def test_huge_parquet_or_arrow_cells_are_rejects_not_memory(tmp_path, monkeypatch):
+    # bounds lowered from 32 MiB a row and 256 MiB a Parquet column chunk (as FILE_BYTES above)
+    monkeypatch.setattr(corpus_read, "LINE_BYTES", 10_000)
+    monkeypatch.setattr(corpus_read, "COLUMN_BYTES", 40_000)
+    rows = [{"id": f"r{i}", "text": f"Row {i}."} for i in range(6)]
+    rows[1]["text"] = "x" * 20_000  # in a small enough row group: read, but never made a Python str
+    rows[4]["text"] = "y" * 50_000  # its row group's column past COLUMN_BYTES: not even read
+    path = tmp_path / "cells.parquet"
+    with pq.ParquetWriter(path, pa.schema([("id", pa.string()), ("text", pa.string())])) as w:
+        for group in (rows[:3], rows[3:]):
+            w.write_table(pa.Table.from_pylist(group), row_group_size=3)
+    _, _, stats, rejects = build(tmp_path, path, task="pretrain", max_reject_rate=1.0, max_chars=100_000)
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        (2, "too_long"),
+        (4, "too_long"),
+        (5, "too_long"),
+        (6, "too_long"),
+    ]
+    assert "row holds" in rejects[0]["detail"] and "more than 10000" in rejects[0]["detail"]
+    assert (
+        "row group 1 column 'text' holds" in rejects[1]["detail"]
+        and "smaller row groups" in rejects[1]["detail"]
+    )
+    assert stats["kept"] == 2
+
+    import datasets
+
+    datasets.Dataset.from_list(rows[:3]).save_to_disk(str(tmp_path / "ds"))
+    (tmp_path / "d").mkdir()
+    _, _, stats, rejects = build(tmp_path / "d", tmp_path / "ds", task="pretrain", max_reject_rate=1.0)
+    assert [(r["line"], r["reason"]) for r in rejects] == [(2, "too_long")] and stats["kept"] == 2
 
 
 @pytest.mark.parametrize("content", ["", '{"id": "a", "text": ""}\n{"id": "b", "text": " "}\n'])

@@ -2,6 +2,7 @@
 on Prefect threads and on Dask worker processes, in pieces of JSONL lines or Parquet row
 groups as from whole files, and a job that fails is named by its source, file and byte range."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -12,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from schemas.config import PROJECT_ROOT
-from schemas.corpus import CorpusConfig
+from schemas.corpus import CorpusConfig, Source
 from tasks import corpus, corpus_chunks
+from tasks.artifacts import sha256_file
 from tasks.corpus_chunks import ChunkError
-from tasks.corpus_read import line_ranges, read_jsonl
+from tasks.corpus_read import SourceChanged, line_ranges, parts, read_jsonl, read_part
 from tests.test_corpus_stream import sources
 
 ARTIFACT = ("translation.parquet", "summarization.parquet", "qa.parquet", "rejects.jsonl", "lengths.png")
@@ -138,12 +140,50 @@ def test_jsonl_line_ranges_read_as_the_whole_file(tmp_path):
         "",
     ]
     for size in (1, 10, 40, 1000):
-        ranges = line_ranges(path, size)
+        ranges, sums, sha = line_ranges(path, size)
         pieces = [
             (r.line, r.record, r.reason) for a, b, n in ranges for r in read_jsonl(path, "t.jsonl", a, b, n)
         ]
         assert pieces == whole, size
-    assert len(line_ranges(path, 1)) == 6  # a piece per line, the blank line 2 with line 1
+        assert sha == sha256_file(path) and len(sums) == len(ranges)
+    assert len(line_ranges(path, 1)[0]) == 6  # a piece per line, the blank line 2 with line 1
+
+
+@pytest.mark.parametrize("name", ["t.jsonl", "t.csv.gz"])
+def test_the_bytes_read_are_the_bytes_hashed_or_the_read_fails(tmp_path, name):
+    """Each piece is hashed as it is read: a file appended to or rewritten after it was listed
+    (even one put back before anyone could rehash it) fails, naming it."""
+    rows = [{"id": f"r{i}", "text": f"Text number {i}."} for i in range(3000)]
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        with gzip.open(path, "wt") as f:
+            f.write("id,text\n" + "".join(f"{r['id']},{r['text']}\n" for r in rows))
+    else:
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    src = Source(task="pretrain", path=str(path))
+    pieces = parts(src, 20_000)
+    assert len(pieces) == (1 if name.endswith(".gz") else 7) and parts(src)[0]["sha256"] == sha256_file(path)
+    assert [r.record["id"] for p in pieces for r in read_part(src, p)] == [r["id"] for r in rows]
+    before = path.read_bytes()
+    with open(path, "ab") as f:  # a writer appends after the listing
+        f.write(
+            gzip.compress(b"r3000,Late.\n") if name.endswith(".gz") else b'{"id": "late", "text": "Late."}\n'
+        )
+    with pytest.raises(
+        SourceChanged, match=rf"{name} changed while the corpus stage read it: .* when listed"
+    ):
+        list(read_part(src, pieces[-1]))
+    path.write_bytes(before)
+    if name.endswith(".gz"):
+        return
+    records = read_part(src, parts(src)[0])
+    next(records)  # reading; a byte far ahead is rewritten, and put back once read
+    path.write_bytes(before[:100_000] + b"X" + before[100_001:])
+    with pytest.raises(SourceChanged, match=r"the file hashed"):
+        for raw in records:
+            if raw.line == 2900:
+                path.write_bytes(before)
+    assert sha256_file(path) == parts(src)[0]["sha256"]  # a rehash after the stage sees nothing
 
 
 def test_jobs_report_to_the_temporary_server_of_their_run():

@@ -6,6 +6,7 @@ server, with LMPIPE_CRASH_AT naming the point and the action (see tasks/faults.p
 """
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -88,7 +89,14 @@ def test_full_disk_is_a_clear_error_and_publishes_nothing(reference, tmp_path):
     home = tmp_path / "home"
     failed = lmpipe(["corpus", "--config", str(config)], home, crash="corpus:after_build:enospc")
     assert failed.returncode != 0
-    assert "No space left on device" in failed.stdout + failed.stderr
+    error = next(x for x in failed.stderr.splitlines() if x.startswith("lmpipe: error:"))
+    # the home's disk and the room the build needs, never the source it was reading
+    assert re.search(
+        r"No space left on device: the filesystem mounted at \S+ \(holding \S+/corpus\) has \d+ MiB free"
+        r".*; the corpus build needs about \d+ MiB \(it had written \d+ MiB when the disk filled\)",
+        error,
+    ), error
+    assert "data/raw" not in error and ".jsonl" not in error
     assert published(Home.resolve(home), "corpus") == []
     assert not list(Home.resolve(home).stage_dir("corpus").glob(".tmp-*"))
 

@@ -69,8 +69,10 @@ def test_read_ahead_gives_the_same_batches_in_order_and_passes_errors_on():
 
 
 def test_a_non_finite_loss_stops_training_naming_the_step():
-    pending = steps.Pending(first_step=10)
+    pending = steps.Pending(first_step=10, stage="sft")
     for loss in (2.0, float("nan")):
         pending.add(torch.tensor(loss, dtype=torch.float64), torch.tensor(7), torch.tensor(0.5), 1e-3)
-    with pytest.raises(FloatingPointError, match="loss is nan at step 12"):
+    with pytest.raises(
+        FloatingPointError, match="sft: the training loss is nan at step 12; stopped .* sft.lr"
+    ):
         pending.settle(lambda figures: figures)

@@ -19,9 +19,10 @@ import torch
 from conftest import tiny_config_data
 from safetensors.torch import load_file
 
-from schemas.config import PROJECT_ROOT, PipelineConfig
+from schemas.config import PROJECT_ROOT, ConfigError, PipelineConfig
 from schemas.manifest import Manifest
 from schemas.tokens import MASK, token_id
+from schemas.training import ModelConfig
 from tasks import corpus, mlm, pretrain, shards, tokenizer, training
 from tasks.artifacts import DiskFull, Home, file_entries, sha256_file, staging, write_json
 from tasks.contracts import ContractError
@@ -187,6 +188,48 @@ def test_flex_attention_is_refused_on_cpu_before_training(data, tmp_path):
     assert not (tmp_path / "resume").exists()
 
 
+def test_a_batch_larger_than_the_split_or_an_impossible_model_is_refused_naming_the_field(
+    data, tmp_path, caplog
+):
+    cfg, inputs = data
+    rows = shards.load(inputs["shards"], "pretrain", "train").num_rows
+    with pytest.raises(
+        ConfigError,
+        match=rf"pretrain.batch_size: {rows + 1} rows per batch, but .* holds {rows} packed rows .*"
+        rf"set pretrain.batch_size to at most {rows}",
+    ):
+        pretrain.build(cfg.pretrain.model_copy(update={"batch_size": rows + 1}), inputs, tmp_path / "a")
+    huge = ModelConfig(hidden_size=8192, num_layers=48, num_heads=64, intermediate_size=32768)
+    with pytest.raises(
+        ConfigError,
+        match=r"pretrain: one optimizer step needs about [\d.]+ GiB \(.* of 51.54B parameters: .*\), but cpu "
+        r"has [\d.]+ GiB free; lower pretrain.batch_size or pretrain.model .*activation_checkpointing=true",
+    ):  # estimated on the meta device: nothing of it is allocated
+        pretrain.build(cfg.pretrain.model_copy(update={"model": huge}), inputs, tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+    with caplog.at_level(logging.INFO, logger="tasks.training"):  # the default size: logged, trained
+        pretrain.build(cfg.pretrain.model_copy(update={"max_steps": 1}), inputs, tmp_path / "c")
+    assert re.search(
+        r"pretrain: one optimizer step needs about [\d.]+ GiB of the [\d.]+ GiB free", caplog.text
+    )
+
+
+def test_a_diverging_loss_stops_naming_the_stage_and_step_and_keeps_the_resume_state(data, tmp_path):
+    cfg, inputs = data
+    pcfg = cfg.pretrain.model_copy(
+        update={"lr": 1e30, "warmup_steps": 0, "max_steps": 12, "checkpoint_every": 1, "log_every": 1}
+    )
+    home = Home.resolve(tmp_path / "home")
+    with pytest.raises(
+        FloatingPointError, match=r"pretrain: the training loss is (nan|inf) at step (\d+); stopped"
+    ) as e:
+        with staging(home, "pretrain", "t", "b" * 64, resume=True) as tmp:
+            pretrain.build(pcfg, inputs, tmp)
+    step = int(re.search(r"at step (\d+)", str(e.value)).group(1))
+    kept = sorted(p.name for p in (tmp / "resume").iterdir())  # the last state before the divergence
+    assert kept == ["before.json", f"step-{step - 1:06d}"], kept
+
+
 def test_masked_objective_learns(data, tmp_path):
     cfg, inputs = data
     pcfg = cfg.pretrain.model_copy(update={"objective": "masked", "max_steps": 20, "lr": 3e-3})
@@ -243,7 +286,8 @@ def test_full_disk_mid_training_keeps_the_resume_state_and_names_the_device(
     home = Home.resolve(tmp_path / "home")
     monkeypatch.setenv("LMPIPE_CRASH_AT", "pretrain:step-5:enospc")
     with pytest.raises(
-        DiskFull, match=r"No space left on device: the filesystem mounted at /\S* .* MiB free"
+        DiskFull,
+        match=r"No space left on device: the filesystem mounted at /\S* .* MiB free .*the pretrain build needs about",
     ):
         with staging(home, "pretrain", "t", "a" * 64, resume=True) as tmp:
             pretrain.build(pcfg, inputs, tmp)
