@@ -33,15 +33,19 @@ log = logging.getLogger(__name__)
 def generation_set(table: pa.Table, per_task: int) -> dict[str, list[tuple[list[int], list[int]]]]:
     """Per task, up to `per_task` (prompt ids, reference ids) spread evenly over the split."""
     cols = table.select(["task", "input_ids", "labels"]).to_pydict()
+    return {
+        task: [_split_prompt(cols["input_ids"][i], cols["labels"][i]) for i in rows]
+        for task, rows in generation_rows(cols["task"], per_task).items()
+    }
+
+
+def generation_rows(tasks: list[str], per_task: int) -> dict[str, list[int]]:
+    """Per task (sorted), up to `per_task` row numbers spread evenly over the rows of that task:
+    `generation_rows(["a", "b", "a", "a"], 2) == {"a": [0, 2], "b": [1]}`."""
     by_task: dict[str, list[int]] = collections.defaultdict(list)
-    for i, task in enumerate(cols["task"]):
+    for i, task in enumerate(tasks):
         by_task[task].append(i)
-    out = {}
-    for task, rows in sorted(by_task.items()):
-        stride = max(1, len(rows) // per_task)
-        chosen = rows[::stride][:per_task]
-        out[task] = [_split_prompt(cols["input_ids"][i], cols["labels"][i]) for i in chosen]
-    return out
+    return {task: rows[:: max(1, len(rows) // per_task)][:per_task] for task, rows in sorted(by_task.items())}
 
 
 def _split_prompt(ids: list[int], labels: list[int]) -> tuple[list[int], list[int]]:
