@@ -325,7 +325,7 @@ class Lease:
             return True
         if holder is None:
             return age > 5  # a half-written lock file (the writer died between create and write)
-        if holder.get("host") == self.me["host"] and not _pid_alive(str(holder.get("pid"))):
+        if holder.get("host") == self.me["host"] and not pid_alive(str(holder.get("pid"))):
             return True
         return age > LEASE_S
 
@@ -401,7 +401,7 @@ def collect_garbage(home: Home, keep_s: float = 7 * 86400) -> list[Path]:
                 if lock.exists() or now - d.stat().st_mtime < keep_s:
                     continue
             elif d.name.startswith(".old-"):
-                if _pid_alive(d.name.rsplit("-", 1)[-1]):
+                if pid_alive(d.name.rsplit("-", 1)[-1]):
                     continue
             elif (d / MANIFEST).is_file():
                 continue
@@ -410,7 +410,8 @@ def collect_garbage(home: Home, keep_s: float = 7 * 86400) -> list[Path]:
     return removed
 
 
-def _pid_alive(pid: str) -> bool:
+def pid_alive(pid: str) -> bool:
+    """Whether process `pid` of this host still runs: `pid_alive(str(os.getpid())) is True`."""
     if not pid.isdigit():
         return False
     try:

@@ -2,7 +2,15 @@
 
     START     job lmpipe/tokenizer, run <Prefect flow-run id>, inputs: file:/.../corpus/tiny-3f2a…
     COMPLETE  the same run, outputs: file:/.../tokenizer/tiny-9f8e… (datasetVersion = fingerprint)
-    FAIL      the same run, with an errorMessage facet
+    FAIL      the same run, with an errorMessage facet (an exception)
+    ABORT     the same run, with an errorMessage facet (interrupted, or its process died)
+
+A retry of a Prefect flow run (attempt 2, 3, ...) is a new OpenLineage run, whose id derives from
+the flow-run id and the attempt, with a `parent` facet naming the first attempt's run: one run
+id never gets two STARTs. A process killed outright (SIGKILL, a lost machine) cannot say
+anything, so every START leaves a marker under `<artifact home>/openlineage/running/` until its
+COMPLETE, FAIL or ABORT; the next stage run on the same host finds the markers of dead processes
+and sends their ABORT (`abort_orphans`).
 
 A dataset is named by where it lives (namespace "file", the absolute path, as the OpenLineage
 naming spec asks) and versioned by its fingerprint, or by its sha256 for a raw file. The artifact
@@ -16,8 +24,11 @@ openlineage.yml, OPENLINEAGE__TRANSPORT__* variables, OPENLINEAGE_DISABLED=true.
 each event is appended as one JSON line to `<artifact home>/openlineage/events.jsonl`.
 """
 
+import json
 import logging
 import os
+import socket
+import uuid
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -32,13 +43,14 @@ from openlineage.client.facet_v2 import (
     error_message_run,
     job_type_job,
     output_statistics_output_dataset,
+    parent_run,
     processing_engine_run,
 )
 from openlineage.client.transport.file import FileConfig, FileTransport
 from openlineage.client.uuid import generate_new_uuid
 
 from schemas.manifest import Manifest, Ref
-from tasks.artifacts import Home
+from tasks.artifacts import Home, pid_alive
 
 log = logging.getLogger(__name__)
 PRODUCER = "https://github.com/lmpipe/lmpipe"
@@ -119,15 +131,31 @@ def location(ref: Ref) -> tuple[str, str]:
 
 
 class StageRun:
-    """The OpenLineage side of one stage build: start(), then complete() or fail()."""
+    """The OpenLineage side of one stage build: start(), then complete(), fail() or abort()."""
 
-    def __init__(self, home: Home, inputs: list[Ref], facet: LmpipeRunFacet):
+    def __init__(self, home: Home, inputs: list[Ref], facet: LmpipeRunFacet, attempt: int = 1):
         self.home, self.inputs, self.facet = home, inputs, facet
-        self.run_id = facet.flow_run_id or str(generate_new_uuid())
+        first = facet.flow_run_id or str(generate_new_uuid())
+        self.first_run_id = first
+        self.run_id = first if attempt <= 1 else str(uuid.uuid5(uuid.UUID(first), f"attempt-{attempt}"))
         self.namespace = os.environ.get("OPENLINEAGE_NAMESPACE", "lmpipe")
 
     def start(self) -> None:
         self._emit(RunState.START, self._run())
+        marker = self.marker()
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        facet = {k: getattr(self.facet, k) for k in attr.fields_dict(LmpipeRunFacet) if not k.startswith("_")}
+        refs = [r.model_dump(mode="json") for r in self.inputs]
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "first_run_id": self.first_run_id}
+        marker.write_text(json.dumps(record | {"run_id": self.run_id, "inputs": refs, "facet": facet}))
+
+    def marker(self) -> Path:
+        return running_dir(self.home) / f"{self.run_id}.json"
+
+    def abort(self, reason: str) -> None:
+        message = error_message_run.ErrorMessageRunFacet(message=reason, programmingLanguage="python")
+        self._emit(RunState.ABORT, self._run(errorMessage=message))
+        self.marker().unlink(missing_ok=True)
 
     def complete(self, manifest: Manifest, path: Path) -> None:
         out = Ref(stage=manifest.stage, name=manifest.name, fingerprint=manifest.fingerprint, path=str(path))
@@ -141,12 +169,14 @@ class StageRun:
             *location(out), facets=dataset_facets(out), outputFacets={"outputStatistics": stats}
         )
         self._emit(RunState.COMPLETE, self._run(), [output])
+        self.marker().unlink(missing_ok=True)
 
     def fail(self, error: BaseException) -> None:
         message = error_message_run.ErrorMessageRunFacet(
             message=f"{type(error).__name__}: {error}", programmingLanguage="python"
         )
         self._emit(RunState.FAIL, self._run(errorMessage=message))
+        self.marker().unlink(missing_ok=True)
 
     def _run(self, **extra) -> Run:
         engine = processing_engine_run.ProcessingEngineRunFacet(
@@ -154,6 +184,9 @@ class StageRun:
             name="prefect",
             openlineageAdapterVersion=metadata.version("lmpipe"),
         )
+        if self.run_id != self.first_run_id:  # a retry: linked to the first attempt
+            job = parent_run.Job(namespace=self.namespace, name=self.facet.stage)
+            extra["parent"] = parent_run.ParentRunFacet(run=parent_run.Run(runId=self.first_run_id), job=job)
         return Run(runId=self.run_id, facets={"processing_engine": engine, "lmpipe": self.facet, **extra})
 
     def _emit(self, state: RunState, run: Run, outputs: list[OutputDataset] | None = None) -> None:
@@ -173,3 +206,24 @@ class StageRun:
             c.close()
         except Exception as e:  # a lineage sink that is down must not fail (or undo) a build
             log.warning(f"OpenLineage {state.value} event for {self.facet.stage} not sent: {e}")
+
+
+def running_dir(home: Home) -> Path:
+    return home.artifacts / "openlineage" / "running"
+
+
+def abort_orphans(home: Home) -> list[str]:
+    """Send ABORT for the stage runs whose process died on this host without a last event; the
+    run ids. Markers of other hosts are left to a run on that host."""
+    aborted = []
+    for marker in sorted(running_dir(home).glob("*.json")) if running_dir(home).is_dir() else []:
+        record = json.loads(marker.read_text())
+        if record["host"] != socket.gethostname() or pid_alive(str(record["pid"])):
+            continue
+        run = StageRun(home, [Ref(**r) for r in record["inputs"]], LmpipeRunFacet(**record["facet"]))
+        run.first_run_id, run.run_id = record["first_run_id"], record["run_id"]
+        run.abort(
+            f"process {record['pid']} on {record['host']} died while building (found by a later stage run)"
+        )
+        aborted.append(record["run_id"])
+    return aborted
