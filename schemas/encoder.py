@@ -6,8 +6,12 @@ the masked objective fixed, so one config can hold both models side by side.
 
 from typing import Literal
 
+from pydantic import Field
+
 from schemas.pretrain import PretrainConfig
 
 
 class EncoderConfig(PretrainConfig):
-    objective: Literal["masked"] = "masked"
+    objective: Literal["masked"] = Field(
+        "masked", description="Always `masked`: the encoder learns masked-LM (BERT-style)."
+    )

@@ -15,7 +15,8 @@ class PretrainConfig(TrainConfig):
     )
     objective: Literal["causal", "masked"] = Field(
         "causal",
-        description="`causal`: next-token prediction (a decoder); `masked`: BERT-style masked LM (an encoder).",
+        description="`causal`: next-token prediction (a decoder); `masked`: BERT-style masked LM "
+        "(an encoder).",
     )
     mask_prob: float = Field(
         0.15, gt=0, lt=1, description="Share of tokens masked for prediction, with `objective: masked`."

@@ -3,14 +3,20 @@ scores its completions with."""
 
 from pydantic import Field
 
-from schemas.training import GainFields, LoraFields, TrainConfig
+from schemas.training import GainFields, LoraFields, TrainConfig, learning_rate
 
 
 class RewardConfig(TrainConfig, LoraFields, GainFields):
     """A sequence-score head on the SFT model (LoRA on attention, the head trained in full)."""
 
-    lr: float = Field(5e-4, gt=0)
-    # Pulls the mean reward of each pair towards 0 (TRL's center_rewards_coefficient), so the
-    # RL stage sees rewards on a stable scale; null turns it off.
-    center_rewards: float | None = Field(0.01, ge=0)
-    eval_pairs: int = Field(512, ge=1)  # validation pairs scored for reward accuracy
+    lr: float = learning_rate(5e-4)
+    # So that the RL stage sees rewards on a stable scale.
+    center_rewards: float | None = Field(
+        0.01,
+        ge=0,
+        description="Weight of a loss term pulling the mean reward of each pair towards 0 (TRL's "
+        "`center_rewards_coefficient`); null turns it off.",
+    )
+    eval_pairs: int = Field(
+        512, ge=1, description="Validation pairs scored for reward accuracy (chosen scored above rejected)."
+    )

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.training import TrainConfig
+from schemas.training import TrainConfig, learning_rate
 
 
 class Seq2SeqConfig(TrainConfig):
@@ -14,12 +14,28 @@ class Seq2SeqConfig(TrainConfig):
     `max_steps` train everything at `lr`.
     """
 
-    lr: float = Field(5e-4, gt=0)
-    cross_steps: int = Field(50, ge=0)
-    cross_lr: float = Field(2e-3, gt=0)
-    cross_heads: int = Field(4, ge=1)
-    tasks: list[Literal["translation", "summarization", "qa"]] = Field(
-        default_factory=lambda: ["translation", "summarization"], min_length=1
+    lr: float = learning_rate(5e-4)
+    cross_steps: int = Field(
+        50,
+        ge=0,
+        description="Steps of phase 1, which trains only the new cross-attention (encoder and decoder "
+        "frozen); 0 skips it.",
     )
-    eval_examples: int = Field(48, ge=1)  # per task, for generation metrics (same rows as SFT's)
-    eval_max_new_tokens: int = Field(64, ge=1)
+    cross_lr: float = Field(2e-3, gt=0, description="Peak learning rate of phase 1.")
+    cross_heads: int = Field(
+        4,
+        ge=1,
+        description="Attention heads of each new cross-attention block; must divide the decoder's width.",
+    )
+    tasks: list[Literal["translation", "summarization", "qa"]] = Field(
+        default_factory=lambda: ["translation", "summarization"],
+        min_length=1,
+        description="The SFT tasks whose shards it trains and is evaluated on.",
+    )
+    eval_examples: int = Field(
+        48,
+        ge=1,
+        description="Validation examples per task answered for the generation metrics (the same rows "
+        "as SFT's, for comparison).",
+    )
+    eval_max_new_tokens: int = Field(64, ge=1, description="Most tokens generated for one evaluation answer.")

@@ -27,7 +27,8 @@ class SftConfig(TrainConfig, LoraFields, GainFields):
     lr: float = learning_rate(5e-4)
     method: Literal["full", "lora"] = Field(
         "full",
-        description="`full`: every weight trains; `lora`: adapters on attention plus the task tokens' embeddings.",
+        description="`full`: every weight trains; `lora`: adapters on attention plus the task "
+        "tokens' embeddings.",
     )
     eval_examples: int = Field(
         48,

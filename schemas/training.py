@@ -58,7 +58,8 @@ class TrainConfig(StrictModel):
     )
     schedule: Literal["cosine", "linear", "constant"] = Field(
         "cosine",
-        description="The learning rate after warmup: cosine or linear decay to 0 at `max_steps`, or constant.",
+        description="The learning rate after warmup: cosine or linear decay to 0 at `max_steps`, "
+        "or constant.",
     )
     batch_size: int = Field(
         8,
@@ -118,13 +119,15 @@ class TrainConfig(StrictModel):
     eval_batches: int = Field(
         8,
         ge=1,
-        description="Validation batches over which the validation loss is measured, before and after training.",
+        description="Validation batches over which the validation loss is measured, before and "
+        "after training.",
     )
     seed: int = Field(0, description="Seed of the initial weights, the data order and any sampling.")
     log_every: int = runtime_field(
         10,
         ge=1,
-        description="Report loss, learning rate and throughput (log, MLflow, progress bar) every N optimizer steps.",
+        description="Report loss, learning rate and throughput (log, MLflow, progress bar) every N "
+        "optimizer steps.",
     )
     checkpoint_every: int = runtime_field(
         50,
