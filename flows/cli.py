@@ -188,7 +188,7 @@ def cmd_run(args) -> int:
         from flows.server import tie_temporary_server
 
         tie_temporary_server()
-    params = {"config": args.config, "overrides": args.overrides, "force": args.force, "home": args.home}
+    params = {"config": cfg, "force": args.force, "home": args.home}  # the overrides are applied
     results = [STAGE_FLOWS[args.stage](**params)] if args.stage else pipeline(**params)
     print_summary(results, time.perf_counter() - started)
     return 0

@@ -11,7 +11,9 @@ from prefect import flow
 
 from flows.runners import prefect_map
 from flows.stage import run_stage
+from schemas.config import PipelineConfig
 from schemas.corpus import CorpusConfig
+from schemas.manifest import Ref
 from tasks import corpus as corpus_task
 
 
@@ -22,10 +24,15 @@ def parallel_build(cfg: CorpusConfig, inputs: dict, out) -> dict:
 
 @flow(name="corpus", log_prints=True, persist_result=False)
 def corpus_flow(
-    config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
+    config: str | PipelineConfig = "tiny",
+    overrides: list[str] | None = None,
+    force: bool = False,
+    home: str | None = None,
+    inputs: list[Ref] | None = None,
 ) -> dict:
     """Raw sources (JSONL, Parquet, CSV/TSV, text, datasets) -> clean, deduplicated, split Parquet tables + rejects.
 
-    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...].
+    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...];
+    inputs: the input refs the pipeline planned (None: the latest matching artifacts).
     """
-    return run_stage("corpus", config, overrides, force, home, build=parallel_build)
+    return run_stage("corpus", config, overrides, force, home, inputs, parallel_build)

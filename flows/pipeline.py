@@ -6,7 +6,9 @@ The optional RLHF stages (reward, rl) are flows of their own, run with `lmpipe r
 and `lmpipe run rl`; they are not part of this run.
 
 Each stage is its own flow (a subflow here) that skips itself when its artifact is up to
-date. The plan (run or skip, and why) is published first as a Prefect markdown artifact.
+date. The pipeline loads the config and plans every stage once, publishes the plan (run or
+skip, and why) as a Prefect markdown artifact, and hands each stage flow the loaded config and
+the input refs of its plan: no stage loads the YAML or hashes the raw files again.
 """
 
 from prefect import flow, get_run_logger
@@ -25,44 +27,45 @@ from flows.rl import rl_flow
 from flows.seq2seq import seq2seq_flow
 from flows.sft import sft_flow
 from flows.shards import shards_flow
+from flows.stage import loaded
 from flows.tokenizer import tokenizer_flow
-from schemas.config import load_config
+from schemas.config import PipelineConfig
 from schemas.stages import PIPELINE
 from tasks.artifacts import Home
 from tasks.plan import plan_pipeline
 
-STAGE_FLOWS = {
-    "corpus": corpus_flow,
-    "tokenizer": tokenizer_flow,
-    "shards": shards_flow,
-    "pretrain": pretrain_flow,
-    "sft": sft_flow,
-    "dpo": dpo_flow,
-    "reward": reward_flow,
-    "rl": rl_flow,
-    # Optional stages: run by name (`lmpipe run encoder`), not by the pipeline.
-    "encoder": encoder_flow,
-    "heads": heads_flow,
-    "seq2seq": seq2seq_flow,
-}
+# The pipeline, in order: each stage reads what the ones before it published.
+CHAIN = (corpus_flow, tokenizer_flow, shards_flow, pretrain_flow, sft_flow, dpo_flow)
+# Optional stages: run by name (`lmpipe run reward`, `lmpipe run encoder`), not by the pipeline.
+OPTIONAL = (reward_flow, rl_flow, encoder_flow, heads_flow, seq2seq_flow)
+STAGE_FLOWS = {f.name: f for f in (*CHAIN, *OPTIONAL)}
 
 
 @flow(name="pipeline", log_prints=True, persist_result=False)
 def pipeline(
-    config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
+    config: str | PipelineConfig = "tiny",
+    overrides: list[str] | None = None,
+    force: bool = False,
+    home: str | None = None,
 ) -> list[dict]:
-    """Run every stage in order; `force` rebuilds all of them."""
+    """Run every stage in order; `force` rebuilds all of them.
+
+    config: preset name in configs/ or a YAML path (`overrides` apply to it), or a loaded config
+    (`lmpipe run` passes the one it checked). The stages are planned once, here; each stage flow
+    gets the loaded config and the input refs of its plan, so none loads or plans again.
+    """
     logger = get_run_logger()
-    cfg, h = load_config(config, overrides), Home.resolve(home)
-    plan = plan_pipeline(cfg, h, PIPELINE)
+    cfg, h = loaded(config, overrides), Home.resolve(home)
+    plans = {p.stage: p for p in plan_pipeline(cfg, h, PIPELINE)}
     create_markdown_artifact(
-        key="pipeline-plan", markdown=plan_markdown(plan), description="what will run and why"
+        key="pipeline-plan", markdown=plan_markdown(list(plans.values())), description="what will run and why"
     )
     results = []
     with tracking.pipeline_run(cfg, h, {"flow_run_id": str(flow_run.id) if flow_run.id else None}):
-        for stage in PIPELINE:  # training stages' MLflow runs nest under the pipeline's
-            result = STAGE_FLOWS[stage](config=config, overrides=overrides, force=force, home=home)
-            logger.info(f"{stage}: {result['status']} in {result['seconds']}s: {result['figures']}")
+        for stage_flow in CHAIN:  # training stages' MLflow runs nest under the pipeline's
+            inputs = plans[stage_flow.name].inputs
+            result = stage_flow(config=cfg, force=force, home=home, inputs=inputs)
+            logger.info(f"{result['stage']}: {result['status']} in {result['seconds']}s: {result['figures']}")
             results.append(result)
     create_table_artifact(
         key="pipeline-summary", table=results, description="per stage: ran/skipped, time, figures"

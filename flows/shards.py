@@ -10,6 +10,8 @@ from prefect import flow
 
 from flows.runners import prefect_map
 from flows.stage import run_stage
+from schemas.config import PipelineConfig
+from schemas.manifest import Ref
 from schemas.shards import ShardsConfig
 from tasks import shards as shards_task
 
@@ -21,10 +23,15 @@ def parallel_build(cfg: ShardsConfig, inputs: dict, out) -> dict:
 
 @flow(name="shards", log_prints=True, persist_result=False)
 def shards_flow(
-    config: str = "tiny", overrides: list[str] | None = None, force: bool = False, home: str | None = None
+    config: str | PipelineConfig = "tiny",
+    overrides: list[str] | None = None,
+    force: bool = False,
+    home: str | None = None,
+    inputs: list[Ref] | None = None,
 ) -> dict:
     """Templated, masked, packed (pretrain) and length-bucketed (SFT, DPO) Arrow IPC shards.
 
-    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...].
+    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...];
+    inputs: the input refs the pipeline planned (None: the latest matching artifacts).
     """
-    return run_stage("shards", config, overrides, force, home, build=parallel_build)
+    return run_stage("shards", config, overrides, force, home, inputs, parallel_build)

@@ -14,6 +14,7 @@ reader sees either nothing or a complete artifact:
 
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -123,12 +124,40 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def content_hash(path: Path) -> str:
+def content_hash(path: Path, file_hash=None) -> str:
     """A file's sha256, or for a folder the hash of its sorted relative paths and file hashes."""
+    file_hash = file_hash or sha256_file
     if path.is_file():
-        return sha256_file(path)
+        return file_hash(path)
     files = sorted(f for f in path.rglob("*") if f.is_file())
-    return sha256_json([(f.relative_to(path).as_posix(), sha256_file(f)) for f in files])
+    return sha256_json([(f.relative_to(path).as_posix(), file_hash(f)) for f in files])
+
+
+def source_hash(path: Path) -> str:
+    """`content_hash` of a raw source, reading each file once per process while the file system
+    shows it unchanged. One `lmpipe run` hashes the sources to plan, the corpus stage makes its
+    ids from them and checks after reading that they did not change: one read serves all three.
+    `lmpipe verify` uses `content_hash`: it is there to reread."""
+    return content_hash(path, remembered_sha256)
+
+
+# A file whose status changed this recently is hashed every time: a write within the same
+# timestamp tick (2 s on FAT, a few ms on ext4) can leave its times as they were.
+RECENT_NS = 2_000_000_000
+
+
+def remembered_sha256(path: Path) -> str:
+    """sha256_file, remembered by the file's device, inode, size, mtime and ctime. Any write
+    changes ctime, which `touch` cannot set back, so a changed file is always read again."""
+    st = path.stat()
+    if time.time_ns() - st.st_ctime_ns < RECENT_NS:
+        return sha256_file(path)
+    return _sha256_of(str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=65536)
+def _sha256_of(path: str, *state: int) -> str:
+    return sha256_file(Path(path))  # `state` only keys the cache
 
 
 def sha256_json(data: object) -> str:

@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from schemas.corpus import SUFFIXES, Source, suffix_format
-from tasks.artifacts import content_hash
+from tasks.artifacts import source_hash
 from tasks.plan import raw_files, raw_path
 
 BATCH = 1024
@@ -81,7 +81,7 @@ def parts(src: Source, chunk_bytes: int | None = None) -> list[dict]:
         )
         # "key": what generated ids are made of (`<key>:<line>`, `<key>#<line>`): the file's
         # content, never its path, so a copied or moved file gives the same records and split.
-        key = (sha or content_hash(path))[:16]
+        key = (sha or source_hash(path))[:16]
         part = {"format": fmt, "path": str(path), "label": label, "columns": columns, "key": key}
         if fmt in STREAMED:  # "sha256": what the bytes read must hash to (`Hashed`)
             pieces = [{"start": a, "stop": b, "line": n} for a, b, n in ranges]

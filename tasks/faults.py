@@ -4,7 +4,7 @@ Set `LMPIPE_CRASH_AT="<stage>:<point>:<action>"`; the process then fails at that
 
     LMPIPE_CRASH_AT=corpus:before_rename:SIGKILL lmpipe run corpus
 
-Points: `after_build`, `after_validate` (flows/stage.py), `before_rename`, `after_rename`
+Points: `after_build`, `after_validate` (tasks/transaction.py), `before_rename`, `after_rename`
 (tasks/artifacts.publish), `push_before_manifest` (tasks/remote.push), `after_<shard file>`
 and `after_<chunk file>` (tokenised chunk, e.g. `after_tok-sft-train-qa-000000000-000005000.arrow`) in the
 shards stage and `step-<N>` after

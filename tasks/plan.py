@@ -20,11 +20,11 @@ from tasks.artifacts import (
     Home,
     artifact_dir,
     check_files,
-    content_hash,
     find,
     latest,
     read_manifest,
     sha256_json,
+    source_hash,
     stage_fingerprint,
 )
 
@@ -126,8 +126,8 @@ def file_ref(path: str, what: str) -> Ref:
     if not p.exists():
         raise FileNotFoundError(f"{what}: not found at {p}")
     if p.is_dir():
-        raw_files(p, what)  # before content_hash reads them
-    return Ref(stage="raw", name=path, fingerprint=content_hash(p), path=str(p))
+        raw_files(p, what)  # before source_hash reads them
+    return Ref(stage="raw", name=path, fingerprint=source_hash(p), path=str(p))
 
 
 def check_unchanged(stage: str, refs: list[Ref]) -> None:
@@ -142,7 +142,7 @@ def check_unchanged(stage: str, refs: list[Ref]) -> None:
         if ref.stage != "raw" or ref.path.startswith("hub:"):
             continue
         path = Path(ref.path)
-        now = content_hash(path) if path.exists() else "(gone)"
+        now = source_hash(path) if path.exists() else "(gone)"
         if now != ref.fingerprint:
             raise ArtifactError(
                 f"raw file {ref.name} changed while the {stage} stage read it (sha256 {ref.fingerprint[:12]} "

@@ -7,7 +7,7 @@ import yaml
 
 from flows.server import POOLS
 from schemas.config import PROJECT_ROOT, load_config
-from schemas.stages import ORDER, STAGES
+from schemas.stages import ORDER, PIPELINE, STAGES
 
 SPEC = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text())
 DEPLOYMENTS = SPEC["deployments"]
@@ -50,3 +50,11 @@ def test_example_deployments_fit_their_flow_and_stay_out_of_deploy_all(example):
     test_deployment_parameters_validate(example)
     assert example["name"] not in {d["name"] for d in DEPLOYMENTS}
     assert example["work_pool"]["name"] not in POOLS
+
+
+def test_the_pipeline_chains_the_stages_of_PIPELINE_in_order():
+    """flows/pipeline.py names its stage flows in order; it must match the plan's order."""
+    from flows.pipeline import CHAIN, STAGE_FLOWS
+
+    assert [f.name for f in CHAIN] == list(PIPELINE)
+    assert set(STAGE_FLOWS) == set(ORDER)

@@ -3,9 +3,12 @@
 import contextlib
 import io
 import json
+import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from conftest import FILES
 from mlflow.tracking import MlflowClient
 from prefect.artifacts import Artifact
 
@@ -19,7 +22,7 @@ from flows.rl import rl_flow
 from flows.seq2seq import seq2seq_flow
 from schemas.config import load_config
 from schemas.stages import ORDER, PIPELINE, STAGES
-from tasks import lineage
+from tasks import artifacts, lineage
 from tasks.artifacts import ArtifactError, Home, read_manifest, sha256_file, verify
 from tasks.lineage_events import events_file
 from tasks.plan import plan_pipeline
@@ -40,12 +43,32 @@ def statuses(results: list[dict]) -> dict[str, str]:
     return {r["stage"]: r["status"] for r in results}
 
 
-def test_pipeline_end_to_end(prefect_harness, no_openlineage_config, tiny_config, tmp_path, capsys):
+def raw_hashings(monkeypatch, raw_dir: Path) -> Counter:
+    """How often each file of `raw_dir` is read to be hashed: a counting wrapper around the real
+    tasks.artifacts.sha256_file (every raw-file hash goes through it)."""
+    counts, real = Counter(), artifacts.sha256_file
+
+    def counted(path):
+        if Path(path).parent == raw_dir:
+            counts[Path(path).name] += 1
+        return real(path)
+
+    monkeypatch.setattr(artifacts, "sha256_file", counted)
+    return counts
+
+
+def test_pipeline_end_to_end(
+    prefect_harness, no_openlineage_config, tiny_config, tmp_path, capsys, monkeypatch
+):
     home = str(tmp_path / "home")
     config = str(tiny_config)
 
-    first = pipeline(config=config, home=home)
+    time.sleep(artifacts.RECENT_NS / 1e9)  # files written this recently are hashed on every look
+    with monkeypatch.context() as m:
+        hashed = raw_hashings(m, tiny_config.parent / "raw")
+        first = pipeline(config=config, home=home)
     assert statuses(first) == dict.fromkeys(PIPELINE, "ran")
+    assert hashed == Counter(dict.fromkeys(FILES.values(), 1))  # planned once for the whole run
     for r in first:
         m = read_manifest(Path(r["path"]))
         assert m.stage == r["stage"] and m.flow_run_id and m.files and all(c.success for c in m.contracts)
