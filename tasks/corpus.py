@@ -535,8 +535,9 @@ def _diagnosis(stats: dict, file: str, out: Path | None) -> str:
 
 def source_yield(cfg: CorpusConfig, stats: dict) -> ContractResult:
     """Fail when a configured source gives no record at all (an empty file, or every record
-    rejected), naming it: otherwise its task's table is empty or thin and a later stage fails
-    far from the cause.
+    rejected) or, of FILE_MIN_RECORDS or more, is all duplicates of one record, naming it: otherwise its task's table is
+    empty or thin and a later stage fails far from the cause (a tokenizer below its vocabulary
+    size, shards with nothing to concatenate).
 
     >>> source_yield(cfg, stats)  # data/raw/qa.jsonl is a zero-byte file
     ContractError: contract corpus/sources failed: source 'data/raw/qa.jsonl' (qa) gave no records: it holds none (an empty file?)
@@ -547,11 +548,18 @@ def source_yield(cfg: CorpusConfig, stats: dict) -> ContractResult:
         counts = [c for f, c in stats["files"].items() if f == src.path or f.startswith(folder)]
         read, kept = sum(c.get("in", 0) for c in counts), sum(c.get("kept", 0) for c in counts)
         checked += read
-        if kept:
-            continue
         reasons = Counter()
         for c in counts:
             reasons.update({k: v for k, v in c.items() if k not in ("in", "kept")})
+        duplicates = reasons["exact_duplicate"] + reasons["near_duplicate"]
+        if kept == 1 and duplicates and read >= FILE_MIN_RECORDS:  # as the per-file ceiling
+            raise ContractError(
+                f"contract {name} failed: source {src.path!r} ({src.task}) is all duplicates: {read} records "
+                f"read, {duplicates} of them duplicates of its one kept record (the same record under "
+                f"other ids?); see {REJECTS}"
+            )
+        if kept:
+            continue
         why = (
             f"all {read} rejected ({', '.join(f'{k} {v}' for k, v in reasons.most_common(3))}; see {REJECTS})"
         )

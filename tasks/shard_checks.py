@@ -19,7 +19,7 @@ from schemas.shards import IGNORE_INDEX, ShardsConfig
 from schemas.templates import PREFERENCE_PROMPT
 from schemas.tokens import BOS, EOS, PROMPT, token_id
 from tasks import instruct
-from tasks.contracts import require, run_suite
+from tasks.contracts import ContractError, require, run_suite
 from tasks.corpus_dedup import member, repeated
 
 
@@ -38,9 +38,14 @@ def check(cfg: ShardsConfig, shards: dict[str, list[Path]], vocab: int, work: Pa
                 summaries.append(summary)
                 bad += problems
                 rows += len(summary)
-            run_suite(f"shards/{kind}", pd.concat(summaries, ignore_index=True), shard_suite(vocab))
-        if not rows:  # the suite's row-count guard names the empty split
-            run_suite(f"shards/{kind}", check_rows(kind, [], cfg)[0], shard_suite(vocab))
+            if summaries:  # an empty shard has no batch
+                run_suite(f"shards/{kind}", pd.concat(summaries, ignore_index=True), shard_suite(vocab))
+        if not rows:  # GX would pass on nothing; say which corpus records were missing
+            raise ContractError(
+                f"contract shards/{kind} failed: its training split holds no rows: the corpus gave no "
+                f"training records of task {FROM_TASKS[kind]} (or all were too long for shards.max_len); "
+                f"the stages that train on {kind} shards need them: add such a source to corpus.sources"
+            )
         results.append(ContractResult(name=f"shards/{kind}", success=True, checked=rows))
         if kind in ("sft", "dpo"):  # their rows are examples, named by id
             repeated = _repeated_ids(paths, rows, work)
@@ -81,6 +86,13 @@ def _repeated_ids(paths: list[Path], rows: int, work: Path) -> list[str]:
         if len(names) > 1
     ]
 
+
+FROM_TASKS = {  # the corpus tasks each kind of shard is made of
+    "pretrain": "pretrain",
+    "sft": "translation, summarization or qa",
+    "dpo": "preference",
+    "sft_packed": "translation, summarization or qa",
+}
 
 _LAYOUT_RULES = {
     "pretrain": "position ids restart at each document; no loss on document starts or padding",

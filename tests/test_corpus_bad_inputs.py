@@ -281,3 +281,24 @@ def test_failed_corpus_keeps_its_rejects_for_diagnosis(tmp_path):
     kept = Path(re.search(r"kept at (\S+)\)", str(err.value)).group(1))
     assert kept == tmp_path / "home" / "artifacts" / "failed" / "corpus-t-aaaaaaaaaaaa" / "rejects.jsonl"
     assert len(kept.read_text().splitlines()) == 20 and not tmp.exists()
+
+
+def test_all_duplicate_source_fails_naming_it(tmp_path):
+    """All duplicates left one preference record: the tokenizer trained a vocabulary below its
+    size and the shards stage crashed with `No objects to concatenate`."""
+    good, dup = tmp_path / "good.jsonl", tmp_path / "dup.jsonl"
+    good.write_text(
+        "".join(json.dumps({"id": f"g{i}", "text": f"Good text number {i}."}) + "\n" for i in range(40))
+    )
+    dup.write_text(
+        "".join(json.dumps({"id": f"d{i}", "text": "The same words again."}) + "\n" for i in range(30))
+    )
+    cfg = CorpusConfig(
+        sources=[{"task": "pretrain", "path": str(p)} for p in (good, dup)], validation_fraction=0.2
+    )
+    (out := tmp_path / "out").mkdir()
+    stats = corpus.build(cfg, {}, out)
+    with pytest.raises(
+        ContractError, match=rf"source '{dup}' \(pretrain\) is all duplicates: 30 records read, 29"
+    ):
+        corpus.validate(cfg, {}, out, stats)

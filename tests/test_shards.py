@@ -311,3 +311,17 @@ def test_headline_figures_and_length_histogram_for_the_prefect_artifact(built):
         documents += stats[f"pretrain_{split}"]["documents"]
     assert stats["split_documents"] == pieces - documents > 0
     assert stats["rejected_too_long"] == sum(1 for _ in (out / shards.REJECTS).open())
+
+
+def test_a_kind_without_rows_names_the_corpus_tasks_it_needs(tmp_path):
+    """A config with only pretraining data wrote empty sft shards, which crashed the checks
+    (`No objects to concatenate`)."""
+    cfg = load_config("tiny").shards
+    empty = tmp_path / "sft-train-00000.arrow"
+    shards.write_shards([], "sft", "train", tmp_path, cfg.rows_per_shard)
+    assert empty.is_file() and pa.ipc.open_file(empty).read_all().num_rows == 0
+    with pytest.raises(
+        ContractError,
+        match=r"shards/sft failed: its training split holds no rows: .* translation, summarization or qa",
+    ):
+        shard_checks.check(cfg, {"sft": [empty]}, 4096, tmp_path / "work")
