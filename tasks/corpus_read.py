@@ -75,19 +75,26 @@ def parts(src: Source, chunk_bytes: int | None = None) -> list[dict]:
     columns = _first_columns(fmt, files)
     out = []
     for path, label in files:
-        whole = fmt in STREAMED and not (fmt == "jsonl" and chunk_bytes and not path.name.endswith(".gz"))
-        ranges, sums, sha = (
-            line_ranges(path, None if whole else chunk_bytes) if fmt in STREAMED else ([], [], "")
-        )
-        # "key": what generated ids are made of (`<key>:<line>`, `<key>#<line>`): the file's
-        # content, never its path, so a copied or moved file gives the same records and split.
-        key = (sha or source_hash(path))[:16]
-        part = {"format": fmt, "path": str(path), "label": label, "columns": columns, "key": key}
-        if fmt in STREAMED:  # "sha256": what the bytes read must hash to (`Hashed`)
-            pieces = [{"start": a, "stop": b, "line": n} for a, b, n in ranges]
-            out += [{**part, **piece, "sha256": h} for piece, h in zip(pieces, sums, strict=True)]
-            if whole:
-                out[-1] = {**part, "sha256": sha}
+        # The plan's hash of the file (remembered while the file is unchanged). "key": what
+        # generated ids are made of (`<key>:<line>`, `<key>#<line>`): the file's content,
+        # never its path, so a copied or moved file gives the same records and split.
+        sha = source_hash(path)
+        part = {"format": fmt, "path": str(path), "label": label, "columns": columns, "key": sha[:16]}
+        if fmt == "jsonl" and chunk_bytes and not path.name.endswith(".gz"):
+            # "sha256": what the bytes read must hash to (`Hashed`): each range's, from one read
+            # whose whole-file hash must be the plan's
+            ranges, sums, whole = line_ranges(path, chunk_bytes)
+            if whole != sha:
+                raise SourceChanged(
+                    f"corpus source file {label} changed while it was listed (sha256 {sha[:12]}, then "
+                    f"{whole[:12]}); rerun once it stops changing"
+                )
+            out += [
+                {**part, "start": a, "stop": b, "line": n, "sha256": h}
+                for (a, b, n), h in zip(ranges, sums, strict=True)
+            ]
+        elif fmt in STREAMED:
+            out.append({**part, "sha256": sha})
         elif fmt == "parquet" and chunk_bytes:
             out += [{**part, **piece} for piece in row_group_ranges(path, chunk_bytes)]
         else:
@@ -165,11 +172,9 @@ def _is_header(raw: Raw) -> bool:
     return raw.line == 0 and raw.reason == "" and raw.record is not None
 
 
-def line_ranges(
-    path: Path, chunk_bytes: int | None
-) -> tuple[list[tuple[int, int | None, int]], list[str], str]:
-    """(start byte, stop byte, first line number) of pieces of about `chunk_bytes` (None: one
-    piece), each cut after a newline, the last one running to the end (stop None); the sha256
+def line_ranges(path: Path, chunk_bytes: int) -> tuple[list[tuple[int, int | None, int]], list[str], str]:
+    """(start byte, stop byte, first line number) of pieces of about `chunk_bytes`, each cut
+    after a newline, the last one running to the end (stop None); the sha256
     of each piece's bytes; and the whole file's sha256. Reads the file once.
 
     >>> line_ranges(Path("t.jsonl"), 1 << 20)  # a 1.5 MiB file
@@ -180,7 +185,7 @@ def line_ranges(
     with open(path, "rb") as f:
         while True:
             stop = None
-            if chunk_bytes and start + chunk_bytes < size:
+            if start + chunk_bytes < size:
                 f.seek(start + chunk_bytes)
                 f.readline()  # on to the end of the line the cut falls in
                 stop = f.tell() if f.tell() < size else None
