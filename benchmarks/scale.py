@@ -164,7 +164,7 @@ def warm_up() -> None:
 
 class Tokenising:
     """Runs the shards stage's chunk jobs on `cores` threads, as the flow's Prefect thread pool
-    does (flows/runners.py, `shards.workers`), or on `cores` worker processes as a Dask cluster of
+    does (runners/, `shards.workers`), or on `cores` worker processes as a Dask cluster of
     processes runs them (one Rayon thread each), and times them: the stage's tokenisation.
     Worker processes are started (spawned, modules imported) before the clock, as a cluster's
     workers are before a stage's first job; `start_seconds` is that start-up."""

@@ -4,13 +4,13 @@ Pass one (reading, admitting, dedup keys and signatures) runs as one Prefect tas
 a source (a file, or about `corpus.chunk_bytes` of a JSONL or Parquet file), and pass two's
 decontamination lookups as one per 16 spool batches, on Prefect's thread pool, or
 with `corpus.runner: dask` on a local Dask cluster of `corpus.workers` processes or an existing
-cluster (`corpus.dask_address`); the artifact is the same bytes either way (flows/runners.py).
+cluster (`corpus.dask_address`); the artifact is the same bytes either way (runners/).
 """
 
 from prefect import flow
 
-from flows.runners import prefect_map
 from flows.stage import run_stage
+from runners import prefect_map
 from schemas.config import PipelineConfig
 from schemas.corpus import CorpusConfig
 from schemas.manifest import Ref

@@ -3,13 +3,13 @@
 Tokenising runs as one Prefect task per corpus chunk (`shards.chunk_rows` records) on
 Prefect's thread pool, or with `shards.runner: dask` on a local Dask cluster of
 `shards.workers` processes or an existing cluster (`shards.dask_address`); the shards are the
-same bytes either way (flows/runners.py).
+same bytes either way (runners/).
 """
 
 from prefect import flow
 
-from flows.runners import prefect_map
 from flows.stage import run_stage
+from runners import prefect_map
 from schemas.config import PipelineConfig
 from schemas.manifest import Ref
 from schemas.shards import ShardsConfig

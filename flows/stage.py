@@ -10,13 +10,13 @@ UI, and publishes the summary, stats, manifest link, lineage and plots as Prefec
 import base64
 from pathlib import Path
 
-from prefect import get_run_logger, task
+from prefect import get_run_logger
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from prefect.utilities.urls import url_for
 
 from flows import tracking
+from runners import prefect_task
 from schemas.config import PipelineConfig, load_config
 from schemas.manifest import MANIFEST, Manifest, Ref
 from tasks import lineage, remote, transaction
@@ -42,7 +42,7 @@ def run_stage(
     hooks = transaction.Hooks(
         log=logger.info,
         warn=logger.warning,
-        task=_task,
+        task=prefect_task,
         run_id=run_id,
         # PREFECT_UI_URL, else derived from PREFECT_API_URL; None on a temporary server
         run_url=url_for("flow-run", obj_id=run_id) if run_id else None,
@@ -60,12 +60,6 @@ def loaded(config: str | PipelineConfig, overrides: list[str] | None) -> Pipelin
     """The config a caller already loaded, or the preset (or YAML file) with the overrides applied:
     flows take either, so a pipeline run parses its `--set` overrides once."""
     return config if isinstance(config, PipelineConfig) else load_config(config, overrides)
-
-
-def _task(fn, name: str):
-    # Results stay in memory (flows and tasks use persist_result=False): no pickled result
-    # files, no cache keyed on path strings.
-    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
 
 
 def _ui_artifacts(stage: str, name: str, manifest: Manifest, result: dict, home: Home) -> None:

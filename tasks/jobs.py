@@ -2,7 +2,7 @@
 
 A stage that works in jobs takes `map_chunks(fn, jobs) -> results`; this module's `serial` runs
 them here, one after another, and the flows replace it with Prefect tasks on a thread pool or a
-Dask cluster (flows/runners.py). Results come back in job order, whoever ran them.
+Dask cluster (runners/). Results come back in job order, whoever ran them.
 """
 
 from collections.abc import Callable

@@ -117,7 +117,7 @@ def test_yaml_alias_bombs_are_refused_and_errors_quote_little(tmp_path):
     ],
 )
 def test_cli_config_errors_are_one_line_without_traceback(override, message, capsys):
-    from flows.cli import main
+    from cli.main import main
 
     assert main(["plan", "--set", override]) == 2
     err = capsys.readouterr().err

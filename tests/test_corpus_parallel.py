@@ -61,7 +61,7 @@ def test_pieces_in_threads_and_dask_processes_build_the_same_bytes(tmp_path, pre
 
 
 def test_a_failing_job_names_its_source_file_and_piece(tmp_path, prefect_harness):
-    from flows.runners import prefect_map
+    from runners import prefect_map
 
     cfg = config(tmp_path)
     vanished = next(s.path for s in cfg.sources if s.task == "summarization")
@@ -193,7 +193,7 @@ def test_jobs_report_to_the_temporary_server_of_their_run():
         "import flows\n"
         "from prefect.server.api.server import SubprocessASGIServer\n"
         "from prefect.settings import PREFECT_API_URL\n"
-        "from flows.runners import same_api\n"
+        "from runners import same_api\n"
         "server = SubprocessASGIServer()\n"
         "server.start()\n"
         "with same_api():\n"

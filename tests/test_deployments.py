@@ -5,7 +5,7 @@ import importlib
 import pytest
 import yaml
 
-from flows.server import POOLS
+from cli.server import POOLS
 from schemas.config import PROJECT_ROOT, load_config
 from schemas.stages import ORDER, PIPELINE, STAGES
 

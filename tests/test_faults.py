@@ -26,7 +26,7 @@ def lmpipe(args: list[str], home: Path, crash: str | None = None, wait: bool = T
     from prefect.settings import PREFECT_API_URL
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "LMPIPE_CRASH_AT": crash or ""}
-    cmd = [sys.executable, "-m", "flows.cli", "run", *args, "--home", str(home)]
+    cmd = [sys.executable, "-m", "cli", "run", *args, "--home", str(home)]
     if not wait:
         return subprocess.Popen(
             cmd, env=env, cwd=PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -139,7 +139,7 @@ def alive(pid: int) -> bool:
 def test_killed_lmpipe_run_leaves_no_temporary_prefect_server(sig, tiny_config, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}  # a temporary server
     env["PREFECT_HOME"] = str(tmp_path / "prefect")
-    cmd = [sys.executable, "-m", "flows.cli", "run", "corpus", "--config", str(tiny_config)]
+    cmd = [sys.executable, "-m", "cli", "run", "corpus", "--config", str(tiny_config)]
     run = subprocess.Popen([*cmd, "--home", str(tmp_path / "home")], env=env, cwd=PROJECT_ROOT)
     deadline, server = time.monotonic() + 120, None
     while server is None and time.monotonic() < deadline and run.poll() is None:

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from flows.cli import main
+from cli.main import main
 from schemas.tokens import BOS, EOS, TO_FR, token_id
 from tasks import evaluation, inference, seq2seq
 from tasks import tokenizer as tokenizer_task

@@ -12,7 +12,7 @@ from conftest import FILES
 from mlflow.tracking import MlflowClient
 from prefect.artifacts import Artifact
 
-from flows.cli import main
+from cli.main import main
 from flows.encoder import encoder_flow
 from flows.heads import heads_flow
 from flows.pipeline import pipeline

@@ -11,7 +11,7 @@ import fsspec
 import pytest
 from moto.server import ThreadedMotoServer
 
-from flows.cli import open_home
+from cli.main import open_home
 from flows.corpus import corpus_flow
 from flows.tokenizer import tokenizer_flow
 from schemas.config import load_config

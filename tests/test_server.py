@@ -22,7 +22,7 @@ import psutil
 import pytest
 import yaml
 
-from flows.server import PREFECT, wait_healthy
+from cli.server import PREFECT, wait_healthy
 from schemas.config import PROJECT_ROOT, load_config
 from tasks.artifacts import Home, published, read_manifest
 from tasks.plan import plan_pipeline
@@ -75,7 +75,7 @@ class Server:
         self.log = open(root / "server.log", "w")  # noqa: SIM115 (closed in stop)
         started = time.monotonic()
         self.proc = subprocess.Popen(  # `lmpipe server`: prefect server start, UI on this port
-            [sys.executable, "-m", "flows.cli", "server", "--port", str(self.port)],
+            [sys.executable, "-m", "cli", "server", "--port", str(self.port)],
             cwd=PROJECT_ROOT,
             env=self.env,
             stdout=self.log,
@@ -142,7 +142,7 @@ def server(tmp_path_factory):
     srv.config, srv.home = str(config), str(root / "home")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LMPIPE_DATA_ROOTS", str(root))  # the in-process plan checks read the same files
-        srv.setup = srv.run(sys.executable, "-m", "flows.cli", "setup-server", "--within", "45")
+        srv.setup = srv.run(sys.executable, "-m", "cli", "setup-server", "--within", "45")
         started = time.monotonic()
         srv.deploy = srv.run(str(PREFECT), "--no-prompt", "deploy", "--all")
         srv.deploy_s = time.monotonic() - started
@@ -228,7 +228,7 @@ def test_stage_from_deployment_then_forced_rerun_then_override_makes_downstream_
     (reason,) = plan["tokenizer"].reasons
     assert reason == f"input corpus: {m1.fingerprint[:12]} -> {plan['corpus'].fingerprint[:12]}"
     out = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "plan", "--config", server.config, "--home", server.home]
+        [sys.executable, "-m", "cli", "plan", "--config", server.config, "--home", server.home]
         + [f"--set={o}" for o in override],
         cwd=PROJECT_ROOT,
         env=server.env,

@@ -9,7 +9,7 @@ import subprocess
 import httpx
 import pytest
 
-from flows.server import PREFECT
+from cli.server import PREFECT
 from schemas.config import PROJECT_ROOT
 from tests.test_server import Server
 

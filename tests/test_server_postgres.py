@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.server import PREFECT
+from cli.server import PREFECT
 from schemas.config import PROJECT_ROOT
 from tests.test_server import Server, free_port
 
@@ -74,7 +74,7 @@ def test_server_on_postgresql_holds_pools_automation_and_deployments(postgres, t
     url, psql = postgres
     srv = Server(tmp_path, {"PREFECT_API_DATABASE_CONNECTION_URL": url})
     try:
-        srv.run(sys.executable, "-m", "flows.cli", "setup-server")
+        srv.run(sys.executable, "-m", "cli", "setup-server")
         srv.run(str(PREFECT), "--no-prompt", "deploy", "--all")
         r = srv.create_run("corpus", force="maybe")
         assert r.status_code == 409  # parameter schema enforced on this backend too

@@ -8,10 +8,17 @@ whichever runner and worker count runs the jobs.
 
 import contextlib
 
+from prefect import task
+from prefect.cache_policies import NO_CACHE
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.stage import _task
+
+def prefect_task(fn, name: str):
+    """`fn` as a Prefect task named `name` (a stage's build and validate, each job of a build)."""
+    # Results stay in memory (flows and tasks use persist_result=False): no pickled result
+    # files, no cache keyed on path strings.
+    return task(fn, name=name, cache_policy=NO_CACHE, persist_result=False)
 
 
 def task_runner(cfg):
@@ -36,7 +43,7 @@ def prefect_map(cfg, stage: str):
     stage and the job's function (`shards-tokenize-chunk`, `corpus-read-chunk`)."""
 
     def map_chunks(fn, jobs: list[dict]) -> list[str]:
-        job_task = _task(fn, f"{stage}-{fn.__name__.replace('_', '-')}")
+        job_task = prefect_task(fn, f"{stage}-{fn.__name__.replace('_', '-')}")
         with same_api(), task_runner(cfg) as runner:
             futures = [runner.submit(job_task, {"job": job}) for job in jobs]
             return [f.result() for f in futures]

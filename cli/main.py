@@ -72,16 +72,21 @@ def parser() -> argparse.ArgumentParser:
         prog="lmpipe", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = p.add_subparsers(required=True)
+    add_build_commands(sub)
+    add_artifact_commands(sub)
+    add_server_commands(sub)
+    add_inference_commands(sub)
+    return p
 
-    def with_config(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument(
-            "--config", default="tiny", help="preset name in configs/ or a YAML file (default: tiny)"
-        )
-        sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.FIELD=VALUE")
-        sp.add_argument(
-            "--home", help="artifact home (default: $LMPIPE_HOME, else data/artifacts + checkpoints)"
-        )
 
+def with_config(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--config", default="tiny", help="preset name in configs/ or a YAML file (default: tiny)")
+    sp.add_argument("--set", dest="overrides", action="append", default=[], metavar="STAGE.FIELD=VALUE")
+    sp.add_argument("--home", help="artifact home (default: $LMPIPE_HOME, else data/artifacts + checkpoints)")
+
+
+def add_build_commands(sub) -> None:
+    """run, plan"""
     run = sub.add_parser(
         "run",
         help="run the pipeline, or one stage (optional ones too: encoder) on the latest matching inputs",
@@ -100,6 +105,9 @@ def parser() -> argparse.ArgumentParser:
     with_config(plan)
     plan.set_defaults(func=cmd_plan)
 
+
+def add_artifact_commands(sub) -> None:
+    """list, lineage, verify, compare"""
     ls = sub.add_parser("list", help="list published artifacts")
     ls.add_argument("--home")
     ls.set_defaults(func=cmd_list)
@@ -125,6 +133,9 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--home")
     cmp.set_defaults(func=cmd_compare)
 
+
+def add_server_commands(sub) -> None:
+    """server, setup-server"""
     srv = sub.add_parser("server", help="start the Prefect server and UI (SQLite unless configured)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=4200)
@@ -138,6 +149,9 @@ def parser() -> argparse.ArgumentParser:
     )
     setup.set_defaults(func=cmd_setup_server)
 
+
+def add_inference_commands(sub) -> None:
+    """generate, predict"""
     gen = sub.add_parser("generate", help="continue or answer prompts with a decoder or seq2seq checkpoint")
     gen.add_argument("checkpoint", type=Path)
     gen.add_argument("text", nargs="?", help="the prompt text (or --file)")
@@ -157,7 +171,6 @@ def parser() -> argparse.ArgumentParser:
     pred.add_argument("--question", help="the question, for a QA head (the text is the context)")
     pred.add_argument("--file", type=Path, help="one input per line: text, or JSON with the head's fields")
     pred.set_defaults(func=lambda args: with_inputs(cmd_predict, args))
-    return p
 
 
 def cmd_run(args) -> int:
@@ -185,7 +198,7 @@ def cmd_run(args) -> int:
     if not args.debug:
         quiet_tracebacks()
     if not PREFECT_API_URL.value():  # a flow run will start a temporary server: not past our death
-        from flows.server import tie_temporary_server
+        from cli.server import tie_temporary_server
 
         tie_temporary_server()
     params = {"config": cfg, "force": args.force, "home": args.home}  # the overrides are applied
@@ -341,7 +354,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_server(args) -> int:
-    from flows.server import run_server
+    from cli.server import run_server
 
     return run_server(args.host, args.port)
 
@@ -349,7 +362,7 @@ def cmd_server(args) -> int:
 def cmd_setup_server(args) -> int:
     import asyncio
 
-    from flows.server import default_within_s, setup_server
+    from cli.server import default_within_s, setup_server
 
     for line in asyncio.run(setup_server(args.within or default_within_s())):
         print(line)
