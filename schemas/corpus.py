@@ -71,7 +71,7 @@ REASONS: dict[str, str] = {
     "wrong_type": "a mapped field is not text",
     "bad_chat": "chat messages without role/content, or no assistant turn after the prompt",
     "empty_field": "a field is empty after normalisation (or shorter than min_chars)",
-    "too_long": "a field is longer than max_chars",
+    "too_long": "a field is longer than max_chars (pretraining text is cut instead), or a line, row or file past the reading bounds",
     "chosen_equals_rejected": "a preference pair whose sides are equal",
     "duplicate_id": "an id already seen in this task",
     "exact_duplicate": "the same content as an earlier record of this task",
@@ -199,7 +199,9 @@ class CorpusConfig(StrictModel):
         100_000,
         ge=1,
         description="Every task field may have at most this many characters; longer records are "
-        "rejected (`too_long`), never cut.",
+        "rejected (`too_long`), except pretraining documents: those are cut into pieces of at most "
+        "this many characters at paragraph or sentence ends (ids `<id>#part<k>`, each deduplicated "
+        "and decontaminated on its own).",
     )
     split_salt: str = Field(
         "lmpipe",

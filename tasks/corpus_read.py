@@ -35,7 +35,7 @@ LINE_BYTES = 32 << 20  # per line (JSONL, CSV, text), text document, or row (Par
 FILE_BYTES = 64 << 30  # per file, after decompression
 # Per column of a Parquet row group, decompressed. A page holds whole cells, so a 1 GiB cell
 # is a 1 GiB page that no batch size avoids decompressing: a column chunk past this bound may
-# hold one, and its rows are rejected unread (8 MB of zstd can hold a 1 GiB cell).
+# hold one, and its rows are rejected unread (a 33 kB zstd Parquet file can hold a 1 GiB cell).
 COLUMN_BYTES = 256 << 20
 
 

@@ -110,6 +110,27 @@ def test_text_folder_per_file_and_per_paragraph(tmp_path):
     assert df["id"].is_unique
 
 
+def test_min_chars_applies_to_each_paragraph_document(tmp_path):
+    """A book in paragraph mode made documents of 'by', '(1818)' and 'Chapter 1'."""
+    book = tmp_path / "book.txt"
+    book.write_text(
+        "Frankenstein\n\nby\n\n(1818)\n\nChapter 1\n\nI am by birth a Genevese, and my family is one of the most distinguished.\n"
+    )
+    stats, t, rejects = build(
+        tmp_path,
+        {"task": "pretrain", "path": str(book), "text_unit": "paragraph"},
+        min_chars=20,
+        max_reject_rate=1.0,
+    )
+    assert t["pretrain"]["line"].tolist() == [9]
+    assert [(r["line"], r["reason"]) for r in rejects] == [
+        (1, "empty_field"),
+        (3, "empty_field"),
+        (5, "empty_field"),
+        (7, "empty_field"),
+    ]
+
+
 def test_folder_content_enters_the_fingerprint(tmp_path):
     folder = tmp_path / "books"
     folder.mkdir()
