@@ -110,8 +110,11 @@ def check_sizes(stage: str, cfg: PretrainConfig, train: pa.Table, vocab: int, de
             f"{stage}.batch_size to at most {train.num_rows}, or add pretraining text"
         )
     seq_len = len(train["input_ids"][0])
+    # attention scores are held whole by eager attention, and by sdpa with a mask on CPU (its
+    # math kernel); flex and CUDA's sdpa kernels compute them block by block
+    dense = kernel == "eager" or (kernel == "sdpa" and device.type == "cpu")
     return training.check_memory(
-        stage, cfg, lambda: new_model(cfg, vocab, seq_len), seq_len, vocab, device, dense=kernel != "flex"
+        stage, cfg, lambda: new_model(cfg, vocab, seq_len), seq_len, vocab, device, dense
     )
 
 
