@@ -300,3 +300,16 @@ def test_full_disk_mid_training_keeps_the_resume_state_and_names_the_device(
     ):
         pretrain.build(pcfg, inputs, tmp)
     assert "(step 4)" in caplog.text and "step 4/12" not in caplog.text  # continued, not restarted
+
+
+def test_a_trl_stage_stops_on_a_non_finite_logged_loss(tmp_path):
+    """DPO, reward and rl train through TRL: their resume callback checks each logged loss,
+    which the trainer logs before that step's save, so no diverged state is committed."""
+    from transformers import TrainerControl, TrainerState
+
+    callback, state = training.resume_callback("dpo", tmp_path, {}), TrainerState(global_step=7)
+    callback.on_log(None, state, TrainerControl(), logs={"loss": 0.69, "learning_rate": 1e-3})
+    with pytest.raises(
+        FloatingPointError, match=r"dpo: the training loss is nan at step 7; stopped .* dpo.lr"
+    ):
+        callback.on_log(None, state, TrainerControl(), logs={"loss": float("nan")})
