@@ -135,7 +135,7 @@ def add_artifact_commands(sub) -> None:
 
 
 def add_server_commands(sub) -> None:
-    """server, setup-server"""
+    """server, setup-server, deploy"""
     srv = sub.add_parser("server", help="start the Prefect server and UI (SQLite unless configured)")
     srv.add_argument("--host", default="127.0.0.1")
     srv.add_argument("--port", type=int, default=4200)
@@ -148,6 +148,11 @@ def add_server_commands(sub) -> None:
         "--within", type=int, help="seconds without a heartbeat before Crashed (default: 3 heartbeats)"
     )
     setup.set_defaults(func=cmd_setup_server)
+
+    deploy = sub.add_parser(
+        "deploy", help="prefect deploy --all from the checkout, keeping schedules someone switched on or off"
+    )
+    deploy.set_defaults(func=cmd_deploy)
 
 
 def add_inference_commands(sub) -> None:
@@ -365,6 +370,16 @@ def cmd_setup_server(args) -> int:
     from cli.server import default_within_s, setup_server
 
     for line in asyncio.run(setup_server(args.within or default_within_s())):
+        print(line)
+    return 0
+
+
+def cmd_deploy(args) -> int:
+    import asyncio
+
+    from cli.server import deploy_keeping_schedules
+
+    for line in asyncio.run(deploy_keeping_schedules()):
         print(line)
     return 0
 

@@ -21,6 +21,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import flows  # noqa: F401  (offline + no-telemetry environment)
+from schemas.config import PROJECT_ROOT
 
 ZOMBIE_AUTOMATION = "lmpipe: crash zombie flow runs"
 POOLS = {"cpu": "process", "gpu": "process"}
@@ -84,11 +85,15 @@ def wait_healthy(api_url: str, timeout_s: float = 120.0, proc: subprocess.Popen 
     raise TimeoutError(f"prefect server at {api_url} not healthy after {timeout_s:.0f}s")
 
 
+# Flow runs of the deployments beat every HEARTBEAT_S seconds (prefect.yaml sets
+# PREFECT_FLOWS_HEARTBEAT_FREQUENCY for both pools; Prefect's default is 180, its minimum 30), and
+# a run is declared dead after three missed beats: a lost machine shows Crashed within 2 minutes.
+HEARTBEAT_S = 30
+
+
 def default_within_s() -> int:
     """Three heartbeats: a run is declared dead only after it missed three in a row."""
-    from prefect.settings import get_current_settings
-
-    return 3 * (get_current_settings().flows.heartbeat_frequency or 180)
+    return 3 * HEARTBEAT_S
 
 
 def zombie_automation(within_s: int):
@@ -162,3 +167,33 @@ def run_server(host: str, port: int) -> int:
         return subprocess.call(server_command(host, port), env=env)
     except KeyboardInterrupt:
         return 0
+
+
+async def schedule_states() -> dict[tuple[str, str], tuple]:
+    """{(deployment name, schedule slug): (deployment id, schedule id, active)} on the server."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        deployments = await client.read_deployments()
+    return {(d.name, s.slug): (d.id, s.id, s.active) for d in deployments for s in d.schedules if s.slug}
+
+
+async def deploy_keeping_schedules() -> list[str]:
+    """`prefect deploy --all`, then every schedule someone switched on or off keeps that state.
+
+    prefect.yaml gives each schedule a slug, so a redeploy updates it in place (same id) instead
+    of replacing it; but the file's `active: false` (how corpus-refresh ships) would switch an
+    activated schedule off again. Returns what was restored."""
+    from prefect.client.orchestration import get_client
+
+    before = await schedule_states()
+    subprocess.run([str(PREFECT), "--no-prompt", "deploy", "--all"], cwd=PROJECT_ROOT, check=True)
+    restored = []
+    async with get_client() as client:
+        for key, (deployment, schedule, active) in (await schedule_states()).items():
+            if key in before and before[key][2] != active:
+                await client.update_deployment_schedule(deployment, schedule, active=before[key][2])
+                restored.append(
+                    f"schedule {key[1]} of {key[0]}: kept {'active' if before[key][2] else 'inactive'}"
+                )
+    return restored

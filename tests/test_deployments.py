@@ -58,3 +58,12 @@ def test_the_pipeline_chains_the_stages_of_PIPELINE_in_order():
 
     assert [f.name for f in CHAIN] == list(PIPELINE)
     assert set(STAGE_FLOWS) == set(ORDER)
+
+
+def test_the_pools_heartbeat_is_what_the_crash_automation_counts_on():
+    from cli.server import HEARTBEAT_S, default_within_s
+
+    pools = SPEC["definitions"]
+    for pool in ("cpu", "gpu"):
+        assert pools[pool]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_S)
+    assert default_within_s() <= 120  # Crashed within 2 minutes of the last beat

@@ -144,7 +144,7 @@ def server(tmp_path_factory):
         mp.setenv("LMPIPE_DATA_ROOTS", str(root))  # the in-process plan checks read the same files
         srv.setup = srv.run(sys.executable, "-m", "cli", "setup-server", "--within", "45")
         started = time.monotonic()
-        srv.deploy = srv.run(str(PREFECT), "--no-prompt", "deploy", "--all")
+        srv.deploy = srv.run(sys.executable, "-m", "cli", "deploy")
         srv.deploy_s = time.monotonic() - started
         yield srv
     srv.stop()
@@ -180,6 +180,21 @@ def test_deploy_all_creates_every_deployment_pointing_at_this_checkout(server):
         for schedule in dep["schedules"]:
             assert schedule["active"] is False  # corpus-refresh ships inactive
     assert server.deployment("corpus-refresh")["schedules"][0]["schedule"]["cron"] == "0 3 * * *"
+    heartbeat = server.deployment("pipeline")["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"]
+    assert int(heartbeat) * 3 <= 120  # a lost machine shows Crashed within 2 minutes
+
+
+def test_a_redeploy_keeps_an_activated_schedule_on_and_its_id(server):
+    dep = server.deployment("corpus-refresh")
+    (schedule,) = dep["schedules"]
+    url = f"/deployments/{dep['id']}/schedules/{schedule['id']}"
+    server.http.patch(url, json={"active": True}).raise_for_status()
+    try:
+        server.run(sys.executable, "-m", "cli", "deploy")
+        (after,) = server.deployment("corpus-refresh")["schedules"]
+        assert (after["id"], after["active"], after["slug"]) == (schedule["id"], True, "nightly")
+    finally:
+        server.http.patch(url, json={"active": False}).raise_for_status()
 
 
 @pytest.mark.parametrize(
