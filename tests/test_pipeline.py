@@ -20,6 +20,7 @@ from flows.pretrain import pretrain_flow
 from flows.reward import reward_flow
 from flows.rl import rl_flow
 from flows.seq2seq import seq2seq_flow
+from schemas import config as config_module
 from schemas.config import load_config
 from schemas.stages import ORDER, PIPELINE, STAGES
 from tasks import artifacts, lineage
@@ -55,6 +56,18 @@ def raw_hashings(monkeypatch, raw_dir: Path) -> Counter:
 
     monkeypatch.setattr(artifacts, "sha256_file", counted)
     return counts
+
+
+def overrides_parsed(monkeypatch) -> list[str]:
+    """Every `--set` item parsed into a config (schemas.config.apply_override), in order."""
+    seen, real = [], config_module.apply_override
+
+    def parse(data, item):
+        seen.append(item)
+        return real(data, item)
+
+    monkeypatch.setattr(config_module, "apply_override", parse)
+    return seen
 
 
 def test_pipeline_end_to_end(
@@ -101,7 +114,10 @@ def test_pipeline_end_to_end(
     assert statuses(pipeline(config=config, home=home)) == dict.fromkeys(PIPELINE, "skipped")
     skip_path_sees_a_tampered_file(config, home, Path(first[1]["path"]) / "tokenizer.json", capsys)
 
-    variant = pipeline(config=config, overrides=["sft.lr=0.004"], home=home)
+    with monkeypatch.context() as m:
+        parsed = overrides_parsed(m)
+        variant = pipeline(config=config, overrides=["sft.lr=0.004"], home=home)
+    assert parsed == ["sft.lr=0.004"]  # once, by the pipeline: its stage flows get the loaded config
     assert statuses(variant) == {**dict.fromkeys(PIPELINE[:4], "skipped"), "sft": "ran", "dpo": "ran"}
     assert_mlflow_runs(home, first, variant)
 
