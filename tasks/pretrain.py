@@ -99,10 +99,18 @@ def new_model(cfg: PretrainConfig, vocab: int, seq_len: int):
     return training.new_decoder(cfg.model, vocab, seq_len)
 
 
-def check_sizes(stage: str, cfg: PretrainConfig, train: pa.Table, vocab: int, device, kernel: str) -> dict:
+def check_sizes(
+    stage: str, cfg: PretrainConfig, train: pa.Table, val: pa.Table, vocab: int, device, kernel: str
+) -> dict:
     """Before any training: a batch must fit the training split (epoch_plan keeps only full
-    batches), and one step the device's memory; ConfigError naming the field otherwise. The
-    step's estimated memory in MiB."""
+    batches), the validation split must hold rows to measure learning on, and one step must fit
+    the device's memory; ConfigError naming the field otherwise. The step's estimated memory in
+    MiB."""
+    if not val.num_rows:
+        raise ConfigError(
+            "corpus.validation_fraction: the shards' pretrain validation split holds no rows, so "
+            f"{stage} cannot measure what it learns; add pretraining text or raise corpus.validation_fraction"
+        )
     if train.num_rows < cfg.batch_size:
         raise ConfigError(
             f"{stage}.batch_size: {cfg.batch_size} rows per batch, but the shards' pretrain training split "
@@ -128,7 +136,7 @@ def build(cfg: PretrainConfig, inputs: dict[str, Path], out: Path, stage: str = 
     vocab = load_tokenizer(inputs["tokenizer"]).get_vocab_size()
     kernel = attention.resolve(cfg.attention, device)
     attention.check_trainable(kernel, device)
-    check_sizes(stage, cfg, train, vocab, device, kernel)
+    check_sizes(stage, cfg, train, val, vocab, device, kernel)
     model, make, val_batches = objective(cfg, train, val, vocab)
     attention.use(model, kernel, causal=cfg.objective == "causal")
     before = training.cached_json(

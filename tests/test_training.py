@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -199,6 +200,14 @@ def test_a_batch_larger_than_the_split_or_an_impossible_model_is_refused_naming_
         rf"set pretrain.batch_size to at most {rows}",
     ):
         pretrain.build(cfg.pretrain.model_copy(update={"batch_size": rows + 1}), inputs, tmp_path / "a")
+    empty = tmp_path / "empty-validation"
+    shutil.copytree(inputs["shards"], empty)
+    for f in empty.glob("pretrain-validation-*.arrow"):  # a corpus too small to give validation rows
+        f.unlink()
+    with pytest.raises(
+        ConfigError, match=r"corpus.validation_fraction: the shards' pretrain validation split holds no rows"
+    ):
+        pretrain.build(cfg.pretrain, {**inputs, "shards": empty}, tmp_path / "v")
     huge = ModelConfig(hidden_size=8192, num_layers=48, num_heads=64, intermediate_size=32768)
     with pytest.raises(
         ConfigError,
