@@ -7,13 +7,9 @@ with `corpus.runner: dask` on a local Dask cluster of `corpus.workers` processes
 cluster (`corpus.dask_address`); the artifact is the same bytes either way (runners/).
 """
 
-from prefect import flow
-
-from flows.stage import run_stage
+from flows.stage import stage_flow
 from runners import prefect_map
-from schemas.config import PipelineConfig
 from schemas.corpus import CorpusConfig
-from schemas.manifest import Ref
 from tasks import corpus as corpus_task
 
 
@@ -22,17 +18,8 @@ def parallel_build(cfg: CorpusConfig, inputs: dict, out) -> dict:
     return corpus_task.build(cfg, inputs, out, prefect_map(cfg, "corpus"))
 
 
-@flow(name="corpus", log_prints=True, persist_result=False)
-def corpus_flow(
-    config: str | PipelineConfig = "tiny",
-    overrides: list[str] | None = None,
-    force: bool = False,
-    home: str | None = None,
-    inputs: list[Ref] | None = None,
-) -> dict:
-    """Raw sources (JSONL, Parquet, CSV/TSV, text, datasets) -> clean, deduplicated, split Parquet tables + rejects.
-
-    config: preset name in configs/ or a YAML path; overrides: ["stage.field=value", ...];
-    inputs: the input refs the pipeline planned (None: the latest matching artifacts).
-    """
-    return run_stage("corpus", config, overrides, force, home, inputs, parallel_build)
+corpus_flow = stage_flow(
+    "corpus",
+    "Raw sources (JSONL, Parquet, CSV/TSV, text, datasets) -> clean, deduplicated, split Parquet tables + rejects.",
+    parallel_build,
+)

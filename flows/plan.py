@@ -10,6 +10,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 
 from flows.lineage import artifact_key
+from flows.stage import Override, Preset, described
 from schemas.config import load_config
 from schemas.stages import PIPELINE
 from tasks.artifacts import Home
@@ -25,17 +26,9 @@ def plan_markdown(plan: list[StagePlan]) -> str:
     return "# Plan\n\n" + "\n".join(rows) + "\n"
 
 
-@flow(name="plan", log_prints=True, persist_result=False)
-def plan_flow(
-    config: str = "tiny", overrides: list[str] | None = None, home: str | None = None
+def run_plan(
+    config: Preset | str = "tiny", overrides: list[Override] | None = None, home: str | None = None
 ) -> list[dict]:
-    """Publish, per pipeline stage, whether a run would build or skip it, and why. Runs nothing.
-
-    Args:
-        config: A preset name (`tiny`, `gpu`) or the path of a YAML config on the worker.
-        overrides: `stage.field=value` items, e.g. `sft.lr=0.0001` (the value is parsed as YAML).
-        home: The artifact home (default: LMPIPE_HOME, else the project's).
-    """
     cfg = load_config(config, overrides)
     plan = plan_pipeline(cfg, Home.resolve(home), PIPELINE)
     create_markdown_artifact(
@@ -46,3 +39,10 @@ def plan_flow(
     return [
         {"stage": p.stage, "action": p.action, "fingerprint": p.fingerprint, "why": p.reasons} for p in plan
     ]
+
+
+plan_flow = flow(name="plan", log_prints=True, persist_result=False)(
+    described(
+        run_plan, "Publish, per pipeline stage, whether a run would build or skip it, and why. Runs nothing."
+    )
+)

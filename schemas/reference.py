@@ -8,6 +8,7 @@ Every field's meaning comes from its `Field(description=...)`; a test requires o
 
 import inspect
 import json
+import re
 import sys
 import types
 import typing
@@ -192,3 +193,22 @@ def main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))
+
+
+def override_pattern() -> str:
+    """A regular expression every `--set` item must match: a known key, `=`, a value.
+
+    Keys are the dotted paths of the config (`sft.lr`, `pretrain.model.hidden_size`, whole
+    sections such as `shards.instruct`); a dict field also takes `field.key` (`sft.repeat.qa=8`);
+    entries of a list (`corpus.sources`) are set as the whole list.
+    >>> import re; bool(re.match(override_pattern(), "sft.lr=1e-4")), bool(re.match(override_pattern(), "sft.lrr=1"))
+    (True, False)
+    """
+    keys = []
+    for path, field in fields(PipelineConfig):
+        if "[]" in path:
+            continue
+        key = re.escape(path).replace(re.escape(".<name>."), r"\.[^.=]+\.")
+        is_dict = typing.get_origin(field.annotation) is dict or "dict[" in describe(field.annotation)
+        keys.append(key + (r"(?:\.[^.=]+)?" if is_dict else ""))
+    return "^(?:" + "|".join(keys) + ")="

@@ -10,6 +10,7 @@ Both directions read only manifests, so they work on any home, local or copied.
 
 from pathlib import Path
 
+from schemas.manifest import Manifest
 from schemas.stages import ORDER
 from tasks.artifacts import Home, input_dir, published, read_manifest, sha256_file
 
@@ -62,6 +63,34 @@ def downstream(home: Home, target: Path) -> list[dict]:
                     }
                 )
     return found
+
+
+def made_stale(home: Home, built: Manifest) -> list[dict]:
+    """What the artifact `built` makes out of date: the published artifacts of its config name built,
+    directly or not, from another artifact of its stage and config name. A run of the config
+    that built it would rebuild them on it (after `sft --set sft.lr=...`, the dpo of that config).
+
+    made_stale(home, read_manifest(new_sft)) ->
+    [{"stale": "dpo/tiny eeab0b3e5180", "built from": "sft 41f461862573", "now": "sft 9c1d...",
+      "run": "[flow run](http://...)", "path": ".../dpo/tiny-eeab0b3e5180"}]
+    """
+    rows = []
+    for path, m in published(home, built.stage):
+        if m.name != built.name or m.fingerprint == built.fingerprint:
+            continue
+        for d in downstream(home, path):
+            if d["name"] == built.name:
+                run = f"[flow run]({d['flow_run_url']})" if d["flow_run_url"] else ""
+                rows.append(
+                    {
+                        "stale": f"{d['stage']}/{d['name']} {d['fingerprint'][:12]}",
+                        "built from": f"{built.stage} {m.fingerprint[:12]}",
+                        "now": f"{built.stage} {built.fingerprint[:12]}",
+                        "run": run,
+                        "path": d["path"],
+                    }
+                )
+    return rows
 
 
 def render(node: dict, depth: int = 0, seen: set[str] | None = None) -> list[str]:

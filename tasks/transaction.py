@@ -74,6 +74,7 @@ class Hooks:
     task: Callable[[Callable, str], Callable] = lambda fn, name: fn
     run_id: str | None = None  # the orchestrator's run, recorded in the manifest
     run_url: str | None = None
+    attempt: int = 1  # the orchestrator's try of this run (a retry is a new OpenLineage run)
     # (stage, cfg, plan, record, home) -> a context yielding the MLflow run (tasks.tracking.Run) or None
     tracked: Callable = no_tracking
 
@@ -119,6 +120,8 @@ def tidy(home: Home, stage: str, hooks: Hooks) -> None:
     """Remove what earlier runs left unpublished; bring the stage and its inputs from a remote home."""
     for leftover in collect_garbage(home):
         hooks.log(f"removed unpublished leftover {leftover}")
+    for run_id in lineage_events.abort_orphans(home):
+        hooks.log(f"OpenLineage run {run_id}: its process died before its last event; sent ABORT")
     if home.remote:
         for fetched in remote.pull(home, (*STAGES[stage].inputs, stage)):
             hooks.log(f"pulled {fetched} from {home.remote}")
@@ -146,12 +149,13 @@ class Job:
 
 def build_stage(job: Job, force: bool, build: Callable | None) -> Outcome:
     """Build into a staging directory under the stage's lease, then publish; lineage events
-    say START before the build and COMPLETE (or FAIL) after it."""
+    say START before the build and COMPLETE (FAIL on an error, ABORT when interrupted) after it."""
     stage, plan = job.stage, job.plan
     # checked before the lease is taken and the MLflow run opened (flows/tracking.py relies on it)
     inputs = {ref.stage: read_input(ref) for ref in plan.inputs if ref.stage != "raw"}
     record = run_record(job)
-    events = lineage_events.StageRun(job.home, plan.inputs, lineage_events.LmpipeRunFacet(**record))
+    facet = lineage_events.LmpipeRunFacet(**record)
+    events = lineage_events.StageRun(job.home, plan.inputs, facet, attempt=job.hooks.attempt)
     started = time.perf_counter()
     with (
         staging(job.home, stage, job.cfg.name, plan.fingerprint, resume=STAGES[stage].resumable) as tmp,
@@ -164,6 +168,9 @@ def build_stage(job: Job, force: bool, build: Callable | None) -> Outcome:
             manifest, final = build_and_publish(job, build, inputs, record, tmp, tracked, started)
         except Exception as e:
             events.fail(e)
+            raise
+        except BaseException as e:  # interrupted (SIGTERM, Ctrl-C, cancelled): not a failure of the stage
+            events.abort(f"interrupted: {type(e).__name__} {e}".strip())
             raise
     push(job.home, stage, final, job.hooks)
     events.complete(manifest, final)

@@ -67,3 +67,16 @@ def test_the_pools_heartbeat_is_what_the_crash_automation_counts_on():
     for pool in ("cpu", "gpu"):
         assert pools[pool]["job_variables"]["env"]["PREFECT_FLOWS_HEARTBEAT_FREQUENCY"] == str(HEARTBEAT_S)
     assert default_within_s() <= 120  # Crashed within 2 minutes of the last beat
+
+
+def test_the_run_form_explains_every_parameter_and_refuses_an_unknown_override_key():
+    from prefect.utilities.callables import parameter_schema
+
+    for spec in DEPLOYMENTS:
+        flow = load_flow(spec["entrypoint"])
+        props = parameter_schema(flow).model_dump()["properties"]
+        assert all(p.get("description") for p in props.values()), spec["name"]
+    sft = load_flow("flows/sft.py:sft_flow")
+    assert sft.validate_parameters({"overrides": ["sft.lr=0.0001", "pretrain.model.hidden_size=64"]})
+    with pytest.raises(Exception, match=r"overrides\.0: String should match pattern"):
+        sft.validate_parameters({"overrides": ["sft.lrr=0.0001"]})

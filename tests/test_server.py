@@ -199,8 +199,13 @@ def test_a_redeploy_keeps_an_activated_schedule_on_and_its_id(server):
 
 @pytest.mark.parametrize(
     "parameters",
-    [{"force": "maybe"}, {"overrides": "corpus.min_chars=1"}, {"config": 3}],
-    ids=["force-not-bool", "overrides-not-list", "config-not-str"],
+    [
+        {"force": "maybe"},
+        {"overrides": "corpus.min_chars=1"},
+        {"config": 3},
+        {"overrides": ["corpus.min_char=1"]},
+    ],
+    ids=["force-not-bool", "overrides-not-list", "config-not-str", "unknown-override-key"],
 )
 def test_invalid_parameters_are_refused_before_any_run_exists(server, parameters):
     r = server.create_run("corpus", **parameters)
@@ -215,7 +220,14 @@ def test_stage_from_deployment_then_forced_rerun_then_override_makes_downstream_
     assert server.flow_run(first)["state"]["type"] == "COMPLETED"
     ((corpus_dir, m1),) = published(Home.resolve(server.home), "corpus")
     assert m1.flow_run_id == first
-    assert {"corpus-t", "corpus-t-stats"} <= server.artifact_keys(first)
+    key = f"corpus-t-{m1.fingerprint[:12]}"
+    assert {
+        key,
+        f"{key}-stats",
+        f"{key}-lineage",
+        f"{key}-lineage-runs",
+        f"{key}-stale",
+    } <= server.artifact_keys(first)
 
     tok = server.create_run("tokenizer", **params).raise_for_status().json()["id"]
     server.work()
@@ -230,6 +242,11 @@ def test_stage_from_deployment_then_forced_rerun_then_override_makes_downstream_
     assert [(f.path, f.sha256) for f in m2.files] == [(f.path, f.sha256) for f in m1.files]
     plan = {p.stage: p for p in plan_pipeline(load_config(server.config), Home.resolve(server.home))}
     assert plan["corpus"].up_to_date and plan["tokenizer"].up_to_date
+    again = server.create_run("tokenizer", **params).raise_for_status().json()["id"]
+    server.work()
+    ((_, tok_m),) = published(Home.resolve(server.home), "tokenizer")
+    reused = artifact(server, again, f"tokenizer-t-{tok_m.fingerprint[:12]}-skipped")["data"]
+    assert f"[the flow run that built it]({server.url}/runs/flow-run/{tok})" in reused
 
     # Rerun the stage with an override, as from the UI's "Custom run": the tokenizer is now stale.
     override = ["corpus.validation_fraction=0.3"]
@@ -251,6 +268,12 @@ def test_stage_from_deployment_then_forced_rerun_then_override_makes_downstream_
         text=True,
     ).stdout
     assert "tokenizer  run" in out and "input corpus:" in out
+    new_fp = plan["corpus"].fingerprint[:12]
+    stale = json.loads(artifact(server, third, f"corpus-t-{new_fp}-stale")["data"])
+    assert [(r["stale"], r["built from"], r["now"]) for r in stale] == [
+        (f"tokenizer/t {tok_m.fingerprint[:12]}", f"corpus {m1.fingerprint[:12]}", f"corpus {new_fp}")
+    ]
+    server.override_run, server.override_key = third, f"corpus-t-{new_fp}"
     print(f"\ncorpus through a worker: {run_s:.1f}s")
     server.corpus_run = first
 
@@ -329,6 +352,35 @@ def artifact_link(server: Server, run_id: str, key: str) -> Path:
     return Path(data[data.index("(file://") + len("(file://") : -1])
 
 
+@pytest.mark.browser
+@needs_chromium
+def test_audit_from_the_ui(server, browser):
+    """After the override rerun of corpus (the test before): its lineage picture, the list of what
+    it made stale, a `plan` deployment's answer and the run form's descriptions, in the browser."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    run, key = server.override_run, server.override_key
+    shown = {
+        "lineage-picture": (artifact(server, run, f"{key}-lineage"), ["Lineage of corpus/t"]),
+        "stale-after-override": (artifact(server, run, f"{key}-stale"), ["tokenizer/t", "built from"]),
+    }
+    overrides = ["corpus.validation_fraction=0.3"]
+    planned = server.create_run("plan", config=server.config, home=server.home, overrides=overrides)
+    plan_id = planned.raise_for_status().json()["id"]
+    server.work()
+    shown["plan-deployment"] = (artifact(server, plan_id, "plan-t"), ["tokenizer", "input corpus:"])
+    for name, (found, texts) in shown.items():
+        browser.get(f"{server.url}/artifacts/artifact/{found['id']}")
+        wait_text(browser, *texts)
+        browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    browser.get(f"{server.url}/artifacts/artifact/{shown['lineage-picture'][0]['id']}")
+    wait_text(browser, "Lineage of corpus/t")
+    (image,) = browser.find_elements("css selector", "img[alt='lineage']")
+    assert browser.execute_script("return arguments[0].naturalWidth", image) > 300
+    browser.get(f"{server.url}/deployments/deployment/{server.deployment('sft')['id']}/run")
+    wait_text(browser, "Config changes as stage.field=value items", "Rebuild even when")
+    browser.save_screenshot(str(SCREENSHOTS / "run-form.png"))
+
+
 @pytest.mark.slow
 @pytest.mark.browser
 @needs_chromium
@@ -354,16 +406,23 @@ def test_pipeline_run_in_the_browser(server, browser):
 
     stages = subflow_runs(server, run_id)
     shards = stages["shards"]["id"]
-    keys = {"shards-t", "shards-t-stats", "shards-t-manifest", "shards-t-lineage"}
+    ((_, shards_m),) = published(Home.resolve(server.home), "shards")
+    key = f"shards-t-{shards_m.fingerprint[:12]}"
+    keys = {key, f"{key}-stats", f"{key}-manifest", f"{key}-lineage"}
     text = open_artifacts_tab(browser, server, shards, keys, SCREENSHOTS / "shards-run.png")
     assert stages["shards"]["name"] in text
-    m = read_manifest(artifact_link(server, shards, "shards-t-manifest").parent)
+    m = read_manifest(artifact_link(server, shards, f"{key}-manifest").parent)
     assert m.flow_run_id == shards and m.flow_run_url == f"{server.url}/runs/flow-run/{shards}"
-    rows = json.loads(artifact(server, shards, "shards-t-lineage")["data"])
-    assert {r["stage"] for r in rows} == {"shards", "corpus", "tokenizer", "raw"}
-    assert {r["fingerprint"] for r in rows} >= {ref.fingerprint for ref in m.inputs}
+    rows = json.loads(artifact(server, shards, f"{key}-lineage-runs")["data"])
+    assert {r["role"] for r in rows} == {"raw", "upstream", "target", "downstream"}
+    assert any(r["node"].startswith("corpus/t") and "flow-run" in r["run"] for r in rows)
 
-    plots = artifact(server, stages["pretrain"]["id"], "pretrain-t-plots")
+    (pretrain_m,) = [
+        m
+        for _, m in published(Home.resolve(server.home), "pretrain")
+        if m.flow_run_id == stages["pretrain"]["id"]
+    ]
+    plots = artifact(server, stages["pretrain"]["id"], f"pretrain-t-{pretrain_m.fingerprint[:12]}-plots")
     browser.get(f"{server.url}/artifacts/artifact/{plots['id']}")
     wait_text(browser, "loss.png")
     images = browser.find_elements("css selector", "img[alt='loss.png']")
