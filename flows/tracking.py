@@ -11,16 +11,12 @@ from collections.abc import Iterator
 
 from prefect.artifacts import create_link_artifact, create_progress_artifact, update_progress_artifact
 
+from flows.lineage import artifact_key
 from schemas.base import fingerprint_view
 from schemas.manifest import Manifest
 from schemas.stages import STAGES
 from tasks import lineage, tracking
 from tasks.artifacts import Home, input_dir
-
-
-def artifact_key(stage: str, name: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes: 'sft-tiny'."""
-    return f"{stage}-{name}".lower().replace("_", "-").replace(".", "-")
 
 
 @contextlib.contextmanager
@@ -47,15 +43,17 @@ def stage_run(stage: str, cfg, plan, record: dict, home: Home) -> Iterator[track
         tracking.flatten({stage: fingerprint_view(cfg.section(stage))}),
         tags,
         resume=STAGES[stage].resumable,
-        progress=tracking.Progress(progress_bar(stage, cfg.name)),
+        progress=tracking.Progress(progress_bar(stage, cfg.name, plan.fingerprint)),
     ) as run:
         yield run
 
 
-def progress_bar(stage: str, name: str):
+def progress_bar(stage: str, name: str, fingerprint: str):
     """A Prefect progress artifact at 0%, and the function that moves it."""
     artifact = create_progress_artifact(
-        progress=0.0, key=f"{artifact_key(stage, name)}-progress", description=f"{stage}: training"
+        progress=0.0,
+        key=artifact_key(stage, name, fingerprint[:12], "progress"),
+        description=f"{stage}: training",
     )
 
     def show(step: int, max_steps: int, figures: dict) -> None:
@@ -73,7 +71,7 @@ def link(stage: str, name: str, manifest: Manifest) -> None:
     """The stage run's Prefect artifact that points at its MLflow run."""
     if manifest.mlflow_run_url:
         create_link_artifact(
-            key=f"{artifact_key(stage, name)}-mlflow",
+            key=artifact_key(stage, name, manifest.fingerprint[:12], "mlflow"),
             link=manifest.mlflow_run_url,
             link_text=f"MLflow run {stage}-{name}-{manifest.fingerprint[:12]}",
             description=f"{stage}: metrics per step, params, tags and plots in MLflow (run {manifest.mlflow_run_id})",

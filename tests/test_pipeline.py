@@ -34,10 +34,12 @@ pytestmark = pytest.mark.e2e
 def assert_ui_artifacts(path: Path) -> None:
     """The UI shows the manifest itself (its browser cannot open the worker's files) and links it."""
     m = read_manifest(path)
-    summary = Artifact.get(f"{m.stage}-t")
+    key = f"{m.stage}-t-{m.fingerprint[:12]}"  # keys carry the fingerprint: variants are told apart
+    summary = Artifact.get(key)
     assert summary.flow_run_id and str(summary.flow_run_id) == m.flow_run_id
     assert (path / "manifest.json").read_text() in summary.data
-    assert Artifact.get(f"{m.stage}-t-manifest").data.endswith(f"({(path / 'manifest.json').as_uri()})")
+    assert Artifact.get(f"{key}-manifest").data.endswith(f"({(path / 'manifest.json').as_uri()})")
+    assert "data:image/png;base64," in Artifact.get(f"{key}-lineage").data
 
 
 def statuses(results: list[dict]) -> dict[str, str]:
@@ -177,8 +179,10 @@ def assert_mlflow_runs(home: str, first: list[dict], variant: list[dict]) -> Non
         assert run.data.metrics["val_loss"] == m.stats["val_loss"]
         assert {"manifest.json", "loss.png"} <= {f.path for f in client.list_artifacts(run.info.run_id)}
         if result in (first[3], variant[4]):  # the latest build of its stage
-            assert Artifact.get(f"{m.stage}-t-mlflow").data.endswith(f"({m.mlflow_run_url})")
-        assert Artifact.get(f"{m.stage}-t-progress").data == 100.0
+            assert Artifact.get(f"{m.stage}-t-{m.fingerprint[:12]}-mlflow").data.endswith(
+                f"({m.mlflow_run_url})"
+            )
+        assert Artifact.get(f"{m.stage}-t-{m.fingerprint[:12]}-progress").data == 100.0
     parent_of_first = {nested[r["path"]] for r in first[3:6]}
     assert (
         len(parent_of_first) == 1
