@@ -7,8 +7,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import flows  # noqa: F401  (offline defaults)
 from schemas.config import PROJECT_ROOT
+from tasks.environment import apply_offline_defaults
+
+apply_offline_defaults()
 
 RESULTS = PROJECT_ROOT / "benchmarks" / "results"
 

@@ -14,7 +14,7 @@ from schemas.config import load_config
 from schemas.corpus import TASK_FIELDS
 from schemas.templates import PRETRAIN
 from schemas.tokenizer import TokenizerConfig
-from tasks import corpus, shard_chunks, shards, tokenizer
+from tasks import corpus, shard_chunks, shards, tokenizer, tokenizer_file
 
 VOCAB = 8192
 QUICK_LINES, QUICK_TRAIN_CHARS = 20, 50_000
@@ -67,4 +67,4 @@ def build(work: Path, quick: bool) -> Embedded:
     cfg = TokenizerConfig(vocab_size=VOCAB, **({"max_train_chars": QUICK_TRAIN_CHARS} if quick else {}))
     tok = tokenizer.train(tokenizer.training_texts(corpus_dir, cfg.max_train_chars), cfg)
     tokenizer.save(tok, tok_dir)
-    return Embedded(corpus_dir, tok_dir, tokenizer.load(tok_dir), cfg, quick)
+    return Embedded(corpus_dir, tok_dir, tokenizer_file.load(tok_dir), cfg, quick)

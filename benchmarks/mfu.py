@@ -75,12 +75,13 @@ def run_trainer(model, batches, cfg: PretrainConfig, device, warmup: int, timed:
     stream = training.Stream(
         lambda epoch: [[i] for i in range(len(batches))], lambda rows, k: batches[rows[0]]
     )
+    runtime = training.runtime_on(device, cfg.precision)
     with tempfile.TemporaryDirectory() as scratch:
         training.fit(
             model,
             stream,
             cfg.model_copy(update={"max_steps": warmup}),
-            device,
+            runtime,
             Path(scratch) / "w",
             {},
             "mfu",
@@ -88,7 +89,13 @@ def run_trainer(model, batches, cfg: PretrainConfig, device, warmup: int, timed:
         sync(device)
         start = time.perf_counter()
         training.fit(
-            model, stream, cfg.model_copy(update={"max_steps": timed}), device, Path(scratch) / "t", {}, "mfu"
+            model,
+            stream,
+            cfg.model_copy(update={"max_steps": timed}),
+            runtime,
+            Path(scratch) / "t",
+            {},
+            "mfu",
         )
         sync(device)
     return time.perf_counter() - start
@@ -106,11 +113,12 @@ def run_bare(model, batches, cfg: PretrainConfig, device, warmup: int, timed: in
     model.to(device).train()
     run = torch.compile(model) if steps.compiles(cfg.compile, device) else model
     optimizer = steps.optimizer(model.parameters(), cfg.lr, cfg.weight_decay, device)
+    runtime = training.runtime_on(device, cfg.precision)
     for i in range(warmup + timed):
         if i == warmup:
             sync(device)
             start = time.perf_counter()
-        with training.autocast(device):
+        with runtime.autocast():
             loss = run(**on_device[i % len(on_device)], use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
@@ -141,7 +149,8 @@ def measure(dry_run: bool, warmup: int = 5, timed: int = 30) -> dict:
             "log_every": 50,
         }
     )
-    device = training.setup(cfg)
+    runtime = training.setup(cfg)
+    device = runtime.device
     batches = packed_rows(4, batch, seq, vocab)
     torch.manual_seed(0)
     initial = training.new_decoder(mcfg, vocab, seq)
@@ -166,10 +175,12 @@ def measure(dry_run: bool, warmup: int = 5, timed: int = 30) -> dict:
             "mfu": round(rate * per_token / 1e12 / peak, 4) if peak else None,
             "peak_memory_gib": peak_memory(device),
         }
-    return summary(result, device, mcfg, seq, batch, per_token, peak, dry_run, timed)
+    return summary(result, runtime, mcfg, seq, batch, per_token, peak, dry_run, timed)
 
 
-def summary(sides: dict, device, mcfg, seq, batch, per_token, peak, dry_run, timed) -> dict:
+def summary(
+    sides: dict, runtime: training.Runtime, mcfg, seq, batch, per_token, peak, dry_run, timed
+) -> dict:
     return {
         "gpu": gpu_name(),
         "trainer_mfu": sides["trainer"]["mfu"],
@@ -178,7 +189,7 @@ def summary(sides: dict, device, mcfg, seq, batch, per_token, peak, dry_run, tim
         "bare_tokens_per_s": sides["bare"]["tokens_per_s"],
         "trainer_vs_bare": round(sides["trainer"]["tokens_per_s"] / sides["bare"]["tokens_per_s"], 3),
         "seq_len": seq,
-        "dtype": str(training.precision(device)).removeprefix("torch."),
+        "dtype": str(runtime.dtype).removeprefix("torch."),
         "commit": commit(),
         "torch": torch.__version__,
         "dry_run": dry_run,

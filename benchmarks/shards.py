@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from benchmarks.common import RESULTS, alternate, raw_texts, save_results, timing_markdown
 from schemas.shards import ShardsConfig
 from schemas.tokenizer import TokenizerConfig
-from tasks import pretrain, shard_chunks, shards, tokenizer
+from tasks import pretraining, shard_chunks, shard_reading, shards, tokenizer, tokenizer_file
 from tasks.dataset import ShardDataset
 from tasks.jobs import serial
 
@@ -109,7 +109,7 @@ def dataset_rows(directory: Path, shuffle: bool, epochs: int) -> int:
 def measure(inputs: dict[str, Path], repeats: int) -> dict:
     """Every timing of this module on one corpus artifact's pretraining records (training split)."""
     texts = [r["text"] for r in shards.read_split(inputs["corpus"], "pretrain", "train")]
-    safe = tokenizer.load(inputs["tokenizer"])
+    safe = tokenizer_file.load(inputs["tokenizer"])
     cfg = ShardsConfig(seq_len=SEQ_LEN, chunk_rows=max(1, len(texts) // 4))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -152,7 +152,7 @@ def measure(inputs: dict[str, Path], repeats: int) -> dict:
 def random_batch_ms(shard_dir: Path, repeats: int) -> dict[str, list[float]]:
     """CPU milliseconds per batch of BATCH random rows (mean of 100 draws), once per round."""
     ds = ShardDataset(shard_dir, "pretrain", "train")
-    table = shards.load(shard_dir, "pretrain", "train")
+    table = shard_reading.load(shard_dir, "pretrain", "train")
     rng = random.Random(0)
     draws = [rng.sample(range(len(ds)), min(BATCH, len(ds))) for _ in range(100)]
 
@@ -165,7 +165,7 @@ def random_batch_ms(shard_dir: Path, repeats: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {OURS_BATCH: [], RAW_BATCH: []}
     for _ in range(repeats):
         out[OURS_BATCH].append(per_batch(ds.batch))
-        out[RAW_BATCH].append(per_batch(lambda rows: pretrain.packed_batch(table, rows)))
+        out[RAW_BATCH].append(per_batch(lambda rows: pretraining.packed_batch(table, rows)))
     return out
 
 
@@ -267,7 +267,7 @@ def main(quick: bool = False, repeats: int = 3, out: Path = RESULTS) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         tok_dir = Path(tmp) / "tokenizer"
         tok_dir.mkdir()
-        tok.save(str(tok_dir / tokenizer.TOKENIZER_FILE))  # all the stage reads of a tokenizer artifact
+        tok.save(str(tok_dir / tokenizer_file.TOKENIZER_FILE))  # all the stage reads of a tokenizer artifact
         inputs = {"corpus": corpus_dir(Path(tmp), texts), "tokenizer": tok_dir}
         result, md = report(measure(inputs, 1 if quick else repeats))
     save_results("shards", result, md, out)

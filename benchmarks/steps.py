@@ -34,7 +34,7 @@ from schemas.config import load_config
 from schemas.dpo import DpoConfig
 from schemas.sft import SftConfig
 from schemas.shards import IGNORE_INDEX, PRETRAIN_SCHEMA
-from tasks import dpo, packing, pretrain, sft, shards, training
+from tasks import dpo, packing, pretraining, sft, shards, training
 
 SEQ_LEN, BATCH, PAIRS = pretrain_bench.SEQ_LEN, pretrain_bench.BATCH, 4
 CPU = torch.device("cpu")
@@ -79,9 +79,9 @@ def pretrain_rows(data, repeats: int) -> list[dict]:
         shards.pack_pretrain(data.pretrain_docs(), SEQ_LEN)[0], schema=PRETRAIN_SCHEMA
     )
     vocab = data.tok.get_vocab_size()
-    plan = pretrain.epoch_plan(table.num_rows, BATCH, 0)(0)
+    plan = pretraining.epoch_plan(table.num_rows, BATCH, 0)(0)
     steps = min(3 if data.quick else 30, len(plan))
-    batches = [pretrain.packed_batch(table, rows) for rows in plan[:steps]]
+    batches = [pretraining.packed_batch(table, rows) for rows in plan[:steps]]
     pretrain_bench.bare(batches[:1], vocab)  # warm-up, as for SFT
     _, rates = alternate(
         {
@@ -138,7 +138,13 @@ def sft_ours(table: pa.Table, vocab: int, steps: int) -> float:
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         training.fit(
-            pretrain_bench.model(vocab), sft.stream(table, BATCH, 0), cfg, CPU, Path(out), {}, "bench"
+            pretrain_bench.model(vocab),
+            sft.stream(table, BATCH, 0),
+            cfg,
+            training.runtime_on(CPU),
+            Path(out),
+            {},
+            "bench",
         )
         return tokens / (time.perf_counter() - start)
 

@@ -20,7 +20,7 @@ from benchmarks.corpus import sources, timed
 from benchmarks.suite import measured
 from schemas.tokenizer import TokenizerConfig
 from schemas.tokens import SPECIAL_TOKENS
-from tasks import corpus, shards, tokenizer
+from tasks import corpus, shards, tokenizer, tokenizer_file
 
 
 def bare_bpe(texts: list[str], cfg: TokenizerConfig):
@@ -115,8 +115,8 @@ def measure(corpus_dir: Path, work: Path, repeats: int, vocab_size: int) -> dict
     out = work / "tok"
     out.mkdir()
     stage = timed(lambda: tokenizer.build(cfg, {"corpus": corpus_dir}, out), repeats)
-    safe = tokenizer.load(out)
-    default = Tokenizer.from_file(str(out / tokenizer.TOKENIZER_FILE))
+    safe = tokenizer_file.load(out)
+    default = Tokenizer.from_file(str(out / tokenizer_file.TOKENIZER_FILE))
     hf = AutoTokenizer.from_pretrained(out)
     tokens = sum(len(e.ids) for e in safe.encode_batch(texts))
     seconds = {
@@ -127,7 +127,7 @@ def measure(corpus_dir: Path, work: Path, repeats: int, vocab_size: int) -> dict
         "encode_auto_tokenizer": timed(lambda: hf(texts, add_special_tokens=False), repeats),
     }
     chars = sum(map(len, texts))
-    same = same_merges(tokenizer.load(out), bare_bpe(texts, cfg))
+    same = same_merges(tokenizer_file.load(out), bare_bpe(texts, cfg))
     return {
         "texts": len(texts),
         "chars": chars,

@@ -28,7 +28,7 @@ from schemas.shards import IGNORE_INDEX, PRETRAIN_SCHEMA
 from schemas.templates import PRETRAIN
 from schemas.tokenizer import TokenizerConfig
 from schemas.training import ModelConfig
-from tasks import packing, pretrain, shards, tokenizer, training
+from tasks import packing, pretraining, shards, tokenizer, training
 
 SEQ_LEN, BATCH = 256, 8
 MODEL = ModelConfig(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=384)
@@ -51,11 +51,14 @@ def ours(table: pa.Table, vocab: int, steps: int) -> float:
     """Tokens/s of the stage loop (`fit`) on the packed table."""
     cfg = PretrainConfig(model=MODEL, max_steps=steps, batch_size=BATCH, warmup_steps=1, log_every=10**6)
     stream = training.Stream(
-        pretrain.epoch_plan(table.num_rows, BATCH, 0), lambda rows, k: pretrain.packed_batch(table, rows)
+        pretraining.epoch_plan(table.num_rows, BATCH, 0),
+        lambda rows, k: pretraining.packed_batch(table, rows),
     )
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        history = training.fit(model(vocab), stream, cfg, torch.device("cpu"), Path(out), {}, "bench")
+        history = training.fit(
+            model(vocab), stream, cfg, training.runtime_on(torch.device("cpu")), Path(out), {}, "bench"
+        )
         return sum(h["tokens"] for h in history) / (time.perf_counter() - start)
 
 
@@ -99,9 +102,9 @@ def main(quick: bool = False) -> dict:
     docs, vocab = documents(60 if quick else 600)
     rows, _ = shards.pack_pretrain(docs, SEQ_LEN)
     table = pa.Table.from_pylist(rows, schema=PRETRAIN_SCHEMA)
-    packed = [pretrain.packed_batch(table, r) for r in pretrain.epoch_plan(table.num_rows, BATCH, 0)(0)][
-        :steps
-    ]
+    packed = [
+        pretraining.packed_batch(table, r) for r in pretraining.epoch_plan(table.num_rows, BATCH, 0)(0)
+    ][:steps]
     padded = padded_batches(docs, steps)
     results = {"ours": [], "bare": [], "packed": [], "padded": []}
     for _ in range(repeats):

@@ -291,3 +291,14 @@ def table_schema(task: str) -> pa.Schema:
         pa.field("weight", pa.float64(), nullable=False),
     ]
     return pa.schema(meta + [pa.field(f, pa.string(), nullable=False) for f in TASK_FIELDS[task]])
+
+
+def key_figures(s: dict) -> str:
+    """The few numbers a person looks at first: `9660 records kept, 12 rejected (3 bad, ...)`."""
+    rejected = s["rejected"]
+    dup, contaminated = s["reasons"].get("exact_duplicate", 0), s["contaminated"]
+    bad = rejected - dup - s["near_duplicates"] - contaminated
+    return (
+        f"{s['kept']} records kept, {rejected} rejected ({bad} bad, {dup} duplicates, "
+        f"{s['near_duplicates']} near-duplicates, {contaminated} contaminated)"
+    )

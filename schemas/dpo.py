@@ -2,7 +2,7 @@
 
 from pydantic import Field
 
-from schemas.training import GainFields, LoraFields, TrainConfig, learning_rate
+from schemas.training import GainFields, LoraFields, TrainConfig, learning_rate, training_figures
 
 
 class DpoConfig(TrainConfig, LoraFields, GainFields):
@@ -13,3 +13,8 @@ class DpoConfig(TrainConfig, LoraFields, GainFields):
         description="DPO's β: how strongly the policy is held to the SFT model it starts from; "
         "larger stays closer.",
     )
+
+
+def key_figures(s: dict) -> str:
+    """The training figures, and TRL's reward accuracy on validation."""
+    return training_figures(s) + f", val reward accuracy {s['val_reward_accuracy']}"

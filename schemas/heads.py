@@ -150,3 +150,11 @@ class HeadsConfig(TrainConfig):
     def kinds(self) -> dict[str, str]:
         """Every head to train, built-in first, with its kind."""
         return {**{h: KINDS[h] for h in self.heads}, **{d.name: d.kind for d in self.data}}
+
+
+def key_figures(s: dict) -> str:
+    """Per head: its main validation metric against the trivial baseline."""
+    return ", ".join(
+        f"{head} {m['primary']} {m['val'][m['primary']]} (baseline {m['baseline'][m['primary']]})"
+        for head, m in s["heads"].items()
+    )

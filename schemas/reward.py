@@ -20,3 +20,11 @@ class RewardConfig(TrainConfig, LoraFields, GainFields):
     eval_pairs: int = Field(
         512, ge=1, description="Validation pairs scored for reward accuracy (chosen scored above rejected)."
     )
+
+
+def key_figures(s: dict) -> str:
+    """Losses and reward accuracy, before -> after."""
+    return (
+        f"train loss {s['train_loss']}, val loss {s['val_loss_before']} -> {s['val_loss']}, "
+        f"reward accuracy {s['val_reward_accuracy_before']} -> {s['val_reward_accuracy']}"
+    )

@@ -44,3 +44,14 @@ class RlConfig(TrainConfig, LoraFields):
                 "every prompt's completions go into the same batch"
             )
         return self
+
+
+def key_figures(s: dict) -> str:
+    """Mean reward and preference accuracy of the SFT, DPO and RL models, and the last KL."""
+    return (
+        ", ".join(
+            f"{m}: reward {s[f'val_mean_reward_{m}']}, preference accuracy {s[f'val_preference_accuracy_{m}']}"
+            for m in ("sft", "dpo", "rl")
+        )
+        + f" (KL {s['train_kl_last']})"
+    )

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from schemas.training import TrainConfig, learning_rate
+from schemas.training import TrainConfig, learning_rate, training_figures
 
 
 class Seq2SeqConfig(TrainConfig):
@@ -39,3 +39,17 @@ class Seq2SeqConfig(TrainConfig):
         "as SFT's, for comparison).",
     )
     eval_max_new_tokens: int = Field(64, ge=1, description="Most tokens generated for one evaluation answer.")
+
+
+def key_figures(s: dict) -> str:
+    """The training figures, against the decoder-only SFT model on the same validation rows."""
+    sft = s["sft_generation"]
+    return (
+        training_figures(s)
+        + "; decoder-only sft "
+        + ", ".join(
+            f"{metric} {sft[task][metric]:.1f}"
+            for task, metric in (("translation", "chrf"), ("summarization", "rougeL"), ("qa", "f1"))
+            if metric in sft.get(task, {})
+        )
+    )

@@ -201,3 +201,19 @@ class ShardsConfig(StrictModel):
         if b[-1] < self.max_len:
             raise ValueError(f"the last bucket boundary ({b[-1]}) must be >= max_len ({self.max_len})")
         return self
+
+
+def key_figures(s: dict) -> str:
+    """The few numbers a person looks at first: rows, tokens and fill of the pretraining shards,
+    padding of the SFT and DPO batches."""
+    p, sft, dpo = s["pretrain_train"], s["sft_train"], s["dpo_train"]
+    pad = next(k for k in sft if k.startswith("padding_bucketed"))
+    return (
+        f"pretrain {p['rows']} rows, {p['tokens']} tokens, fill {p['fill_rate']:.2%}; "
+        f"sft {sft['examples']} ex, padding {sft[pad]:.1%}; dpo {dpo['examples']} pairs, padding {dpo[pad]:.1%}"
+        + (
+            f"; {s['split_documents']} document pieces from splitting, {s['rejected_too_long']} too long"
+            if "split_documents" in s
+            else ""
+        )
+    )

@@ -53,3 +53,10 @@ class TokenizerConfig(StrictModel):
         if (self.adopt is None) != (self.adopt_sha256 is None):
             raise ValueError("`adopt` and `adopt_sha256` go together: pin the sha256 of the tokenizer.json")
         return self
+
+
+def key_figures(s: dict) -> str:
+    """The few numbers a person looks at first: `vocab 4096, fertility 1.21-1.64`."""
+    fertility = s.get("fertility", {})
+    spread = f", fertility {min(fertility.values())}-{max(fertility.values())}" if fertility else ""
+    return f"vocab {s['vocab_size']}" + (f" ({s['adopted']})" if s.get("adopted") else "") + spread

@@ -165,3 +165,30 @@ class GainFields(StrictModel):
         "accuracy), else the build fails showing the figures. `false` marks a smoke-test budget, "
         "too small to learn: a miss is then a warning in the manifest, and the build is published.",
     )
+
+
+def training_figures(s: dict) -> str:
+    """Losses, and what shows the model learned: the unigram baseline, generation metrics,
+    preference accuracy (each "before -> after"). Older manifests lack some; they are skipped.
+    `train loss 5.1, val loss 7.9 -> 5.3 (unigram baseline 6.37)`."""
+    figures = f"train loss {s['train_loss']}, val loss {s['val_loss_before']} -> {s['val_loss']}"
+    if "unigram_baseline" in s:
+        figures += f" (unigram baseline {s['unigram_baseline']})"
+    if "val_masked_accuracy" in s:
+        figures += f", masked accuracy {s['val_masked_accuracy']}"
+    before, after = s.get("generation_before", {}), s.get("generation", {})
+    for task, metric in (("translation", "chrf"), ("summarization", "rougeL"), ("qa", "f1")):
+        if metric in after.get(task, {}) and task in before:
+            figures += f", {metric} {before[task][metric]:.1f} -> {after[task][metric]:.1f}"
+        elif metric in after.get(task, {}):
+            figures += f", {metric} {after[task][metric]:.1f}"
+    seen, heldout = (
+        s.get(k, {}).get("translation", {}) for k in ("generation_instruct", "generation_heldout")
+    )
+    if "chrf" in seen and "chrf" in heldout:
+        figures += f", instruct chrf {seen['chrf']:.1f} (held-out phrasings {heldout['chrf']:.1f})"
+    if "val_preference_accuracy" in s:
+        figures += (
+            f", preference accuracy {s['val_preference_accuracy_before']} -> {s['val_preference_accuracy']}"
+        )
+    return figures

@@ -101,8 +101,6 @@ class Home:
         """
         chosen = str(home or os.environ.get("LMPIPE_HOME") or "")
         if "://" in chosen and not chosen.startswith("file://"):
-            from tasks.remote import cache_for  # remote support loads fsspec backends; only when used
-
             url = chosen.rstrip("/")
             base = cache_for(url)
             return cls(base / "artifacts", base / "checkpoints", url)
@@ -114,6 +112,12 @@ class Home:
     def stage_dir(self, stage: str) -> Path:
         root = self.checkpoints if STAGES[stage].root == "checkpoints" else self.artifacts
         return root / stage
+
+
+def cache_for(url: str) -> Path:
+    """The local cache of one remote home: the same URL always maps to the same folder."""
+    base = Path(os.environ.get("LMPIPE_CACHE", Path.home() / ".cache" / "lmpipe")).expanduser()
+    return base / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
 
 
 def sha256_file(path: Path) -> str:

@@ -26,6 +26,7 @@ from pathlib import Path
 from schemas.config import PROJECT_ROOT
 from schemas.training import TrainConfig
 from tasks import training
+from tasks.environment import apply_offline_defaults
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,6 @@ def main(stage: str, config: str, inputs: str, out: str) -> None:
     import torch
     import torch.distributed as dist
 
-    import flows  # noqa: F401  (offline defaults)
     from schemas.config import PipelineConfig
 
     dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
@@ -108,4 +108,5 @@ def main(stage: str, config: str, inputs: str, out: str) -> None:
 
 
 if __name__ == "__main__":
+    apply_offline_defaults()
     main(*sys.argv[1:])

@@ -24,42 +24,13 @@ from torch.utils.data import DataLoader
 
 from schemas.dpo import DpoConfig
 from schemas.manifest import ContractResult
-from tasks import evaluation, packing, tracking, training
-from tasks import shards as shards_task
-from tasks.pretrain import check_checkpoint
-from tasks.sft import padding_of
+from tasks import evaluation, shard_reading, tracking, training, trl_glue
+from tasks.batching import BucketBatchSampler, padding_of
+from tasks.checkpoints import check_checkpoint
 
 log = logging.getLogger(__name__)
 
 COLUMNS = ["prompt_ids", "chosen_ids", "rejected_ids"]
-
-
-class BucketBatchSampler:
-    """Batches drawn from one length bucket each; a new seeded order every epoch.
-
-    Each pass uses the epoch it is set to and moves to the next, so a resumed run that sets the
-    epoch it stopped in (`resume_at`) draws the same batches. Given `lengths` (tokens per row)
-    it counts the tokens it hands out, for the tokens/s progress line, and sorts by them within
-    windows (packing.bucket_batches) to cut padding.
-    """
-
-    def __init__(self, buckets: list[int], batch_size: int, seed: int, lengths: list[int] | None = None):
-        self.buckets, self.batch_size, self.seed, self.lengths = buckets, batch_size, seed, lengths
-        self.epoch, self.tokens = 0, 0
-
-    def resume_at(self, step: int, grad_accum: int) -> None:
-        """Draw from the epoch that optimizer step `step` falls in (the trainer skips the batches
-        of that epoch it has already seen)."""
-        self.epoch = step // max(1, len(self) // grad_accum)
-
-    def __iter__(self):
-        epoch, self.epoch = self.epoch, self.epoch + 1
-        for rows in packing.bucket_batches(self.buckets, self.batch_size, self.seed, epoch, self.lengths):
-            self.tokens += sum(self.lengths[i] for i in rows) if self.lengths else 0
-            yield rows
-
-    def __len__(self) -> int:
-        return len(packing.bucket_batches(self.buckets, self.batch_size, self.seed, lengths=self.lengths))
 
 
 def make_trainer_class():
@@ -72,10 +43,7 @@ def make_trainer_class():
             return dataset  # already tokenized by the shards stage, specials by id
 
         def get_train_dataloader(self) -> DataLoader:
-            loader = DataLoader(
-                self.train_dataset, batch_sampler=self.bucket_sampler, collate_fn=self.data_collator
-            )
-            return self.accelerator.prepare(loader)
+            return trl_glue.bucket_loader(self)
 
     return ShardDPOTrainer
 
@@ -117,7 +85,7 @@ def make_trainer(cfg: DpoConfig, model, train, val, tokenizer, scratch: str, res
         train_dataset=Dataset.from_dict(train.select(COLUMNS).to_pydict()),
         eval_dataset=Dataset.from_dict(val.select(COLUMNS).to_pydict()),
         processing_class=tokenizer,
-        peft_config=lora_config(cfg),
+        peft_config=trl_glue.lora_config(cfg, "CAUSAL_LM"),
         callbacks=[progress_callback(sampler), *([resume] if resume else [])],
     )
     trainer.bucket_sampler = sampler
@@ -132,9 +100,9 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
     if cfg.processes > 1:
         raise ValueError(f"dpo.processes is {cfg.processes}: the dpo stage runs in one process; set it to 1")
     # set up
-    device = training.setup(cfg)
-    train = shards_task.load(inputs["shards"], "dpo", "train")
-    val = shards_task.load(inputs["shards"], "dpo", "validation")
+    device = training.setup(cfg).device
+    train = shard_reading.load(inputs["shards"], "dpo", "train")
+    val = shard_reading.load(inputs["shards"], "dpo", "validation")
     model = AutoModelForCausalLM.from_pretrained(inputs["sft"], use_safetensors=True)
     guard = training.input_fingerprints(inputs)
     found = training.checked_resume(out, guard)  # refuses state made from other inputs
@@ -206,18 +174,6 @@ def dpo_args(cfg: DpoConfig, output_dir: str, save: bool):
     from trl import DPOConfig
 
     return DPOConfig(**training.trainer_args(cfg, output_dir, save), beta=cfg.beta, max_length=None)
-
-
-def lora_config(cfg: DpoConfig):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        task_type="CAUSAL_LM",
-    )
 
 
 def validate(cfg: DpoConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:

@@ -25,7 +25,7 @@ from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import EOS, PAD, token_id
 from tasks.contracts import require
-from tasks.tokenizer import load as load_tokenizer
+from tasks.tokenizer_file import load as load_tokenizer
 
 log = logging.getLogger(__name__)
 

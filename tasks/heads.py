@@ -25,19 +25,12 @@ from schemas.heads import KINDS, HeadsConfig
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import PAD, SEP, token_id
-from tasks import evaluation, heads_data, packing, training
-from tasks import tokenizer as tokenizer_task
+from tasks import evaluation, heads_data, heads_model, packing, tokenizer_file, training
+from tasks.checkpoints import no_pickle
 from tasks.contracts import require, run_suite
-from tasks.pretrain import no_pickle
 from tasks.shard_chunks import read_split
 
 REJECTS = "rejects.jsonl"
-HEAD_FILE = "head.json"
-AUTO = {
-    "sequence": "AutoModelForSequenceClassification",
-    "token": "AutoModelForTokenClassification",
-    "span": "AutoModelForQuestionAnswering",
-}
 PRIMARY = {"sequence": "accuracy", "token": "accuracy", "span": "f1"}
 
 
@@ -124,20 +117,6 @@ def length_buckets(table: pa.Table) -> list[int]:
     return [len(x) // 32 for x in table["input_ids"].to_pylist()]
 
 
-def new_head(kind: str, encoder_dir: Path, labels: list[str]):
-    """The encoder's weights under a fresh head; classifiers read the first (`<bos>`) token."""
-    import transformers
-
-    named = (
-        {}
-        if kind == "span"
-        else {"id2label": dict(enumerate(labels)), "label2id": {n: i for i, n in enumerate(labels)}}
-    )
-    return getattr(transformers, AUTO[kind]).from_pretrained(
-        encoder_dir, use_safetensors=True, classifier_pooling="cls", num_labels=len(labels), **named
-    )
-
-
 @torch.no_grad()
 def predict(model, kind: str, table: pa.Table, device, batch_size: int = 32) -> list:
     """Per example: a class id (sequence), a tag id per token (token), (start, end) (span)."""
@@ -155,18 +134,11 @@ def predict(model, kind: str, table: pa.Table, device, batch_size: int = 32) -> 
             out += [p[:n] for p, n in zip(result.logits.argmax(-1).tolist(), lengths, strict=True)]
         else:
             for i, n in zip(rows, lengths, strict=True):
-                out.append(best_span(result.start_logits[i - k], result.end_logits[i - k], ctx[i], n - 1))
+                out.append(
+                    heads_model.best_span(result.start_logits[i - k], result.end_logits[i - k], ctx[i], n - 1)
+                )
     model.train()
     return out
-
-
-def best_span(start: torch.Tensor, end: torch.Tensor, first: int, stop: int) -> tuple[int, int]:
-    """(s, e) maximising start[s] + end[e] with first <= s <= e < stop (the context tokens)."""
-    s, e = start[first:stop].float(), end[first:stop].float()
-    scores = s[:, None] + e[None, :]
-    scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).tril(-1), float("-inf"))  # e < s
-    flat = int(scores.argmax())
-    return first + flat // len(e), first + flat % len(e)
 
 
 def macro_f1(pred: list[int], gold: list[int]) -> float:
@@ -215,17 +187,17 @@ def train_head(
     cfg: HeadsConfig,
     inputs,
     out: Path,
-    device,
+    runtime: training.Runtime,
 ) -> dict:
     """Fine-tune one head into `out`; returns its metrics (kept from a finished earlier run)."""
     if (out / "README.md").is_file():  # written last by training.finish: this head is done
         return json.loads((out / "metrics.json").read_text())
-    tok = tokenizer_task.load(inputs["tokenizer"])
+    tok = tokenizer_file.load(inputs["tokenizer"])
     train, val = data["train"], data["validation"]
-    model = new_head(kind, inputs["encoder"], labels)
+    model = heads_model.new_head(kind, inputs["encoder"], labels)
     before = training.cached_json(
         out / training.RESUME / "before.json",
-        lambda: scores(kind, predict(model, kind, val, device), val, tok),
+        lambda: scores(kind, predict(model, kind, val, runtime.device), val, tok),
     )
     buckets = length_buckets(train)
     stream = training.Stream(
@@ -234,8 +206,8 @@ def train_head(
     )
     trained = SpanLoss(model) if kind == "span" else model
     own = cfg.for_head(head)
-    history = training.fit(trained, stream, own, device, out, inputs, f"heads-{head}")
-    after = scores(kind, predict(model, kind, val, device), val, tok)
+    history = training.fit(trained, stream, own, runtime, out, inputs, f"heads-{head}")
+    after = scores(kind, predict(model, kind, val, runtime.device), val, tok)
     base = scores(kind, baseline(kind, train, val), val, tok)
     primary = PRIMARY[kind]
     metrics = {
@@ -252,17 +224,17 @@ def train_head(
         "primary": primary,
         "beats_baseline": after[primary] > base[primary],
     }
-    (out / HEAD_FILE).write_text(
+    (out / heads_model.HEAD_FILE).write_text(
         json.dumps({"head": head, "kind": kind, "pair": is_pair(kind, train), "labels": labels}) + "\n"
     )
-    card = training.model_card(f"heads/{head}", metrics, own, inputs, AUTO[kind])
+    card = training.model_card(f"heads/{head}", metrics, own, inputs, heads_model.AUTO[kind])
     training.finish(out, model, inputs["tokenizer"], history, metrics, card)
     return metrics
 
 
 def build(cfg: HeadsConfig, inputs: dict[str, Path], out: Path) -> dict:
-    device = training.setup(cfg)
-    tok = tokenizer_task.load(inputs["tokenizer"])
+    runtime = training.setup(cfg)
+    tok = tokenizer_file.load(inputs["tokenizer"])
     (out / "data").mkdir(exist_ok=True)
     stats: dict = {"heads": {}, "rejected": {}}
     with open(out / REJECTS, "w", encoding="utf-8") as rejects:
@@ -271,7 +243,7 @@ def build(cfg: HeadsConfig, inputs: dict[str, Path], out: Path) -> dict:
             for split, table in data.items():
                 write_table(table, out / "data" / f"{head}-{split}.arrow")
             torch.manual_seed(cfg.seed)  # each head starts from the same seed, whatever ran before
-            stats["heads"][head] = train_head(head, kind, labels, data, cfg, inputs, out / head, device)
+            stats["heads"][head] = train_head(head, kind, labels, data, cfg, inputs, out / head, runtime)
     for line in (out / REJECTS).read_text().splitlines():
         head = json.loads(line)["head"]
         stats["rejected"][head] = stats["rejected"].get(head, 0) + 1
@@ -353,7 +325,7 @@ def reloads(directory: Path, kind: str) -> ContractResult:
     """The published head loads with its Auto class (no remote code) and gives finite scores."""
     import transformers
 
-    model = getattr(transformers, AUTO[kind]).from_pretrained(directory, use_safetensors=True)
+    model = getattr(transformers, heads_model.AUTO[kind]).from_pretrained(directory, use_safetensors=True)
     with torch.no_grad():
         result = model(input_ids=torch.tensor([[1, 20, 30, 40, 2]]))
     logits = result.logits if kind != "span" else torch.cat([result.start_logits, result.end_logits])

@@ -23,8 +23,7 @@ import torch
 
 from schemas.templates import GENERATE_TASKS, PRETRAIN, SFT_TEMPLATES
 from schemas.tokens import BOS, EOS, token_id
-from tasks import heads, heads_data
-from tasks import tokenizer as tokenizer_task
+from tasks import heads_data, heads_model, seq2seq_model, tokenizer_file
 from tasks.evaluation import repeated_ngram_tokens
 from tasks.shard_chunks import encode_template
 
@@ -74,13 +73,13 @@ def prompt_ids(tok, item, task: str | None, where: str = "input") -> list[int]:
 
 def load_generator(directory: Path):
     """(model, tokenizer) of a decoder or seq2seq checkpoint."""
-    from tasks import seq2seq
-
-    tok = tokenizer_task.load(directory)
-    if (directory / seq2seq.SPEC).is_file():
-        return seq2seq.load(directory), tok
+    tok = tokenizer_file.load(directory)
+    if (directory / seq2seq_model.SPEC).is_file():
+        return seq2seq_model.load(directory), tok
     if not (directory / "config.json").is_file():
-        raise FileNotFoundError(f"{directory}: not a checkpoint directory (no config.json or {seq2seq.SPEC})")
+        raise FileNotFoundError(
+            f"{directory}: not a checkpoint directory (no config.json or {seq2seq_model.SPEC})"
+        )
     from transformers import AutoModelForCausalLM
 
     return AutoModelForCausalLM.from_pretrained(directory, use_safetensors=True).eval(), tok
@@ -167,14 +166,14 @@ def load_head(directory: Path):
     """(model, tokenizer, head.json) of one published head."""
     import transformers
 
-    spec_file = directory / heads.HEAD_FILE
+    spec_file = directory / heads_model.HEAD_FILE
     if not spec_file.is_file():
         raise FileNotFoundError(
-            f"{directory}: not an encoder head (no {heads.HEAD_FILE}); heads live in checkpoints/heads/<name>/<head>"
+            f"{directory}: not an encoder head (no {heads_model.HEAD_FILE}); heads live in checkpoints/heads/<name>/<head>"
         )
     spec = json.loads(spec_file.read_text())
-    auto = getattr(transformers, heads.AUTO[spec["kind"]])
-    return auto.from_pretrained(directory, use_safetensors=True).eval(), tokenizer_task.load(directory), spec
+    auto = getattr(transformers, heads_model.AUTO[spec["kind"]])
+    return auto.from_pretrained(directory, use_safetensors=True).eval(), tokenizer_file.load(directory), spec
 
 
 @torch.no_grad()
@@ -194,6 +193,6 @@ def predict_one(model, tok, spec: dict, item, where: str = "input") -> dict:
     f = fields_of(item, ["question", "context"], where)
     ids, ctx, offsets = heads_data.encode_question(tok, f["question"], f["context"])
     out = model(input_ids=torch.tensor([ids]))
-    s, e = heads.best_span(out.start_logits[0], out.end_logits[0], ctx, len(ids) - 1)
+    s, e = heads_model.best_span(out.start_logits[0], out.end_logits[0], ctx, len(ids) - 1)
     start, end = offsets[s - ctx][0], offsets[e - ctx][1]
     return {"answer": f["context"][start:end].strip(), "start": start, "end": end}

@@ -18,7 +18,7 @@ import torch
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS, token_id
 from schemas.training import ModelConfig
-from tasks import shards as shards_task
+from tasks import shard_reading
 
 
 def new_encoder(mcfg: ModelConfig, vocab_size: int, max_positions: int):
@@ -57,7 +57,7 @@ def mask_tokens(
 
 
 def masked_batch(table: pa.Table, rows: list[int], prob: float, vocab: int, seed: int) -> dict:
-    cols = shards_task.take_rows(table, rows, ["input_ids", "position_ids"])
+    cols = shard_reading.take_rows(table, rows, ["input_ids", "position_ids"])
     gen = torch.Generator().manual_seed(seed)
     inputs, labels = mask_tokens(torch.tensor(cols["input_ids"], dtype=torch.long), prob, vocab, gen)
     return {

@@ -16,7 +16,6 @@ Credentials and endpoints come from the storage library's own settings (for S3: 
 or ~/.aws, `AWS_ENDPOINT_URL` for MinIO or any S3-compatible server).
 """
 
-import hashlib
 import os
 import shutil
 import uuid
@@ -28,12 +27,6 @@ from schemas.manifest import MANIFEST
 from schemas.stages import ORDER
 from tasks.artifacts import ArtifactError, Home, check_files, fsync_path, read_manifest
 from tasks.faults import crash_point
-
-
-def cache_for(url: str) -> Path:
-    """The local cache of one remote home: the same URL always maps to the same folder."""
-    base = Path(os.environ.get("LMPIPE_CACHE", Path.home() / ".cache" / "lmpipe")).expanduser()
-    return base / hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
 
 
 def _fs(url: str) -> tuple[fsspec.AbstractFileSystem, str]:

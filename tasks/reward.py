@@ -21,38 +21,12 @@ from torch.utils.data import DataLoader
 
 from schemas.manifest import ContractResult
 from schemas.reward import RewardConfig
-from schemas.tokens import PAD, token_id
-from tasks import evaluation, tracking, training
-from tasks import shards as shards_task
+from tasks import evaluation, reward_scoring, shard_reading, tracking, training, trl_glue
+from tasks.batching import BucketBatchSampler
+from tasks.checkpoints import check_checkpoint
 from tasks.contracts import require
-from tasks.dpo import BucketBatchSampler
-from tasks.pretrain import check_checkpoint
 
 log = logging.getLogger(__name__)
-
-
-def load(path: Path):
-    """A reward model (one score per sequence) from a checkpoint: a reward stage's, or an LM's
-    (then the score head starts random)."""
-    from transformers import AutoModelForSequenceClassification
-
-    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, use_safetensors=True)
-    model.config.pad_token_id = token_id(PAD)  # the score is read before the first padding
-    return model
-
-
-@torch.no_grad()
-def scores(model, seqs: list[list[int]], device, batch_size: int = 32) -> list[float]:
-    """One reward per token sequence (right-padded batches)."""
-    model.to(device).eval()
-    out: list[float] = []
-    for k in range(0, len(seqs), batch_size):
-        chunk = seqs[k : k + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.tensor([s + [token_id(PAD)] * (width - len(s)) for s in chunk], device=device)
-        mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in chunk], device=device)
-        out += model(input_ids=ids, attention_mask=mask, use_cache=False).logits[:, 0].float().tolist()
-    return out
 
 
 def pair_sequences(table: pa.Table) -> tuple[list[list[int]], list[list[int]]]:
@@ -66,7 +40,7 @@ def pair_sequences(table: pa.Table) -> tuple[list[list[int]], list[list[int]]]:
 def reward_accuracy(model, table: pa.Table, device, limit: int = 512) -> dict:
     """Share of pairs with r(chosen) > r(rejected), mean margin, mean and std of all rewards."""
     chosen, rejected = pair_sequences(table.slice(0, limit))
-    rc, rr = scores(model, chosen, device), scores(model, rejected, device)
+    rc, rr = reward_scoring.scores(model, chosen, device), reward_scoring.scores(model, rejected, device)
     both = torch.tensor(rc + rr)
     return {
         "reward_accuracy": round(sum(c > r for c, r in zip(rc, rr, strict=True)) / len(rc), 4),
@@ -78,41 +52,6 @@ def reward_accuracy(model, table: pa.Table, device, limit: int = 512) -> dict:
     }
 
 
-def lora_config(cfg, task_type: str):
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
-        task_type=task_type,  # SEQ_CLS also trains the new score head in full
-    )
-
-
-def log_callback(stage: str, keys: tuple[str, ...]):
-    from transformers import TrainerCallback
-
-    class LogProgress(TrainerCallback):
-        """One log line per logging step, like the other training stages."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if logs and "loss" in logs:
-                shown = " ".join(f"{k} {logs[k]:.4f}" for k in ("loss", *keys) if k in logs)
-                log.info(f"{stage} step {state.global_step}/{state.max_steps} {shown}")
-
-    return LogProgress()
-
-
-def history_of(log_history: list[dict], keys: tuple[str, ...]) -> list[dict]:
-    """Training log lines of a TRL trainer, for history.json and loss.png."""
-    return [
-        {"step": e["step"], "loss": e["loss"], **{k: e[k] for k in keys if k in e}}
-        for e in log_history
-        if "loss" in e
-    ]
-
-
 def make_trainer_class():
     from trl import RewardTrainer
 
@@ -120,10 +59,7 @@ def make_trainer_class():
         bucket_sampler: BucketBatchSampler
 
         def get_train_dataloader(self) -> DataLoader:
-            loader = DataLoader(
-                self.train_dataset, batch_sampler=self.bucket_sampler, collate_fn=self.data_collator
-            )
-            return self.accelerator.prepare(loader)
+            return trl_glue.bucket_loader(self)
 
     return ShardRewardTrainer
 
@@ -135,10 +71,10 @@ def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
     from trl import RewardConfig as TrlRewardConfig
 
     # set up
-    device = training.setup(cfg)
-    train = shards_task.load(inputs["shards"], "dpo", "train")
-    val = shards_task.load(inputs["shards"], "dpo", "validation")
-    model = load(inputs["sft"])  # the SFT body, a fresh (seeded) score head
+    device = training.setup(cfg).device
+    train = shard_reading.load(inputs["shards"], "dpo", "train")
+    val = shard_reading.load(inputs["shards"], "dpo", "validation")
+    model = reward_scoring.load(inputs["sft"])  # the SFT body, a fresh (seeded) score head
     guard = training.input_fingerprints(inputs)
     found = training.checked_resume(out, guard)  # refuses state made from other inputs
     state = out / training.RESUME
@@ -166,9 +102,9 @@ def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
         train_dataset=dataset(train),
         eval_dataset=dataset(val.slice(0, cfg.eval_pairs)),
         processing_class=AutoTokenizer.from_pretrained(inputs["tokenizer"]),
-        peft_config=lora_config(cfg, "SEQ_CLS"),
+        peft_config=trl_glue.lora_config(cfg, "SEQ_CLS"),
         callbacks=[
-            log_callback("reward", ("accuracy", "margin")),
+            trl_glue.log_callback("reward", ("accuracy", "margin")),
             training.resume_callback("reward", out, guard),
         ],
     )
@@ -184,7 +120,7 @@ def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
     trainer.model.save_pretrained(out / "adapter")
     merged = trainer.model.merge_and_unload()
     after = reward_accuracy(merged, val, device, cfg.eval_pairs)
-    history = history_of(trainer.state.log_history, ("accuracy", "margin"))
+    history = trl_glue.history_of(trainer.state.log_history, ("accuracy", "margin"))
     metrics = {
         "objective": "reward",
         "val_loss_before": round(eval_before["eval_loss"], 4),
@@ -209,25 +145,11 @@ def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
 def validate(cfg: RewardConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
     """The checkpoint contracts, plus: every pair differs, and the published model's rewards
     on the validation pairs are finite."""
-    results = check_checkpoint(out, stats)
+    results = check_checkpoint(out, stats, "AutoModelForSequenceClassification")
     results.append(evaluation.gain_check(stats, ("val reward accuracy",), cfg.require_gain))
-    results.append(pairs_differ(inputs["shards"]))
-    val = shards_task.load(inputs["shards"], "dpo", "validation")
-    scored = reward_accuracy(load(out), val, torch.device("cpu"), cfg.eval_pairs)
+    results.append(reward_scoring.pairs_differ(inputs["shards"]))
+    val = shard_reading.load(inputs["shards"], "dpo", "validation")
+    scored = reward_accuracy(reward_scoring.load(out), val, torch.device("cpu"), cfg.eval_pairs)
     bad = [] if scored["finite"] else [f"non-finite rewards on the first {scored['pairs']} validation pairs"]
     results.append(require("reward/finite", bad, scored["pairs"], "every validation reward is finite"))
     return results
-
-
-def pairs_differ(shards_dir: Path) -> ContractResult:
-    """chosen != rejected in every preference pair the stage reads (train and validation)."""
-    bad, checked = [], 0
-    for split in ("train", "validation"):
-        cols = (
-            shards_task.load(shards_dir, "dpo", split)
-            .select(["id", "chosen_ids", "rejected_ids"])
-            .to_pydict()
-        )
-        checked += len(cols["id"])
-        bad += [f"id={i}: chosen equals rejected" for i, c, r in zip(*cols.values(), strict=True) if c == r]
-    return require("reward/chosen-differs", bad, checked, "chosen differs from rejected in every pair")

@@ -27,10 +27,9 @@ import torch
 
 from schemas.manifest import ContractResult
 from schemas.rl import RlConfig
-from tasks import evaluation, reward, tracking, training
-from tasks import shards as shards_task
+from tasks import evaluation, reward_scoring, shard_reading, tracking, training, trl_glue
+from tasks.checkpoints import check_checkpoint
 from tasks.contracts import require
-from tasks.pretrain import check_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +49,9 @@ def unique_prompts(table: pa.Table, limit: int | None = None) -> list[list[int]]
 def mean_reward(policy, reward_model, prompts: list[list[int]], max_new: int, device) -> dict:
     """Greedy answers of `policy` to the prompts, scored by the reward model."""
     answers = evaluation.generate(policy, prompts, max_new, device)
-    rewards = reward.scores(reward_model, [p + a for p, a in zip(prompts, answers, strict=True)], device)
+    rewards = reward_scoring.scores(
+        reward_model, [p + a for p, a in zip(prompts, answers, strict=True)], device
+    )
     return {
         "mean_reward": round(sum(rewards) / len(rewards), 4),
         "finite": all(map(torch.isfinite, torch.tensor(rewards))),
@@ -86,7 +87,7 @@ def make_trainer_class():
 
 def reward_function(reward_model, device):
     def reward_model_score(prompts, completions, completion_ids, prompt_ids, **kwargs) -> list[float]:
-        return reward.scores(
+        return reward_scoring.scores(
             reward_model, [p + c for p, c in zip(prompt_ids, completion_ids, strict=True)], device
         )
 
@@ -100,11 +101,11 @@ def build(cfg: RlConfig, inputs: dict[str, Path], out: Path) -> dict:
     from trl import RLOOConfig
 
     # set up
-    device = training.setup(cfg)
-    train = shards_task.load(inputs["shards"], "dpo", "train")
-    val = shards_task.load(inputs["shards"], "dpo", "validation")
+    device = training.setup(cfg).device
+    train = shard_reading.load(inputs["shards"], "dpo", "train")
+    val = shard_reading.load(inputs["shards"], "dpo", "validation")
     tokenizer = AutoTokenizer.from_pretrained(inputs["tokenizer"])
-    reward_model = reward.load(inputs["reward"]).to(device).eval()
+    reward_model = reward_scoring.load(inputs["reward"]).to(device).eval()
     policy = AutoModelForCausalLM.from_pretrained(inputs["sft"], use_safetensors=True)
     guard = training.input_fingerprints(inputs)
     found = training.checked_resume(out, guard)  # refuses state made from other inputs
@@ -137,8 +138,8 @@ def build(cfg: RlConfig, inputs: dict[str, Path], out: Path) -> dict:
         args=args,
         train_dataset=data,
         processing_class=tokenizer,
-        peft_config=reward.lora_config(cfg, "CAUSAL_LM"),
-        callbacks=[reward.log_callback("rl", LOGGED), training.resume_callback("rl", out, guard)],
+        peft_config=trl_glue.lora_config(cfg, "CAUSAL_LM"),
+        callbacks=[trl_glue.log_callback("rl", LOGGED), training.resume_callback("rl", out, guard)],
     )
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(tracking.trainer_report())  # into the build's MLflow run, if tracked
@@ -149,7 +150,7 @@ def build(cfg: RlConfig, inputs: dict[str, Path], out: Path) -> dict:
     trainer.model.save_pretrained(out / "adapter")
     merged = trainer.model.merge_and_unload()
     rl = compare(merged, reward_model, val, cfg, device)
-    history = reward.history_of(trainer.state.log_history, LOGGED)
+    history = trl_glue.history_of(trainer.state.log_history, LOGGED)
     metrics = {
         "method": "rloo",
         **{
@@ -176,7 +177,7 @@ def validate(cfg: RlConfig, inputs: dict[str, Path], out: Path, stats: dict) -> 
     """Checkpoint contracts (no validation loss to compare here), preference pairs that differ,
     and finite rewards and KL throughout."""
     results = check_checkpoint(out, stats)
-    results.append(reward.pairs_differ(inputs["shards"]))
+    results.append(reward_scoring.pairs_differ(inputs["shards"]))
     history = [h for h in training_history(out) if "reward" in h]
     values = [stats["rewards_finite"]] + [
         torch.isfinite(torch.tensor(h[k])).item() for h in history for k in ("reward", "kl") if k in h

@@ -32,108 +32,10 @@ from schemas.manifest import ContractResult
 from schemas.seq2seq import Seq2SeqConfig
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, PAD, token_id
-from tasks import evaluation, packing, training
-from tasks import shards as shards_task
+from tasks import evaluation, packing, seq2seq_model, shard_reading, training
+from tasks.checkpoints import no_pickle
 from tasks.contracts import require
 from tasks.inference import complete
-from tasks.pretrain import no_pickle
-
-SPEC = "seq2seq.json"
-CROSS = "cross_attention.safetensors"
-
-
-class CrossAttention(torch.nn.Module):
-    """Gated cross-attention from decoder states (d_model) to encoder states (d_memory)."""
-
-    def __init__(self, d_model: int, d_memory: int, heads: int):
-        super().__init__()
-        self.norm = torch.nn.RMSNorm(d_model, eps=1e-6)
-        self.attn = torch.nn.MultiheadAttention(
-            d_model, heads, kdim=d_memory, vdim=d_memory, batch_first=True
-        )
-        self.gate = torch.nn.Parameter(torch.zeros(1))
-
-    def forward(self, h: torch.Tensor, memory: torch.Tensor, memory_padding: torch.Tensor) -> torch.Tensor:
-        out, _ = self.attn(self.norm(h), memory, memory, key_padding_mask=memory_padding, need_weights=False)
-        return h + torch.tanh(self.gate).to(out.dtype) * out
-
-
-class Seq2Seq(torch.nn.Module):
-    """encoder (ModernBertModel) + decoder (LlamaForCausalLM) + one CrossAttention per decoder layer."""
-
-    def __init__(self, encoder, decoder, heads: int):
-        super().__init__()
-        self.encoder, self.decoder, self.heads = encoder, decoder, heads
-        d_model, d_memory = decoder.config.hidden_size, encoder.config.hidden_size
-        layers = decoder.model.layers
-        self.cross = torch.nn.ModuleList(CrossAttention(d_model, d_memory, heads) for _ in layers)
-        self._memory: tuple[torch.Tensor, torch.Tensor] | None = None
-        for layer, block in zip(layers, self.cross, strict=True):
-            layer.register_forward_hook(self._hook(block))
-
-    def _hook(self, block: CrossAttention):
-        def after_layer(module, args, output):
-            return output if self._memory is None else block(output, *self._memory)
-
-        return after_layer
-
-    def encode(self, input_ids, attention_mask) -> tuple[torch.Tensor, torch.Tensor]:
-        """(encoder states, padding mask with True on padding)."""
-        states = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return states, attention_mask == 0
-
-    def decode(
-        self,
-        memory,
-        decoder_input_ids,
-        decoder_attention_mask=None,
-        labels=None,
-        cache=None,
-        use_cache=False,
-    ):
-        """Decoder logits (and loss); with a cache (inference), `decoder_input_ids` are only the
-        new tokens: cross-attention reads the whole encoder memory for each of them anyway."""
-        self._memory = memory
-        try:
-            return self.decoder(
-                input_ids=decoder_input_ids,
-                attention_mask=decoder_attention_mask,
-                labels=labels,
-                cache=cache,
-                use_cache=use_cache,
-            )
-        finally:
-            self._memory = None
-
-    def forward(
-        self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask=None, labels=None, **_
-    ):
-        return self.decode(
-            self.encode(input_ids, attention_mask), decoder_input_ids, decoder_attention_mask, labels
-        )
-
-    def save_pretrained(self, out: Path) -> None:
-        self.encoder.save_pretrained(out / "encoder")
-        self.decoder.save_pretrained(out / "decoder")
-        save_file({k: v.contiguous() for k, v in self.cross.state_dict().items()}, str(out / CROSS))
-        (out / SPEC).write_text(json.dumps({"kind": "seq2seq", "cross_heads": self.heads}) + "\n")
-
-
-def assemble(encoder_dir: Path, decoder_dir: Path, heads: int) -> Seq2Seq:
-    """The encoder's base model and the decoder, with new (zero-gated) cross-attention."""
-    from transformers import AutoModel, AutoModelForCausalLM
-
-    encoder = AutoModel.from_pretrained(encoder_dir, use_safetensors=True)
-    decoder = AutoModelForCausalLM.from_pretrained(decoder_dir, use_safetensors=True)
-    return Seq2Seq(encoder, decoder, heads)
-
-
-def load(directory: Path) -> Seq2Seq:
-    """A published seq2seq checkpoint (safetensors only, no remote code)."""
-    spec = json.loads((directory / SPEC).read_text())
-    model = assemble(directory / "encoder", directory / "decoder", spec["cross_heads"])
-    model.cross.load_state_dict(load_file(str(directory / CROSS)))
-    return model.eval()
 
 
 def task_rows(table: pa.Table, tasks: list[str]) -> pa.Table:
@@ -142,7 +44,7 @@ def task_rows(table: pa.Table, tasks: list[str]) -> pa.Table:
 
 def batch(table: pa.Table, rows: list[int]) -> training.Batch:
     """Encoder: the SFT prompt; decoder: `<bos>` + answer, loss on the answer (right-padded)."""
-    cols = shards_task.take_rows(table, rows, ["input_ids", "labels"])
+    cols = shard_reading.take_rows(table, rows, ["input_ids", "labels"])
     prompts, answers = [], []
     for ids, labels in zip(cols["input_ids"], cols["labels"], strict=True):
         first = next(i for i, x in enumerate(labels) if x != IGNORE_INDEX)
@@ -167,7 +69,7 @@ def _pad(seqs: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]
     return ids, mask
 
 
-def generate(model: Seq2Seq, prompts: list[list[int]], max_new: int, device) -> list[list[int]]:
+def generate(model: seq2seq_model.Seq2Seq, prompts: list[list[int]], max_new: int, device) -> list[list[int]]:
     """Greedy continuations cut after `<eos>` (the contract of evaluation.generate), made by the
     same loop `lmpipe generate` uses."""
     out = [list(complete(model, p, max_new, device)) for p in prompts]
@@ -175,14 +77,16 @@ def generate(model: Seq2Seq, prompts: list[list[int]], max_new: int, device) -> 
     return out
 
 
-def freeze_parts(model: Seq2Seq, frozen: bool) -> int:
+def freeze_parts(model: seq2seq_model.Seq2Seq, frozen: bool) -> int:
     """Freeze (or unfreeze) encoder and decoder; returns the number of trainable parameters."""
     for part in (model.encoder, model.decoder):
         part.requires_grad_(not frozen)
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
-def train_cross(model: Seq2Seq, stream, cfg: Seq2SeqConfig, device, out: Path, inputs) -> list[dict]:
+def train_cross(
+    model: seq2seq_model.Seq2Seq, stream, cfg: Seq2SeqConfig, runtime: training.Runtime, out: Path, inputs
+) -> list[dict]:
     """Phase 1 under `out/resume/cross` (removed with the rest of the resume state at the end).
     Only the cross-attention changes in it; its finished weights are kept there, so a run
     killed in phase 2 never repeats phase 1."""
@@ -195,7 +99,7 @@ def train_cross(model: Seq2Seq, stream, cfg: Seq2SeqConfig, device, out: Path, i
         model,
         stream,
         cfg.model_copy(update={"max_steps": cfg.cross_steps, "lr": cfg.cross_lr}),
-        device,
+        runtime,
         phase,
         inputs,
         "seq2seq-cross",
@@ -210,15 +114,16 @@ def build(cfg: Seq2SeqConfig, inputs: dict[str, Path], out: Path) -> dict:
     from transformers import AutoModelForCausalLM
 
     # set up
-    device = training.setup(cfg)
-    train = task_rows(shards_task.load(inputs["shards"], "sft", "train"), cfg.tasks)
-    val = task_rows(shards_task.load(inputs["shards"], "sft", "validation"), cfg.tasks)
-    model = assemble(inputs["encoder"], inputs["pretrain"], cfg.cross_heads)
+    runtime = training.setup(cfg)
+    device = runtime.device
+    train = task_rows(shard_reading.load(inputs["shards"], "sft", "train"), cfg.tasks)
+    val = task_rows(shard_reading.load(inputs["shards"], "sft", "validation"), cfg.tasks)
+    model = seq2seq_model.assemble(inputs["encoder"], inputs["pretrain"], cfg.cross_heads)
     val_plan = packing.bucket_batches(val["bucket"].to_pylist(), cfg.batch_size, cfg.seed)[: cfg.eval_batches]
     val_batches = [batch(val, rows) for rows in val_plan]
     before = training.cached_json(
         out / training.RESUME / "before.json",
-        lambda: {"val_loss": round(training.evaluate(model, val_batches, device), 4)},
+        lambda: {"val_loss": round(training.evaluate(model, val_batches, runtime), 4)},
     )
     buckets = train["bucket"].to_pylist()
     stream = training.Stream(
@@ -227,17 +132,17 @@ def build(cfg: Seq2SeqConfig, inputs: dict[str, Path], out: Path) -> dict:
     )
     # train: cross-attention alone, then everything
     cross_trainable = freeze_parts(model, frozen=True)
-    cross_history = train_cross(model, stream, cfg, device, out, inputs) if cfg.cross_steps else []
-    cross_loss = round(training.evaluate(model, val_batches, device), 4)
+    cross_history = train_cross(model, stream, cfg, runtime, out, inputs) if cfg.cross_steps else []
+    cross_loss = round(training.evaluate(model, val_batches, runtime), 4)
     freeze_parts(model, frozen=False)
-    history = training.fit(model, stream, cfg, device, out, inputs, "seq2seq")
+    history = training.fit(model, stream, cfg, runtime, out, inputs, "seq2seq")
     # evaluate, against the decoder-only SFT model on the same rows
     sft = AutoModelForCausalLM.from_pretrained(inputs["sft"], use_safetensors=True)
     args = (inputs["tokenizer"], val, cfg.eval_examples, cfg.eval_max_new_tokens, device)
     metrics = {
         "val_loss_before": before["val_loss"],
         "val_loss_after_cross": cross_loss,
-        "val_loss": round(training.evaluate(model, val_batches, device), 4),
+        "val_loss": round(training.evaluate(model, val_batches, runtime), 4),
         "train_loss": round(sum(h["loss"] for h in history[-10:]) / len(history[-10:]), 4),
         "cross_steps": cfg.cross_steps,
         "cross_train_loss": round(cross_history[-1]["loss"], 4) if cross_history else None,
@@ -257,12 +162,12 @@ def build(cfg: Seq2SeqConfig, inputs: dict[str, Path], out: Path) -> dict:
 def card(metrics: dict, cfg: Seq2SeqConfig, inputs: dict[str, Path]) -> str:
     """The shared model card, with this checkpoint's own way to load it."""
     rest = training.model_card("seq2seq", metrics, cfg, inputs).split("## Metrics", 1)[1]
-    load_it = "```python\nfrom tasks.seq2seq import load\nmodel = load(path)  # safetensors only, no remote code\n```"
+    load_it = "```python\nfrom tasks.seq2seq_model import load\nmodel = load(path)  # safetensors only, no remote code\n```"
     return f"# lmpipe seq2seq checkpoint\n\n{load_it}\n\n## Metrics{rest}"
 
 
 def validate(cfg: Seq2SeqConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
-    model = load(out)
+    model = seq2seq_model.load(out)
     ids = torch.tensor([[1, 20, 30, 40]])
     with torch.no_grad():
         logits = model(

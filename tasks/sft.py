@@ -16,14 +16,14 @@ from schemas.manifest import ContractResult
 from schemas.sft import SftConfig
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, PAD, TASK_TOKENS, token_id
-from tasks import distributed, evaluation, instruct, noise, packing, training
-from tasks import shards as shards_task
-from tasks.pretrain import check_checkpoint
+from tasks import distributed, evaluation, instruct, noise, packing, shard_reading, training
+from tasks.batching import padding_of
+from tasks.checkpoints import check_checkpoint
 
 
 def padded_batch(table: pa.Table, rows: list[int]) -> training.Batch:
     """Right-padded input_ids / labels / attention_mask for the given rows."""
-    cols = shards_task.take_rows(table, rows, ["input_ids", "labels"])
+    cols = shard_reading.take_rows(table, rows, ["input_ids", "labels"])
     width = max(len(x) for x in cols["input_ids"])
     pad = token_id(PAD)
 
@@ -60,12 +60,6 @@ def stream(
     return training.Stream(plan, lambda batch_rows, k: padded_batch(table, batch_rows))
 
 
-def padding_of(table: pa.Table, batch_size: int, seed: int) -> float:
-    lengths = table["length"].to_pylist()
-    plan = packing.bucket_batches(table["bucket"].to_pylist(), batch_size, seed, lengths=lengths)
-    return round(packing.padding_fraction(lengths, plan), 4)
-
-
 def with_lora(model, cfg: SftConfig):
     """Adapters on attention; the control tokens' embedding rows train too (tied to the head)."""
     from peft import LoraConfig, get_peft_model
@@ -81,12 +75,14 @@ def with_lora(model, cfg: SftConfig):
     return get_peft_model(model, lora)
 
 
-def measure(model, cfg: SftConfig, inputs: dict[str, Path], val: pa.Table, val_batches, device) -> dict:
+def measure(
+    model, cfg: SftConfig, inputs: dict[str, Path], val: pa.Table, val_batches, runtime: training.Runtime
+) -> dict:
     """Validation loss and generation metrics of the model as it is now."""
     gen = instruct.generation_by_format(
-        model, inputs["tokenizer"], val, cfg.eval_examples, cfg.eval_max_new_tokens, device
+        model, inputs["tokenizer"], val, cfg.eval_examples, cfg.eval_max_new_tokens, runtime.device
     )
-    return {"val_loss": round(training.evaluate(model, val_batches, device), 4), **gen}
+    return {"val_loss": round(training.evaluate(model, val_batches, runtime), 4), **gen}
 
 
 def noise_check(train: pa.Table, data: training.Stream, cfg: SftConfig, micro_batches: int = 32) -> dict:
@@ -101,14 +97,14 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
     if (metrics := distributed.launch("sft", cfg, inputs, out)) is not None:
         return metrics  # trained by `cfg.processes` processes; rank 0 saved the checkpoint
     # set up
-    device = training.setup(cfg)
-    train = shards_task.load(inputs["shards"], "sft", "train")
-    val = shards_task.load(inputs["shards"], "sft", "validation")
+    runtime = training.setup(cfg)
+    train = shard_reading.load(inputs["shards"], "sft", "train")
+    val = shard_reading.load(inputs["shards"], "sft", "validation")
     model = AutoModelForCausalLM.from_pretrained(inputs["pretrain"], use_safetensors=True)
     val_plan = packing.bucket_batches(val["bucket"].to_pylist(), cfg.batch_size, cfg.seed)[: cfg.eval_batches]
     val_batches = [padded_batch(val, rows) for rows in val_plan]
     before = training.cached_json(
-        out / training.RESUME / "before.json", lambda: measure(model, cfg, inputs, val, val_batches, device)
+        out / training.RESUME / "before.json", lambda: measure(model, cfg, inputs, val, val_batches, runtime)
     )
     if cfg.method == "lora":
         model = with_lora(model, cfg)
@@ -116,7 +112,7 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
     data = noise.noisy(
         stream(train, cfg.batch_size, cfg.seed, cfg.repeat), cfg.noise, model.config.vocab_size, cfg.seed
     )
-    history = training.fit(model, data, cfg, device, out, inputs, "sft")
+    history = training.fit(model, data, cfg, runtime, out, inputs, "sft")
     if not training.is_main():
         return {}  # rank 0 evaluates and saves
     # evaluate
@@ -124,7 +120,7 @@ def build(cfg: SftConfig, inputs: dict[str, Path], out: Path) -> dict:
     if cfg.method == "lora":
         model.save_pretrained(out / "adapter")
         model = model.merge_and_unload()
-    after = measure(model, cfg, inputs, val, val_batches, device)
+    after = measure(model, cfg, inputs, val, val_batches, runtime)
     metrics = {
         "val_loss_before": before["val_loss"],
         "val_loss": after["val_loss"],

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import xxhash
 
 from schemas.contracts import shard_suite
@@ -21,6 +20,7 @@ from schemas.tokens import BOS, EOS, PROMPT, token_id
 from tasks import instruct
 from tasks.contracts import ContractError, require, run_suite
 from tasks.corpus_dedup import member, repeated
+from tasks.shard_reading import read_shard
 
 
 def check(cfg: ShardsConfig, shards: dict[str, list[Path]], vocab: int, work: Path) -> list[ContractResult]:
@@ -52,11 +52,6 @@ def check(cfg: ShardsConfig, shards: dict[str, list[Path]], vocab: int, work: Pa
             results.append(require(f"shards/{kind}-ids", repeated, rows, "each example id once"))
         results.append(require(f"shards/{kind}-layout", bad, rows, _LAYOUT_RULES[kind]))
     return results
-
-
-def read_shard(path: Path) -> pa.Table:
-    """One shard, memory-mapped (nothing is copied until used)."""
-    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
 def _ids(path: Path) -> tuple[list[str], np.ndarray]:

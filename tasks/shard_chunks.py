@@ -28,8 +28,7 @@ from schemas.instruct import InstructConfig
 from schemas.shards import IGNORE_INDEX, TOKENIZED_SCHEMAS, ShardsConfig
 from schemas.templates import PREFERENCE_COMPLETION, PREFERENCE_PROMPT, PRETRAIN
 from schemas.tokens import token_id
-from tasks import curriculum, instruct, memory
-from tasks import tokenizer as tokenizer_task
+from tasks import curriculum, instruct, memory, tokenizer_file
 from tasks.artifacts import fsync_path
 from tasks.faults import crash_point
 
@@ -196,7 +195,7 @@ class Chunks:
 
 @functools.lru_cache(maxsize=4)
 def _tokenizer(directory: str) -> Tokenizer:
-    return tokenizer_task.load(Path(directory))
+    return tokenizer_file.load(Path(directory))
 
 
 def _record_slices(

@@ -21,10 +21,8 @@ bytes are not written again, so the rerun's files equal an uninterrupted run's b
 import itertools
 import json
 import shutil
-import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -35,8 +33,7 @@ from schemas.instruct import InstructConfig
 from schemas.manifest import ContractResult
 from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum, ShardsConfig
 from schemas.tokens import token_id
-from tasks import curriculum, memory, packing, shard_checks, shard_chunks
-from tasks import tokenizer as tokenizer_task
+from tasks import curriculum, memory, packing, shard_checks, shard_chunks, shard_reading, tokenizer_file
 from tasks.artifacts import fsync_path, sha256_file, write_json
 from tasks.faults import crash_point
 from tasks.jobs import serial
@@ -317,60 +314,6 @@ def _tokens(kind: str, table: pa.Table) -> int:
     )
 
 
-def load(directory: Path, kind: str, split: str) -> pa.Table:
-    """All shards of one kind and split, memory-mapped (nothing is copied until used)."""
-    tables = list(shard_tables(directory, kind, split))
-    return pa.concat_tables(tables) if tables else SCHEMAS[kind].empty_table()
-
-
-def take_rows(table: pa.Table, rows: list[int], columns: list[str] | None = None) -> dict[str, list]:
-    """`table.take(rows).to_pydict()` without its copy: on a table of several shards pyarrow's
-    take first concatenates each column's chunks, so every training batch copied the whole
-    split out of the memory-mapped shards (10x corpus: +91 MiB a batch, 100x: +700). The shard
-    pages it read leave this process after it (`memory.drop_pages`)."""
-    lookup = _lookup(table)
-    picked, touched = [], set()
-    for r in rows:
-        if not 0 <= r < lookup.starts[-1]:
-            raise IndexError(f"row {r} of {lookup.starts[-1]}")
-        k = int(np.searchsorted(lookup.starts, r, "right")) - 1
-        picked.append(lookup.batches[k].slice(r - int(lookup.starts[k]), 1))
-        touched.add(k)
-    out = pa.Table.from_batches(picked, schema=table.schema)
-    out = (out.select(columns) if columns else out).to_pydict()
-    memory.drop_pages(page for k in touched for page in lookup.pages[k])
-    return out
-
-
-class _Lookup(NamedTuple):
-    batches: list[pa.RecordBatch]
-    starts: np.ndarray  # first row of each batch, then the row count
-    pages: list[list[tuple[int, int]]]  # each batch's file-mapped pages (memory.file_pages)
-
-
-_LOOKUPS: dict[int, _Lookup] = {}  # by id(table), dropped when the table is freed
-
-
-def _lookup(table: pa.Table) -> _Lookup:
-    """Where each row of `table` is, worked out once per table (training asks every step)."""
-    if id(table) not in _LOOKUPS:
-        batches = table.to_batches()
-        starts = np.cumsum([0, *(b.num_rows for b in batches)])
-        pages = [memory.file_pages(buf for col in b.columns for buf in col.buffers() if buf) for b in batches]
-        _LOOKUPS[id(table)] = _Lookup(batches, starts, pages)
-        weakref.finalize(table, _LOOKUPS.pop, id(table), None)
-    return _LOOKUPS[id(table)]
-
-
-def shard_tables(directory: Path, kind: str, split: str) -> Iterator[pa.Table]:
-    """The shards of one kind and split, one memory-mapped table each, in file order."""
-    return map(shard_checks.read_shard, shard_files(directory, kind, split))
-
-
-def shard_files(directory: Path, kind: str, split: str) -> list[Path]:
-    return sorted(directory.glob(f"{kind}-{split}-*.arrow"))
-
-
 def build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, map_chunks: Callable = serial) -> dict:
     """Tokenise in chunk jobs (`map_chunks(fn, jobs)` runs them: serially here, as Prefect tasks
     in the flow), then pack, bucket and write the shards. Packing and bucketing see only the
@@ -409,7 +352,7 @@ def _build(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, map_chunks: Ca
                 bounds = auto_boundaries(lengths["train"], cfg.auto_buckets, cfg.max_len)
             for split in SPLITS:
                 example_split(cfg, kind, split, chunks[split], lengths[split], bounds, rejects, stats, write)
-    stats["vocab_size"] = tokenizer_task.load(inputs["tokenizer"]).get_vocab_size()
+    stats["vocab_size"] = tokenizer_file.load(inputs["tokenizer"]).get_vocab_size()
     stats.update(headline(stats))
     lengths_png(cfg, train_lengths, out / PLOT)
     shutil.rmtree(out / shard_chunks.WORK)  # markers and chunks are not part of the artifact
@@ -564,7 +507,7 @@ def _set_difficulty(cfg: Curriculum, examples: list[dict]) -> None:
 def validate(cfg: ShardsConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
     """The contracts of tasks.shard_checks on the training split of every shard kind."""
     kinds = ("pretrain", "sft", "dpo") + (("sft_packed",) if cfg.sft_packing else ())
-    files = {kind: shard_files(out, kind, "train") for kind in kinds}
+    files = {kind: shard_reading.shard_files(out, kind, "train") for kind in kinds}
     # the id check's partition files go to the chunks' folder: a killed run's are removed by
     # the rerun's build
     work = out / shard_chunks.WORK

@@ -22,12 +22,12 @@ from schemas.corpus import TASK_FIELDS
 from schemas.manifest import ContractResult
 from schemas.tokenizer import TokenizerConfig
 from schemas.tokens import BOS, EOS, MASK, PAD, SEP, SPECIAL_TOKENS, TASK_TOKENS, UNK, token_id
-from tasks import memory
+from tasks import memory, tokenizer_file
 from tasks.artifacts import sha256_file
 from tasks.contracts import require
 from tasks.plan import inside_roots, raw_path
+from tasks.tokenizer_file import TOKENIZER_FILE
 
-TOKENIZER_FILE = "tokenizer.json"
 # Control-token look-alikes of other tokenizers: they must stay text in ours too.
 FOREIGN_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<s>", "</s>", "[PAD]", "[CLS]")
 
@@ -199,13 +199,6 @@ def _registry_added_tokens() -> list[dict]:
     return [{"id": token_id(t), "content": t, **flags} for t in SPECIAL_TOKENS]
 
 
-def load(directory: Path) -> Tokenizer:
-    """The raw tokenizer of an artifact, with special-token recognition off."""
-    tok = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
-    tok.encode_special_tokens = True
-    return tok
-
-
 def save(tok: Tokenizer, out: Path) -> None:
     from transformers import PreTrainedTokenizerFast
 
@@ -268,7 +261,7 @@ def injection_texts() -> list[str]:
 
 
 def validate(cfg: TokenizerConfig, inputs: dict[str, Path], out: Path, stats: dict) -> list[ContractResult]:
-    tok = load(out)
+    tok = tokenizer_file.load(out)
     results = [special_ids(tok, out)]
     samples = samples_per_source(inputs["corpus"], cfg.sample_per_source)
     texts = [t for ts in samples.values() for t in ts]
@@ -335,7 +328,7 @@ def auto_tokenizer(out: Path) -> ContractResult:
     from transformers import AutoTokenizer
 
     hf = AutoTokenizer.from_pretrained(out)
-    controls = control_ids(load(out))
+    controls = control_ids(tokenizer_file.load(out))
     bad = (
         []
         if hf.pad_token_id == token_id(PAD) != hf.eos_token_id

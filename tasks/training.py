@@ -28,6 +28,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -51,16 +52,26 @@ class ResumeError(RuntimeError):
     """Resume state that does not belong to this run's inputs."""
 
 
-# Set by `setup` for the whole process, like the seed and the thread count.
-_asked = {"precision": "auto"}
+@dataclass(frozen=True)
+class Runtime:
+    """Where and in what precision a build trains, and why: chosen once by `setup`, then passed
+    along. `Runtime(cpu, torch.float32, "float32 (this CPU has no native bf16: AVX2; 2 threads)")`."""
+
+    device: torch.device
+    dtype: torch.dtype  # bfloat16: bf16 autocast; float32: none
+    reason: str
+
+    def autocast(self):
+        if self.dtype == torch.bfloat16:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
 
-def setup(cfg: TrainConfig) -> torch.device:
+def setup(cfg: TrainConfig) -> Runtime:
     """Seeds, device and precision: CUDA (this process's GPU under torchrun) when present, else
-    CPU; `precision(device)` then follows `cfg.precision`. Both are logged once.
+    CPU, in the precision `cfg.precision` asks for there (`runtime_on`). Logged once.
     """
     torch.manual_seed(cfg.seed)
-    _asked["precision"] = cfg.precision
     rank, size = world()
     if torch.cuda.is_available():
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
@@ -68,36 +79,34 @@ def setup(cfg: TrainConfig) -> torch.device:
     else:
         device = torch.device("cpu")
         torch.set_num_threads(max(1, min((os.cpu_count() or 1) // size, 4)))
+    chosen = runtime_on(device, cfg.precision)
     if rank == 0:
-        log.info(f"training on {device} in {precision_note(device)}, {size} process(es)")
-    return device
+        log.info(f"training on {device} in {chosen.reason}, {size} process(es)")
+    return chosen
 
 
-def precision(device: torch.device) -> torch.dtype:
-    """bf16 autocast on a GPU that supports it (unless the config asks for float32); float32
-    everywhere else. On CPU float32 also where bf16 exists: bf16 autocast on a CPU without
-    native bf16 ran SFT/DPO 3.6-5x slower."""
-    if device.type == "cuda" and _asked["precision"] == "auto" and torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float32
-
-
-def precision_note(device: torch.device) -> str:
-    """Why this precision: 'float32 (this CPU has no native bf16: AVX2)'."""
-    if precision(device) == torch.bfloat16:
-        return "bf16 autocast"
+def runtime_on(device: torch.device, asked: str = "auto") -> Runtime:
+    """bf16 autocast on a GPU that supports it (unless `asked` is float32); float32 everywhere
+    else. On CPU float32 also where bf16 exists: bf16 autocast on a CPU without native bf16 ran
+    SFT/DPO 3.6-5x slower."""
+    if device.type == "cuda" and asked == "auto" and torch.cuda.is_bf16_supported():
+        return Runtime(device, torch.bfloat16, "bf16 autocast")
     if device.type == "cuda":
-        return "float32 (asked for)" if _asked["precision"] == "float32" else "float32 (this GPU has no bf16)"
+        return Runtime(
+            device,
+            torch.float32,
+            "float32 (asked for)" if asked == "float32" else "float32 (this GPU has no bf16)",
+        )
     capability, threads = torch.backends.cpu.get_cpu_capability(), torch.get_num_threads()
     if "BF16" in capability.upper() or "AMX" in capability.upper():
-        return f"float32 (CPU default, although it has native bf16: {capability}; {threads} threads)"
-    return f"float32 (this CPU has no native bf16: {capability}; {threads} threads)"
-
-
-def autocast(device: torch.device):
-    if precision(device) == torch.bfloat16:
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+        return Runtime(
+            device,
+            torch.float32,
+            f"float32 (CPU default, although it has native bf16: {capability}; {threads} threads)",
+        )
+    return Runtime(
+        device, torch.float32, f"float32 (this CPU has no native bf16: {capability}; {threads} threads)"
+    )
 
 
 def world() -> tuple[int, int]:
@@ -146,7 +155,9 @@ def check_memory(stage: str, cfg, new_model: Callable, seq_len: int, vocab: int,
     """
     with torch.device("meta"):
         params = sum(p.numel() for p in new_model().parameters())
-    need = step_bytes(cfg, params, seq_len, vocab, dense, precision(device) == torch.bfloat16)
+    need = step_bytes(
+        cfg, params, seq_len, vocab, dense, runtime_on(device, cfg.precision).dtype == torch.bfloat16
+    )
     free = memory.available_bytes(device)
     gib = {k: round(v / 2**30, 2) for k, v in need.items()}
     log.info(
@@ -218,7 +229,9 @@ class Stream:
         return self.make(self.rows(k), k)
 
 
-def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict[str, Path], stage: str):
+def fit(
+    model, stream: Stream, cfg: TrainConfig, runtime: Runtime, out: Path, inputs: dict[str, Path], stage: str
+):
     """Train to `cfg.max_steps` optimizer steps, resuming from `out/resume/` if a run left one.
 
     Under torchrun each of the N processes takes every N-th micro-batch of the stream and DDP
@@ -229,6 +242,7 @@ def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict
     Returns the loss history, one entry per step: {"step", "loss", "lr", "tokens", "grad_norm"}
     (all ranks); rank 0 also logs each step to the tracked run, if any (tasks/tracking.py).
     """
+    device = runtime.device
     runner = distributed(model.to(device).train(), device, cfg)
     params = [p for p in runner.parameters() if p.requires_grad]
     optimizer = steps.optimizer(params, cfg.lr, cfg.weight_decay, device)
@@ -250,7 +264,7 @@ def fit(model, stream: Stream, cfg: TrainConfig, device, out: Path, inputs: dict
 
     try:
         for step in range(len(history), cfg.max_steps):
-            pending.add(*train_step(runner, batches, cfg, params, optimizer, scheduler))
+            pending.add(*train_step(runner, batches, cfg, params, optimizer, scheduler, runtime))
             crash_point(stage, f"step-{step + 1}")
             done, save = step + 1, (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.max_steps
             if done % cfg.log_every == 0 or save or done == cfg.max_steps:
@@ -304,7 +318,7 @@ def accumulating(runner, last: bool):
     return contextlib.nullcontext()
 
 
-def train_step(model, batches, cfg, params, optimizer, scheduler):
+def train_step(model, batches, cfg, params, optimizer, scheduler, runtime: Runtime):
     """One optimizer step over `grad_accum` micro-batches from `batches`; returns (loss, scored
     tokens, gradient norm before clipping) as device tensors, unsynchronised, and the learning
     rate it used."""
@@ -312,7 +326,7 @@ def train_step(model, batches, cfg, params, optimizer, scheduler):
     for micro in range(cfg.grad_accum):
         batch = next(batches)
         with accumulating(model, last=micro == cfg.grad_accum - 1):
-            with autocast(batches.device):
+            with runtime.autocast():
                 loss = model(**batch, use_cache=False).loss / cfg.grad_accum
             loss.backward()
         total = total + loss.detach().double()  # float64, as a sum of Python floats was
@@ -529,14 +543,15 @@ def cached_json(path: Path, compute: Callable[[], dict]) -> dict:
 
 
 @torch.no_grad()
-def evaluate(model, batches: list[Batch], device) -> float:
+def evaluate(model, batches: list[Batch], runtime: Runtime) -> float:
     """Mean loss per scored token over the given batches."""
+    device = runtime.device
     model.to(device).eval()
     total, count = 0.0, 0
     for batch in batches:
         batch = {k: v.to(device) for k, v in batch.items()}
         n = int((batch["labels"] != -100).sum())  # causal labels start with -100: same count
-        with autocast(device):
+        with runtime.autocast():
             total += model(**batch, use_cache=False).loss.item() * n
         count += n
     model.train()
@@ -635,7 +650,7 @@ def trainer_args(cfg: TrainConfig, output_dir: str, save: bool = False) -> dict:
     return {
         "output_dir": output_dir,
         "use_cpu": not cuda,  # else TRL asks for bf16/GPU on a CPU machine
-        "bf16": precision(torch.device("cuda" if cuda else "cpu")) == torch.bfloat16,
+        "bf16": runtime_on(torch.device("cuda" if cuda else "cpu"), cfg.precision).dtype == torch.bfloat16,
         "max_steps": cfg.max_steps,
         "per_device_train_batch_size": cfg.batch_size,
         "per_device_eval_batch_size": cfg.batch_size,

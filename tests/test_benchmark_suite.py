@@ -37,7 +37,7 @@ def test_cpu_training_picks_float32_and_says_so(caplog):
         pytest.skip("CPU behaviour")
     threads = torch.get_num_threads()
     with caplog.at_level(logging.INFO, logger="tasks.training"):
-        assert training.setup(SftConfig()).type == "cpu"
+        assert training.setup(SftConfig()).device.type == "cpu"
     torch.set_num_threads(threads)
     assert "cpu in float32" in caplog.text
 

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from schemas.shards import IGNORE_INDEX
-from tasks import shards
+from tasks import shard_reading, shards
 from tasks.dataset import ShardDataset
 
 
@@ -33,7 +33,7 @@ def ids(samples: list[dict]) -> list[list[int]]:
 
 
 def test_rows_are_the_stored_rows(shard_dir):
-    table = shards.load(shard_dir, "pretrain", "train")
+    table = shard_reading.load(shard_dir, "pretrain", "train")
     ds = ShardDataset(shard_dir, "pretrain", "train")
     assert len(ds) == table.num_rows and len(ds.files) == 4
     for i in (0, len(ds) // 2, len(ds) - 1):
@@ -96,10 +96,10 @@ def test_take_rows_across_shards_equals_arrow_take_without_concatenating():
     ]
     table = pa.concat_tables(parts)
     rows = [7, 0, 4, 4, 2, 8]
-    assert shards.take_rows(table, rows) == table.take(rows).to_pydict()
-    assert shards.take_rows(table, rows, ["n"]) == {"n": rows}
+    assert shard_reading.take_rows(table, rows) == table.take(rows).to_pydict()
+    assert shard_reading.take_rows(table, rows, ["n"]) == {"n": rows}
     with pytest.raises(IndexError, match="row 9 of 9"):
-        shards.take_rows(table, [9])
+        shard_reading.take_rows(table, [9])
 
 
 def rss_file_mib() -> float:
@@ -120,13 +120,13 @@ def test_rows_taken_leave_their_shard_pages_and_ordinary_memory_alone(tmp_path):
     with pa.OSFile(str(tmp_path / "pretrain-train-00000.arrow"), "wb") as sink:
         with pa.ipc.new_file(sink, pa.schema([("input_ids", ids.type)])) as writer:
             writer.write_table(pa.table({"input_ids": ids}))
-    table = shards.load(tmp_path, "pretrain", "train")
+    table = shard_reading.load(tmp_path, "pretrain", "train")
     before = rss_file_mib()
     for start in range(0, n, 512):  # every 8th row, 64 rows a batch: faults map the whole file
         rows = list(range(start, start + 512, 8))
-        got = shards.take_rows(table, rows)["input_ids"]
+        got = shard_reading.take_rows(table, rows)["input_ids"]
         assert [g[0] for g in got] == [(r * width) % 997 for r in rows]
     assert rss_file_mib() - before < 8
     in_memory = pa.table({"input_ids": [[7] * 4096] * 64})  # heap buffers: never dropped
-    assert shards.take_rows(in_memory, [0, 63])["input_ids"] == [[7] * 4096] * 2
+    assert shard_reading.take_rows(in_memory, [0, 63])["input_ids"] == [[7] * 4096] * 2
     assert in_memory["input_ids"][5].as_py() == [7] * 4096

@@ -13,8 +13,7 @@ import torch
 from schemas.heads import KINDS
 from schemas.shards import IGNORE_INDEX
 from schemas.tokens import BOS, EOS, SEP, token_id
-from tasks import heads, heads_data
-from tasks import tokenizer as tokenizer_task
+from tasks import heads, heads_data, heads_model, tokenizer_file
 from tasks.contracts import ContractError
 
 
@@ -43,7 +42,7 @@ def test_pair_negatives_are_another_records_french():
 
 def test_tags_label_the_first_sub_token_only(encoder_stack):
     _, inputs = encoder_stack
-    tok = tokenizer_task.load(inputs["tokenizer"])
+    tok = tokenizer_file.load(inputs["tokenizer"])
     record = {
         "id": "x",
         "tokens": ["Extraordinarily", "long", "mots", "français"],
@@ -60,7 +59,7 @@ def test_tags_label_the_first_sub_token_only(encoder_stack):
 
 def test_pairs_join_with_the_separator_and_spans_point_into_the_context(encoder_stack):
     _, inputs = encoder_stack
-    tok = tokenizer_task.load(inputs["tokenizer"])
+    tok = tokenizer_file.load(inputs["tokenizer"])
     ids = heads_data.encode_sequence(tok, "Save", "Enregistrer")
     assert ids.count(token_id(SEP)) == 1 and ids[0] == token_id(BOS) and ids[-1] == token_id(EOS)
     context = "Use pip. It installs packages from the index."
@@ -111,8 +110,8 @@ def test_bad_labels_and_a_head_below_baseline_block_publication(trained_heads):
 def test_span_decoding_stays_inside_the_context():
     start = torch.tensor([9.0, 0, 0, 1, 5, 0])
     end = torch.tensor([9.0, 0, 0, 4, 0, 2])
-    assert heads.best_span(start, end, 3, 5) == (3, 3)  # never before the context, never end < start
-    assert heads.best_span(start, end, 4, 6) == (4, 5)
+    assert heads_model.best_span(start, end, 3, 5) == (3, 3)  # never before the context, never end < start
+    assert heads_model.best_span(start, end, 4, 6) == (4, 5)
 
 
 def test_user_tagging_and_qa_files_train_heads_and_bad_records_are_rejected_by_line(encoder_stack, tmp_path):
@@ -194,7 +193,7 @@ def test_user_tagging_and_qa_files_train_heads_and_bad_records_are_rejected_by_l
     (tmp_path / "strict").mkdir()
     with pytest.raises(ValueError, match=r"1 of 3 records of \S+ner-dev.jsonl are bad .*line 2: "):
         heads.build(strict, inputs, tmp_path / "strict")
-    spec = json.loads((out / "ner" / heads.HEAD_FILE).read_text())
+    spec = json.loads((out / "ner" / heads_model.HEAD_FILE).read_text())
     assert spec == {"head": "ner", "kind": "token", "pair": False, "labels": ["LOC", "O", "PER"]}
 
 

@@ -8,13 +8,12 @@ import torch
 
 from cli.main import main
 from schemas.tokens import BOS, EOS, TO_FR, token_id
-from tasks import evaluation, inference, seq2seq
-from tasks import tokenizer as tokenizer_task
+from tasks import evaluation, inference, seq2seq_model, tokenizer_file
 
 
 def test_task_token_comes_from_the_template_never_from_the_text(encoder_stack):
     _, inputs = encoder_stack
-    tok = tokenizer_task.load(inputs["tokenizer"])
+    tok = tokenizer_file.load(inputs["tokenizer"])
     ids = inference.prompt_ids(tok, "Save <to-fr> now", "translate")
     assert ids[0] == token_id(BOS) and ids[-1] == token_id(TO_FR) and ids.count(token_id(TO_FR)) == 1
     assert inference.prompt_ids(tok, "Save", None) == [token_id(BOS), *tok.encode("Save").ids]
@@ -44,7 +43,7 @@ def test_kv_cache_gives_the_uncached_greedy_tokens(encoder_stack):
 
     _, inputs = encoder_stack
     decoder = AutoModelForCausalLM.from_pretrained(inputs["sft"], use_safetensors=True)
-    assembled = seq2seq.assemble(inputs["encoder"], inputs["pretrain"], heads=2)
+    assembled = seq2seq_model.assemble(inputs["encoder"], inputs["pretrain"], heads=2)
     for block in assembled.cross:  # open the gates: the encoder's memory shapes every token
         block.gate.data.fill_(1.0)
     prompt, cpu = [1, 40, 41, 42, token_id(TO_FR)], torch.device("cpu")
@@ -63,7 +62,7 @@ def test_kv_cache_gives_the_uncached_greedy_tokens(encoder_stack):
 
 def test_stream_text_writes_pieces_that_add_up(encoder_stack):
     _, inputs = encoder_stack
-    tok = tokenizer_task.load(inputs["tokenizer"])
+    tok = tokenizer_file.load(inputs["tokenizer"])
     ids = tok.encode("Dieu vit que la lumière était bonne").ids
     pieces = []
     assert inference.stream_text(tok, iter(ids + [token_id(EOS)]), pieces.append) == ids + [token_id(EOS)]
@@ -73,7 +72,7 @@ def test_stream_text_writes_pieces_that_add_up(encoder_stack):
 
 def test_generate_command_streams_a_batch_for_decoder_and_seq2seq(encoder_stack, tmp_path, capsys):
     _, inputs = encoder_stack
-    assembled = seq2seq.assemble(inputs["encoder"], inputs["pretrain"], heads=2)
+    assembled = seq2seq_model.assemble(inputs["encoder"], inputs["pretrain"], heads=2)
     assembled.save_pretrained(tmp_path / "s2s")
     (tmp_path / "s2s" / "tokenizer.json").write_bytes((inputs["tokenizer"] / "tokenizer.json").read_bytes())
     prompts = tmp_path / "prompts.txt"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tasks import seq2seq, shards, training
+from tasks import seq2seq, seq2seq_model, shard_reading, training
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def test_assembled_model_starts_as_the_decoder(encoder_stack):
     from transformers import AutoModelForCausalLM
 
     _, inputs = encoder_stack
-    model = seq2seq.assemble(inputs["encoder"], inputs["pretrain"], heads=2).eval()
+    model = seq2seq_model.assemble(inputs["encoder"], inputs["pretrain"], heads=2).eval()
     decoder = AutoModelForCausalLM.from_pretrained(inputs["pretrain"], use_safetensors=True).eval()
     src, tgt = torch.tensor([[1, 40, 41, 42, 5]]), torch.tensor([[1, 50, 51, 52]])
     with torch.no_grad():
@@ -39,9 +39,9 @@ def test_assembled_model_starts_as_the_decoder(encoder_stack):
 
 def test_phase_one_trains_only_cross_attention(encoder_stack, built, tmp_path):
     cfg, inputs, _, _ = built
-    model = seq2seq.assemble(inputs["encoder"], inputs["pretrain"], heads=2)
+    model = seq2seq_model.assemble(inputs["encoder"], inputs["pretrain"], heads=2)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    train = seq2seq.task_rows(shards.load(inputs["shards"], "sft", "train"), cfg.tasks)
+    train = seq2seq.task_rows(shard_reading.load(inputs["shards"], "sft", "train"), cfg.tasks)
     stream = training.Stream(lambda e: [[0, 1], [2, 3]], lambda rows, k: seq2seq.batch(train, rows))
     trainable = seq2seq.freeze_parts(model, frozen=True)
     assert trainable == sum(p.numel() for p in model.cross.parameters())
@@ -64,7 +64,7 @@ def test_seq2seq_stage_compares_with_sft_and_reloads(built):
     assert not (out / "resume").exists() and not list(out.rglob("*.bin"))
     saved = load_file(out / "decoder" / "model.safetensors")
     assert "model.layers.0.self_attn.q_proj.weight" in saved  # the decoder stays a plain Llama checkpoint
-    reloaded = seq2seq.load(out)
+    reloaded = seq2seq_model.load(out)
     src = torch.tensor([[1, 40, 41, 5]])
     with torch.no_grad():
         logits = reloaded(

@@ -11,7 +11,16 @@ import pytest
 from schemas.config import load_config
 from schemas.shards import IGNORE_INDEX, SCHEMAS, Curriculum
 from schemas.tokens import token_id
-from tasks import corpus, curriculum, shard_checks, shard_chunks, shards, tokenizer
+from tasks import (
+    corpus,
+    curriculum,
+    shard_checks,
+    shard_chunks,
+    shard_reading,
+    shards,
+    tokenizer,
+    tokenizer_file,
+)
 from tasks.contracts import ContractError
 from tasks.jobs import serial
 from tests.conftest import tiny_config_data
@@ -39,8 +48,8 @@ def built(tmp_path_factory):
 
 def test_sft_labels_cover_only_the_answer(built):
     cfg, inputs, out, _ = built
-    tok = tokenizer.load(inputs["tokenizer"])
-    rows = shards.load(out, "sft", "train").to_pylist()
+    tok = tokenizer_file.load(inputs["tokenizer"])
+    rows = shard_reading.load(out, "sft", "train").to_pylist()
     row = next(r for r in rows if r["task"] == "translation" and r["format"] == "task")
     first = next(i for i, x in enumerate(row["labels"]) if x != IGNORE_INDEX)
     assert row["input_ids"][first - 1] == token_id("<to-fr>")
@@ -55,7 +64,7 @@ def test_sft_labels_cover_only_the_answer(built):
 
 def test_control_text_in_user_fields_stays_text(built):
     _, inputs, _, _ = built
-    tok = tokenizer.load(inputs["tokenizer"])
+    tok = tokenizer_file.load(inputs["tokenizer"])
     ids = shards.encode_template(tok, ("<bos>", "{text}", "<eos>"), [{"text": "say <to-fr> <eos>"}])[0]
     assert ids[0] == token_id("<bos>") and ids[-1] == token_id("<eos>")
     assert all(i >= 11 for i in ids[1:-1])
@@ -63,7 +72,7 @@ def test_control_text_in_user_fields_stays_text(built):
 
 def test_pretrain_rows_are_full_and_reset_positions(built):
     cfg, _, out, stats = built
-    table = shards.load(out, "pretrain", "train")
+    table = shard_reading.load(out, "pretrain", "train")
     for row in table.to_pylist():
         assert len(row["input_ids"]) == cfg.shards.seq_len == sum(row["doc_lens"])
         assert row["position_ids"][0] == 0
@@ -74,7 +83,7 @@ def test_pretrain_rows_are_full_and_reset_positions(built):
 def test_examples_are_sorted_into_buckets_and_never_split(built):
     cfg, _, out, stats = built
     for kind in ("sft", "dpo"):
-        table = shards.load(out, kind, "train")
+        table = shard_reading.load(out, kind, "train")
         buckets, lengths = table["bucket"].to_pylist(), table["length"].to_pylist()
         assert buckets == sorted(buckets)
         assert all(n <= cfg.shards.bucket_boundaries[b] for n, b in zip(lengths, buckets, strict=True))
@@ -84,9 +93,9 @@ def test_examples_are_sorted_into_buckets_and_never_split(built):
 
 def test_whole_split_tokenising_matches_the_chunked_stage(built):
     cfg, inputs, out, stats = built
-    tok = tokenizer.load(inputs["tokenizer"])
+    tok = tokenizer_file.load(inputs["tokenizer"])
     sft = shards.sft_examples(tok, inputs["corpus"], cfg.shards.sft_tasks, "validation")
-    stored = {r["id"]: r["input_ids"] for r in shards.load(out, "sft", "validation").to_pylist()}
+    stored = {r["id"]: r["input_ids"] for r in shard_reading.load(out, "sft", "validation").to_pylist()}
     assert len(sft) == len(stored) + stats["sft_validation"]["rejected_too_long"]
     assert all(stored[ex["id"]] == ex["input_ids"] for ex in sft if ex["id"] in stored)
     pairs = shards.dpo_examples(tok, inputs["corpus"], "train")
@@ -95,8 +104,8 @@ def test_whole_split_tokenising_matches_the_chunked_stage(built):
 
 def test_packed_sft_rows_hold_every_example_whole(built):
     cfg, _, out, stats = built
-    examples = {r["id"]: r for r in shards.load(out, "sft", "train").to_pylist()}
-    packed = shards.load(out, "sft_packed", "train").to_pylist()
+    examples = {r["id"]: r for r in shard_reading.load(out, "sft", "train").to_pylist()}
+    packed = shard_reading.load(out, "sft_packed", "train").to_pylist()
     seen = []
     for row in packed:
         start = 0
@@ -126,7 +135,7 @@ def test_token_id_out_of_range_is_stopped_with_the_record_named(built, tmp_path)
     bad.mkdir()
     for f in out.glob("*.arrow"):
         (bad / f.name).write_bytes(f.read_bytes())
-    rows = shards.load(bad, "sft", "train").to_pylist()
+    rows = shard_reading.load(bad, "sft", "train").to_pylist()
     victim = rows[3]["id"]
     rows[3]["input_ids"][1] = stats["vocab_size"] + 7
     for f in bad.glob("sft-train-*.arrow"):
@@ -147,7 +156,7 @@ def test_an_example_in_two_shards_is_stopped_with_its_id(built, tmp_path):
     shutil.copytree(out, bad)
     first = sorted(bad.glob("sft-train-*.arrow"))[0]
     shutil.copy(first, bad / "sft-train-99999.arrow")  # the same rows again, in another shard
-    victim = shards.load(bad, "sft", "train")["id"][0].as_py()
+    victim = shard_reading.load(bad, "sft", "train")["id"][0].as_py()
     named = rf"id={re.escape(victim)}: 2 rows, in {first.name}, sft-train-99999.arrow"
     with pytest.raises(ContractError, match=rf"(?s)shards/sft-ids failed.*{named}"):
         shards.validate(cfg.shards, inputs, bad, stats)
@@ -199,13 +208,13 @@ def rebuild(built, tmp_path, corpus_dir=None, **changes):
 def test_length_curriculum_reorders_the_same_training_rows_easy_to_hard(built, tmp_path):
     _, _, plain, _ = built
     out, stats = rebuild(built, tmp_path, curriculum={"by": "length"})
-    assert shards.load(out, "sft", "train")["length"].to_pylist() == sorted(
-        shards.load(plain, "sft", "train")["length"].to_pylist()
+    assert shard_reading.load(out, "sft", "train")["length"].to_pylist() == sorted(
+        shard_reading.load(plain, "sft", "train")["length"].to_pylist()
     )
-    dpo = shards.load(out, "dpo", "train").to_pylist()
+    dpo = shard_reading.load(out, "dpo", "train").to_pylist()
     sizes = [len(r["prompt_ids"]) + len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in dpo]
     assert sizes == sorted(sizes)
-    rows, before = (shards.load(d, "pretrain", "train")["input_ids"].to_pylist() for d in (out, plain))
+    rows, before = (shard_reading.load(d, "pretrain", "train")["input_ids"].to_pylist() for d in (out, plain))
     assert rows != before and sorted(rows) == sorted(before)
     assert set(stats["curriculum"]) == {"by", "pretrain_train", "sft_train", "dpo_train"}
     quartiles = stats["curriculum"]["pretrain_train"]["difficulty_quartiles"]
@@ -222,7 +231,7 @@ def test_column_curriculum_follows_a_corpus_score_and_names_bad_records(built, t
         pq.write_table(table.append_column("level", pa.array(scores)), corpus_dir / f.name)
     out, _ = rebuild(built, tmp_path, corpus_dir, curriculum={"by": "column", "column": "level"})
     for kind in ("sft", "dpo"):
-        levels = [(hash_id(i) % 997) / 10 for i in shards.load(out, kind, "train")["id"].to_pylist()]
+        levels = [(hash_id(i) % 997) / 10 for i in shard_reading.load(out, kind, "train")["id"].to_pylist()]
         assert levels == sorted(levels)
     with pytest.raises(ValueError, match=r"curriculum column 'nope': record \S+ \(file .*line"):
         rebuild(built, tmp_path / "x", curriculum={"by": "column", "column": "nope"})
@@ -306,7 +315,7 @@ def test_headline_figures_and_length_histogram_for_the_prefect_artifact(built):
     assert stats["padding_fraction_sft"] == stats["sft_train"]["padding_bucketed@16"]
     pieces = documents = 0
     for split in shards.SPLITS:
-        for row in shards.load(out, "pretrain", split).to_pylist():
+        for row in shard_reading.load(out, "pretrain", split).to_pylist():
             pieces += len(row["doc_lens"]) - (row["n_tokens"] < len(row["input_ids"]))  # minus padding
         documents += stats[f"pretrain_{split}"]["documents"]
     assert stats["split_documents"] == pieces - documents > 0

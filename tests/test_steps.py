@@ -29,7 +29,7 @@ def history(tmp_path, **update) -> list[dict]:
     torch.manual_seed(0)
     model = training.new_decoder(TINY, 100, 16)
     stream = training.Stream(lambda epoch: [[0]] * 50, lambda rows, k: batch(k))
-    return training.fit(model, stream, cfg, CPU, tmp_path, {}, "test")
+    return training.fit(model, stream, cfg, training.runtime_on(CPU), tmp_path, {}, "test")
 
 
 def test_reading_figures_back_every_few_steps_changes_nothing(tmp_path):

@@ -9,7 +9,7 @@ from transformers import AutoTokenizer
 from schemas.corpus import CorpusConfig
 from schemas.tokenizer import TokenizerConfig
 from schemas.tokens import SPECIAL_TOKENS, TASK_TOKENS, token_id
-from tasks import corpus, tokenizer
+from tasks import corpus, tokenizer, tokenizer_file
 from tasks.artifacts import sha256_file
 from tasks.contracts import ContractError
 from tests.conftest import head, write_jsonl
@@ -47,7 +47,7 @@ def small_corpus(tmp_path_factory):
 
 
 def test_special_tokens_have_reserved_single_ids(trained):
-    tok = tokenizer.load(trained)
+    tok = tokenizer_file.load(trained)
     for t in SPECIAL_TOKENS:
         assert tok.token_to_id(t) == token_id(t)
     assert token_id("<pad>") != token_id("<eos>")
@@ -55,14 +55,14 @@ def test_special_tokens_have_reserved_single_ids(trained):
 
 @pytest.mark.parametrize("text", tokenizer.injection_texts())
 def test_special_token_text_never_becomes_a_control_id(trained, text):
-    tok = tokenizer.load(trained)
+    tok = tokenizer_file.load(trained)
     ids = tok.encode(text).ids
     assert min(ids) >= len(SPECIAL_TOKENS)
     assert tok.decode(ids) == text
 
 
 def test_round_trip_on_corpus_text(trained):
-    tok = tokenizer.load(trained)
+    tok = tokenizer_file.load(trained)
     for text in TEXTS[:50]:
         assert tok.decode(tok.encode(text).ids) == text
 
@@ -136,7 +136,7 @@ def test_adopted_tokenizer_keeps_its_merges_and_gets_the_registry(small_corpus, 
     out = tmp_path / "out"
     out.mkdir()
     stats = tokenizer.build(cfg, {"corpus": small_corpus}, out)
-    tok = tokenizer.load(out)
+    tok = tokenizer_file.load(out)
     shift = len(SPECIAL_TOKENS)
     assert stats["special_tokens"] == {t: token_id(t) for t in SPECIAL_TOKENS}
     assert tok.token_to_id("<|endoftext|>") == theirs.token_to_id("<|endoftext|>") + shift
@@ -172,7 +172,7 @@ def test_a_tokenizer_without_byte_fallback_fails_the_round_trip(small_corpus, tm
     with pytest.raises(ContractError, match=r"(?s)tokenizer/round-trip failed.*decode\(encode\(x\)\) != x"):
         tokenizer.validate(cfg, {"corpus": small_corpus}, out, stats)
     with pytest.raises(ContractError, match=r"unknown token \[UNK\] \(no byte fallback\)"):
-        tokenizer.round_trip(tokenizer.load(out), ["snowman \u2603"], "t", "unseen character")
+        tokenizer.round_trip(tokenizer_file.load(out), ["snowman \u2603"], "t", "unseen character")
     assert json.loads((out / "tokenizer_config.json").read_text())["split_special_tokens"] is True
 
 
@@ -187,4 +187,4 @@ def test_round_trip_in_batches_names_the_text_past_the_first_batch(small_corpus,
     with pytest.raises(
         ContractError, match=r"(?s)Not met by 1 of 6 checked.*text 5 'snowman .': unknown token"
     ):
-        tokenizer.round_trip(tokenizer.load(out), texts, "t", "batches")
+        tokenizer.round_trip(tokenizer_file.load(out), texts, "t", "batches")
