@@ -45,7 +45,7 @@ def test_phase_one_trains_only_cross_attention(encoder_stack, built, tmp_path):
     stream = training.Stream(lambda e: [[0, 1], [2, 3]], lambda rows, k: seq2seq.batch(train, rows))
     trainable = seq2seq.freeze_parts(model, frozen=True)
     assert trainable == sum(p.numel() for p in model.cross.parameters())
-    seq2seq.train_cross(model, stream, cfg, torch.device("cpu"), tmp_path, inputs)
+    seq2seq.train_cross(model, stream, cfg, training.runtime_on(torch.device("cpu")), tmp_path, inputs)
     after = model.state_dict()
     changed = {k for k in after if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("cross.") for k in changed)
