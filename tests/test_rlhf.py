@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from schemas.rl import RlConfig
 from schemas.training import ModelConfig
-from tasks import reward, rl, training
+from tasks import reward, reward_scoring, rl, training
 from tasks import shards as shards_task
 from tasks.contracts import ContractError
 
@@ -25,13 +25,13 @@ def reward_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("lm")
     cfg = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64)
     training.new_decoder(cfg, 100, 64).save_pretrained(path)
-    return reward.load(path).eval()
+    return reward_scoring.load(path).eval()
 
 
 def test_scores_are_read_at_the_last_real_token(reward_model):
     seqs = [p + c for p, c in zip(PROMPTS, REJECTED, strict=True)]
-    batched = reward.scores(reward_model, seqs, torch.device("cpu"))
-    alone = [reward.scores(reward_model, [s], torch.device("cpu"))[0] for s in seqs]
+    batched = reward_scoring.scores(reward_model, seqs, torch.device("cpu"))
+    alone = [reward_scoring.scores(reward_model, [s], torch.device("cpu"))[0] for s in seqs]
     assert batched == pytest.approx(alone, abs=1e-5) and len(set(batched)) == 3
 
 
@@ -54,10 +54,10 @@ def test_equal_pairs_fail_the_contract_by_id(tmp_path):
     for split in ("train", "validation"):
         shards_task.write_shards(rows, "dpo", split, tmp_path, 64)
     with pytest.raises(ContractError, match=r"(?s)chosen-differs.*id=p1: chosen equals rejected"):
-        reward.pairs_differ(tmp_path)
+        reward_scoring.pairs_differ(tmp_path)
     shards_task.write_shards([rows[0], rows[2]], "dpo", "train", tmp_path, 64)
     shards_task.write_shards([rows[0]], "dpo", "validation", tmp_path, 64)
-    assert reward.pairs_differ(tmp_path).checked == 3
+    assert reward_scoring.pairs_differ(tmp_path).checked == 3
 
 
 def test_rl_batches_hold_whole_groups_and_prompts_are_distinct():

@@ -24,7 +24,7 @@ from schemas.config import PROJECT_ROOT, ConfigError, PipelineConfig
 from schemas.manifest import Manifest
 from schemas.tokens import MASK, token_id
 from schemas.training import ModelConfig
-from tasks import corpus, mlm, pretrain, shards, tokenizer, training
+from tasks import corpus, mlm, pretrain, shard_reading, shards, tokenizer, training
 from tasks.artifacts import DiskFull, Home, file_entries, sha256_file, staging, write_json
 from tasks.contracts import ContractError
 
@@ -193,7 +193,7 @@ def test_a_batch_larger_than_the_split_or_an_impossible_model_is_refused_naming_
     data, tmp_path, caplog
 ):
     cfg, inputs = data
-    rows = shards.load(inputs["shards"], "pretrain", "train").num_rows
+    rows = shard_reading.load(inputs["shards"], "pretrain", "train").num_rows
     with pytest.raises(
         ConfigError,
         match=rf"pretrain.batch_size: {rows + 1} rows per batch, but .* holds {rows} packed rows .*"
