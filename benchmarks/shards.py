@@ -7,18 +7,18 @@ On the embedded pretraining texts, with a 4096-token BPE trained on them:
   templates, control tokens by id, write the chunk file), reading the chunks back and
   best-fit-decreasing packing at seq_len 512, against raw `tokenizers` `encode_batch_fast` of
   the same texts (ids extracted) on the same cores. Goal: >= 0.8 of raw throughput.
-- reading: every row of the written shards through `ShardDataset` (stored and shuffled order),
-  against a plain loop over pyarrow's memory-mapped IPC record batches that slices the same
+- reading: every row of the written shards through the reader training uses
+  (`shard_reading.take_rows`, 8 rows a call as training takes a batch; stored and shuffled
+  order), against a plain loop over pyarrow's memory-mapped IPC record batches that slices
   numpy views per row (in the same orders). Goal: >= 0.8x raw throughput.
-- one random batch of 8 rows as tensors (`ShardDataset.batch`; goal <= 1 ms), next to the
-  pyarrow `take` + `to_pydict` path that tasks/pretrain.py uses today.
+- one random batch of 8 rows as tensors (`pretraining.packed_batch`, the pretraining stage's
+  batch; goal <= 1 ms), next to pyarrow's `take` + `to_pydict` on the same table.
 
 Sides alternate A B A B ... `--repeats` times; medians. Writes benchmarks/results/shards.{json,md}.
 """
 
 import argparse
 import bisect
-import itertools
 import random
 import statistics
 import tempfile
@@ -26,22 +26,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 
 from benchmarks.common import RESULTS, alternate, raw_texts, save_results, timing_markdown
 from schemas.shards import ShardsConfig
 from schemas.tokenizer import TokenizerConfig
 from tasks import pretraining, shard_chunks, shard_reading, shards, tokenizer, tokenizer_file
-from tasks.dataset import ShardDataset
 from tasks.jobs import serial
 
 SEQ_LEN = 512
 BATCH = 8
 RAW_ENCODE, OURS_ENCODE = "raw encode_batch_fast", "tokenise + pack (stage)"
-RAW_READ, OURS_READ = "raw pyarrow read, stored order", "ShardDataset, stored order"
-RAW_SHUFFLED, OURS_SHUFFLED = "raw pyarrow read, shuffled", "ShardDataset, shuffled"
-OURS_BATCH, RAW_BATCH = "ShardDataset.batch", "pyarrow take + to_pydict (pretrain.packed_batch)"
+RAW_READ, OURS_READ = "raw pyarrow read, stored order", "shard_reading.take_rows, stored order"
+RAW_SHUFFLED, OURS_SHUFFLED = "raw pyarrow read, shuffled", "shard_reading.take_rows, shuffled"
+OURS_BATCH, RAW_BATCH = "pretraining.packed_batch", "pyarrow take + to_pydict"
 
 
 def clocks(sides: dict[str, Callable[[], object]], repeats: int) -> dict[str, dict[str, list[float]]]:
@@ -97,12 +98,14 @@ def raw_rows(files: list[Path], orders: list[list[int]] | None, epochs: int) -> 
     return tokens
 
 
-def dataset_rows(directory: Path, shuffle: bool, epochs: int) -> int:
-    """Every row `epochs` times through ShardDataset (each epoch in its seeded order if shuffled)."""
-    ds = ShardDataset(directory, "pretrain", "train", seed=0, shuffle=shuffle)
+def reader_rows(table: pa.Table, orders: list[list[int]] | None, epochs: int) -> int:
+    """Every row `epochs` times through the training reader, BATCH rows a call (in the given
+    per-epoch orders, else stored order)."""
     tokens = 0
-    for sample in itertools.islice(ds, epochs * len(ds)):
-        tokens += len(sample["input_ids"])
+    for e in range(epochs):
+        order = orders[e] if orders else list(range(table.num_rows))
+        for k in range(0, len(order), BATCH):
+            tokens += sum(map(len, shard_reading.take_rows(table, order[k : k + BATCH])["input_ids"]))
     return tokens
 
 
@@ -118,9 +121,9 @@ def measure(inputs: dict[str, Path], repeats: int) -> dict:
         shard_dir.mkdir()
         shards.write_shards(rows, "pretrain", "train", shard_dir, 128)
         files = sorted(shard_dir.glob("pretrain-train-*.arrow"))
-        ds = ShardDataset(shard_dir, "pretrain", "train", seed=0)
-        epochs = max(1, 5000 // len(ds))  # enough rows per timing to rise above timer noise
-        orders = [ds.order(e).tolist() for e in range(epochs)]
+        table = shard_reading.load(shard_dir, "pretrain", "train")
+        epochs = max(1, 5000 // table.num_rows)  # enough rows per timing to rise above timer noise
+        orders = [np.random.default_rng([0, e]).permutation(table.num_rows).tolist() for e in range(epochs)]
         seconds = clocks(
             {
                 RAW_ENCODE: lambda: [e.ids for e in safe.encode_batch_fast(texts, add_special_tokens=False)],
@@ -131,9 +134,9 @@ def measure(inputs: dict[str, Path], repeats: int) -> dict:
         seconds |= clocks(
             {
                 RAW_READ: lambda: raw_rows(files, None, epochs),
-                OURS_READ: lambda: dataset_rows(shard_dir, False, epochs),
+                OURS_READ: lambda: reader_rows(table, None, epochs),
                 RAW_SHUFFLED: lambda: raw_rows(files, orders, epochs),
-                OURS_SHUFFLED: lambda: dataset_rows(shard_dir, True, epochs),
+                OURS_SHUFFLED: lambda: reader_rows(table, orders, epochs),
             },
             repeats,
         )
@@ -151,10 +154,9 @@ def measure(inputs: dict[str, Path], repeats: int) -> dict:
 
 def random_batch_ms(shard_dir: Path, repeats: int) -> dict[str, list[float]]:
     """CPU milliseconds per batch of BATCH random rows (mean of 100 draws), once per round."""
-    ds = ShardDataset(shard_dir, "pretrain", "train")
     table = shard_reading.load(shard_dir, "pretrain", "train")
     rng = random.Random(0)
-    draws = [rng.sample(range(len(ds)), min(BATCH, len(ds))) for _ in range(100)]
+    draws = [rng.sample(range(table.num_rows), min(BATCH, table.num_rows)) for _ in range(100)]
 
     def per_batch(fn) -> float:  # CPU time: one thread, steadier than wall on a shared machine
         start = time.process_time()
@@ -164,17 +166,23 @@ def random_batch_ms(shard_dir: Path, repeats: int) -> dict[str, list[float]]:
 
     out: dict[str, list[float]] = {OURS_BATCH: [], RAW_BATCH: []}
     for _ in range(repeats):
-        out[OURS_BATCH].append(per_batch(ds.batch))
-        out[RAW_BATCH].append(per_batch(lambda rows: pretraining.packed_batch(table, rows)))
+        out[OURS_BATCH].append(per_batch(lambda rows: pretraining.packed_batch(table, rows)))
+        out[RAW_BATCH].append(per_batch(lambda rows: take_batch(table, rows)))
     return out
+
+
+def take_batch(table: pa.Table, rows: list[int]) -> dict[str, torch.Tensor]:
+    """The baseline batch: pyarrow's take on the (multi-shard) table, then tensors."""
+    cols = table.take(rows).select(["input_ids", "labels", "position_ids"]).to_pydict()
+    return {k: torch.tensor(v, dtype=torch.long) for k, v in cols.items()}
 
 
 # Which clock judges each comparison: tokenising runs on every core (wall time on the same
 # cores); reading is one thread, where process CPU time is what a busy neighbour disturbs least.
 PAIRS = {
     "tokenise + pack throughput / raw encode_batch_fast": (OURS_ENCODE, RAW_ENCODE, "wall"),
-    "ShardDataset / raw pyarrow read throughput, stored order": (OURS_READ, RAW_READ, "cpu"),
-    "ShardDataset / raw pyarrow read throughput, shuffled": (OURS_SHUFFLED, RAW_SHUFFLED, "cpu"),
+    "training reader / raw pyarrow read throughput, stored order": (OURS_READ, RAW_READ, "cpu"),
+    "training reader / raw pyarrow read throughput, shuffled": (OURS_SHUFFLED, RAW_SHUFFLED, "cpu"),
 }
 
 
@@ -183,8 +191,8 @@ WORK = dict(
         PAIRS,
         (
             f"tokenise + pack pretraining text at seq_len {SEQ_LEN} (wall time, same cores)",
-            "reading every pretraining shard row as numpy views, stored order (CPU time)",
-            "reading every pretraining shard row as numpy views, shuffled (CPU time)",
+            f"reading every pretraining shard row, {BATCH} rows a call, stored order (CPU time)",
+            f"reading every pretraining shard row, {BATCH} rows a call, shuffled (CPU time)",
         ),
         strict=True,
     )
@@ -204,7 +212,7 @@ def report(r: dict) -> tuple[dict, str]:
         for name, (ours, raw, clock) in PAIRS.items()
         for c in ({"wall", "cpu"} - {clock})
     }
-    r["ratios"][f"one random batch of {BATCH} rows, ShardDataset.batch (CPU ms, goal <= 1)"] = round(
+    r["ratios"][f"one random batch of {BATCH} rows, {OURS_BATCH} (CPU ms, goal <= 1)"] = round(
         batch[OURS_BATCH], 4
     )
     r["ratios"][f"one random batch of {BATCH} rows, {RAW_BATCH} (CPU ms)"] = round(batch[RAW_BATCH], 4)

@@ -8,7 +8,7 @@ Difficulty of a record, by `curriculum.by`:
 
 A packed pretraining row gets the token-weighted mean difficulty of its documents. The shards
 stage stores the training split in that order (stable: ties keep corpus order) and records
-the difficulty range in the manifest; `ShardDataset(..., shuffle=False)` reads it back in order.
+the difficulty range in the manifest; reading the rows in stored order gives them back in it.
 
 >>> order([3.0, 1.0, 2.0, 1.0])
 [1, 3, 2, 0]

@@ -146,7 +146,16 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
         "steps": cfg.max_steps,
         "padding_fraction": padding_of(train, cfg.batch_size, cfg.seed),
     }
-    metrics["comparisons"] = [
+    metrics["comparisons"] = comparisons(metrics)
+    # save
+    card = training.model_card("dpo", metrics, cfg, inputs)
+    training.finish(out, merged, inputs["tokenizer"], history, metrics, card)
+    return metrics
+
+
+def comparisons(metrics: dict) -> list[dict]:
+    """Validation loss and preference accuracy, before -> after."""
+    return [
         evaluation.comparison("val loss", metrics["val_loss_before"], metrics["val_loss"], False),
         evaluation.comparison(
             "val preference accuracy",
@@ -155,10 +164,6 @@ def build(cfg: DpoConfig, inputs: dict[str, Path], out: Path) -> dict:
             True,
         ),
     ]
-    # save
-    card = training.model_card("dpo", metrics, cfg, inputs)
-    training.finish(out, merged, inputs["tokenizer"], history, metrics, card)
-    return metrics
 
 
 def pair_tokens(table) -> list[int]:

@@ -64,38 +64,27 @@ def make_trainer_class():
     return ShardRewardTrainer
 
 
-def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
+def make_trainer(
+    cfg: RewardConfig, model, train: pa.Table, val: pa.Table, inputs: dict[str, Path], out: Path, guard
+):
+    """TRL's RewardTrainer as the stage runs it: LoRA (the score head trains in full), batches of
+    one length bucket, a checkpoint every `checkpoint_every` steps committed as resume state."""
     from datasets import Dataset
     from transformers import AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
     from trl import RewardConfig as TrlRewardConfig
 
-    # set up
-    device = training.setup(cfg).device
-    train = shard_reading.load(inputs["shards"], "dpo", "train")
-    val = shard_reading.load(inputs["shards"], "dpo", "validation")
-    model = reward_scoring.load(inputs["sft"])  # the SFT body, a fresh (seeded) score head
-    guard = training.input_fingerprints(inputs)
-    found = training.checked_resume(out, guard)  # refuses state made from other inputs
-    state = out / training.RESUME
-    before = training.cached_json(
-        state / "before.json", lambda: reward_accuracy(model, val, device, cfg.eval_pairs)
-    )
-
     def dataset(table: pa.Table) -> "Dataset":
         chosen, rejected = pair_sequences(table)
         return Dataset.from_dict({"chosen_ids": chosen, "rejected_ids": rejected})
 
-    # train
     args = TrlRewardConfig(
-        **training.trainer_args(cfg, str(state / ".trainer"), save=True),
+        **training.trainer_args(cfg, str(out / training.RESUME / ".trainer"), save=True),
         max_length=None,
         center_rewards_coefficient=cfg.center_rewards,
     )
     trainer_class = make_trainer_class()
-    sampler = trainer_class.bucket_sampler = BucketBatchSampler(
-        train["bucket"].to_pylist(), cfg.batch_size, cfg.seed
-    )
+    trainer_class.bucket_sampler = BucketBatchSampler(train["bucket"].to_pylist(), cfg.batch_size, cfg.seed)
     trainer = trainer_class(
         model=model,
         args=args,
@@ -110,10 +99,27 @@ def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
     )
     trainer.remove_callback(PrinterCallback)
     trainer.add_callback(tracking.trainer_report())  # into the build's MLflow run, if tracked
+    return trainer
+
+
+def build(cfg: RewardConfig, inputs: dict[str, Path], out: Path) -> dict:
+    # set up
+    device = training.setup(cfg).device
+    train = shard_reading.load(inputs["shards"], "dpo", "train")
+    val = shard_reading.load(inputs["shards"], "dpo", "validation")
+    model = reward_scoring.load(inputs["sft"])  # the SFT body, a fresh (seeded) score head
+    guard = training.input_fingerprints(inputs)
+    found = training.checked_resume(out, guard)  # refuses state made from other inputs
+    state = out / training.RESUME
+    before = training.cached_json(
+        state / "before.json", lambda: reward_accuracy(model, val, device, cfg.eval_pairs)
+    )
+    # train
+    trainer = make_trainer(cfg, model, train, val, inputs, out, guard)
     eval_before = training.cached_json(state / "eval-before.json", trainer.evaluate)
     if found:
         log.info(f"resuming from {found[0]} (step {found[1]['step']})")
-        sampler.resume_at(found[1]["step"], cfg.grad_accum)
+        trainer.bucket_sampler.resume_at(found[1]["step"], cfg.grad_accum)
     result = trainer.train(resume_from_checkpoint=str(found[0]) if found else None)
     eval_after = trainer.evaluate()
     # evaluate

@@ -94,11 +94,39 @@ def reward_function(reward_model, device):
     return reward_model_score
 
 
-def build(cfg: RlConfig, inputs: dict[str, Path], out: Path) -> dict:
+def make_trainer(cfg: RlConfig, policy, reward_model, tokenizer, train: pa.Table, out: Path, guard, device):
+    """TRL's RLOO trainer as the stage runs it: LoRA on the policy, the reward model as its
+    reward function, a checkpoint every `checkpoint_every` steps committed as resume state."""
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.trainer_callback import PrinterCallback
     from trl import RLOOConfig
+
+    prompts = unique_prompts(train)
+    data = Dataset.from_dict({"prompt": tokenizer.batch_decode(prompts), "prompt_ids": prompts})
+    args = RLOOConfig(
+        **training.trainer_args(cfg, str(out / training.RESUME / ".trainer"), save=True),
+        beta=cfg.beta,
+        num_generations=cfg.num_generations,
+        max_completion_length=cfg.max_completion_length,
+        temperature=cfg.temperature,
+        remove_unused_columns=False,  # the reward function reads prompt_ids
+    )
+    trainer = make_trainer_class()(
+        model=policy,
+        reward_funcs=reward_function(reward_model, device),
+        args=args,
+        train_dataset=data,
+        processing_class=tokenizer,
+        peft_config=trl_glue.lora_config(cfg, "CAUSAL_LM"),
+        callbacks=[trl_glue.log_callback("rl", LOGGED), training.resume_callback("rl", out, guard)],
+    )
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(tracking.trainer_report())  # into the build's MLflow run, if tracked
+    return trainer
+
+
+def build(cfg: RlConfig, inputs: dict[str, Path], out: Path) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     # set up
     device = training.setup(cfg).device
@@ -121,28 +149,8 @@ def build(cfg: RlConfig, inputs: dict[str, Path], out: Path) -> dict:
             device,
         ),
     )
-    prompts = unique_prompts(train)
-    data = Dataset.from_dict({"prompt": tokenizer.batch_decode(prompts), "prompt_ids": prompts})
     # train
-    args = RLOOConfig(
-        **training.trainer_args(cfg, str(state / ".trainer"), save=True),
-        beta=cfg.beta,
-        num_generations=cfg.num_generations,
-        max_completion_length=cfg.max_completion_length,
-        temperature=cfg.temperature,
-        remove_unused_columns=False,  # the reward function reads prompt_ids
-    )
-    trainer = make_trainer_class()(
-        model=policy,
-        reward_funcs=reward_function(reward_model, device),
-        args=args,
-        train_dataset=data,
-        processing_class=tokenizer,
-        peft_config=trl_glue.lora_config(cfg, "CAUSAL_LM"),
-        callbacks=[trl_glue.log_callback("rl", LOGGED), training.resume_callback("rl", out, guard)],
-    )
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(tracking.trainer_report())  # into the build's MLflow run, if tracked
+    trainer = make_trainer(cfg, policy, reward_model, tokenizer, train, out, guard, device)
     if found:
         log.info(f"resuming from {found[0]} (step {found[1]['step']})")
     trainer.train(resume_from_checkpoint=str(found[0]) if found else None)

@@ -18,4 +18,4 @@ def test_shards_benchmark_runs_quick(tmp_path):
         shards.OURS_SHUFFLED,
     }
     assert all(v > 0 for v in saved["ratios"].values())
-    assert "ShardDataset" in (tmp_path / "shards.md").read_text()
+    assert "take_rows" in (tmp_path / "shards.md").read_text()
