@@ -1,7 +1,7 @@
 """What a published encoder head is: its files, the transformers class it loads with, and how a
 span head's answer is read off its logits (the heads stage and `lmpipe predict` use it).
 
-    best_span(start_logits, end_logits, first=3, stop=9)   # (4, 5): the best context span
+    best_span(start_logits, end_logits, first=3, stop=9)   # e.g. (4, 5): 3 <= start <= end < 9
 """
 
 from pathlib import Path

@@ -2,7 +2,7 @@
 and check that the preference pairs it learns from can teach it anything.
 
     model = load(reward_dir)
-    scores(model, [[1, 20, 30, 2]], torch.device("cpu"))   # [1.7]: one reward per sequence
+    scores(model, [[1, 20, 30, 2]], torch.device("cpu"))   # e.g. [1.7]: one reward per sequence
 """
 
 from pathlib import Path
