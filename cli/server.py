@@ -10,9 +10,7 @@ the automation made here marks a run Crashed when no heartbeat (and no terminal 
 the last one within `within_s` seconds. Keep `within_s` above the heartbeat frequency.
 """
 
-import ctypes
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,12 +19,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import flows  # noqa: F401  (offline + no-telemetry environment)
+from runners import signal_on_parent_death
 from schemas.config import PROJECT_ROOT
 
 ZOMBIE_AUTOMATION = "lmpipe: crash zombie flow runs"
 POOLS = {"cpu": "process", "gpu": "process"}
 PREFECT = Path(sys.executable).with_name("prefect")
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def die_with(parent: int):
@@ -37,10 +35,8 @@ def die_with(parent: int):
     """
 
     def tie() -> None:
-        if sys.platform.startswith("linux"):
-            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-            if os.getppid() != parent:  # the parent died before the prctl took effect
-                os._exit(1)
+        if signal_on_parent_death() and os.getppid() != parent:  # it died before the prctl took effect
+            os._exit(1)
 
     return tie
 

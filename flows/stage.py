@@ -20,7 +20,7 @@ from pydantic import Field
 
 from flows import tracking
 from flows.lineage import artifact_key, publish_picture
-from runners import prefect_task
+from runners import WorkerDied, prefect_task, tie_to_worker, worker_died
 from schemas.config import PRESETS_DIR, PipelineConfig, load_config
 from schemas.manifest import MANIFEST, Manifest, Ref
 from schemas.reference import override_pattern
@@ -97,11 +97,16 @@ def run_stage(
         tracked=tracking.stage_run,
         attempt=flow_run.run_count or 1,
     )
+    worker = tie_to_worker()
     try:
         done = transaction.run_stage(stage, cfg, h, force, inputs, build, hooks)
     except BaseException as e:
-        failed(stage, cfg.name, e)
-        raise
+        if not worker_died(worker):
+            failed(stage, cfg.name, e)
+            raise
+        died = WorkerDied(f"the worker (pid {worker}) that started this run died while {stage} was building")
+        failed(stage, cfg.name, died)
+        raise died from e
     result = summary(stage, done.status, done.manifest, done.seconds, done.path)
     if done.status == "ran":
         _ui_artifacts(stage, cfg.name, done.manifest, result, h)

@@ -7,11 +7,61 @@ whichever runner and worker count runs the jobs.
 """
 
 import contextlib
+import ctypes
+import os
+import signal
+import sys
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def signal_on_parent_death(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send this process `sig` when its parent dies, SIGKILL included
+    (`PR_SET_PDEATHSIG`); False elsewhere, where nothing is asked."""
+    if not sys.platform.startswith("linux"):
+        return False
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+    return True
+
+
+class WorkerDied(BaseException):
+    """The worker that started this flow run died. A BaseException, as a signal is: Prefect marks
+    the run Crashed, with this message."""
+
+
+def tie_to_worker() -> int | None:
+    """In a flow run that a worker started: be told (SIGTERM) when that worker dies, so the run
+    stops at once and says why (WorkerDied) instead of failing later on a write to the dead
+    worker's pipe. The worker's pid, or None outside a worker's flow run (or off the main thread)."""
+    if "PREFECT__FLOW_RUN_ID" not in os.environ:
+        return None
+    worker, previous = os.getppid(), signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        if os.getppid() == worker:  # a SIGTERM from anyone else: as Prefect handles it
+            return (
+                previous(signum, frame) if callable(previous) else signal.default_int_handler(signum, frame)
+            )
+        # stdout and stderr were the dead worker's pipes: a log line written there now breaks the run
+        quiet = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(quiet, 1)
+        os.dup2(quiet, 2)
+        raise WorkerDied(f"the worker (pid {worker}) that started this run died")
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread: signals cannot be caught here
+        return None
+    return worker if signal_on_parent_death() else None
+
+
+def worker_died(worker: int | None) -> bool:
+    return worker is not None and os.getppid() != worker
 
 
 def prefect_task(fn, name: str):

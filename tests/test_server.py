@@ -151,6 +151,15 @@ def server(tmp_path_factory):
     print(f"\nserver start {srv.startup_s:.1f}s, deploy --all {srv.deploy_s:.1f}s")
 
 
+def wait_task_runs(srv: Server, run_id: str, timeout_s: float = 120) -> None:
+    """Until the flow run has started a task (its stage is building)."""
+    body = {"task_runs": {"flow_run_id": {"any_": [run_id]}}}
+    deadline = time.monotonic() + timeout_s
+    while not srv.http.post("/task_runs/filter", json=body).raise_for_status().json():
+        assert time.monotonic() < deadline, f"flow run {run_id} started no task in {timeout_s}s"
+        time.sleep(0.5)
+
+
 def wait_state(srv: Server, run_id: str, types: set[str], timeout_s: float = 60) -> dict:
     deadline = time.monotonic() + timeout_s
     while True:
@@ -462,3 +471,28 @@ def test_killed_worker_leaves_a_crashed_run_and_no_partial_artifact(server, tmp_
     assert run["state"]["message"].startswith("No heartbeat for 45s")  # the automation, not a worker
     plan = plan_pipeline(load_config(server.config, override), Home.resolve(server.home), ("corpus",))
     assert not plan[0].up_to_date  # nothing half-built was published
+
+
+@pytest.mark.slow
+def test_a_run_whose_worker_alone_is_killed_crashes_saying_so(server, tmp_path):
+    """Only the worker dies (SIGKILL); its flow run is told, stops, and says why: Crashed with a
+    true message, and the reason on the run's Artifacts tab."""
+    override = ["corpus.validation_fraction=0.2"]
+    params = {"config": server.config, "home": server.home, "overrides": override}
+    run_id = server.create_run("corpus", **params).raise_for_status().json()["id"]
+    worker = subprocess.Popen(
+        [str(PREFECT), "worker", "start", "--pool", "cpu", "--run-once"],
+        cwd=tmp_path,
+        env=server.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    assert wait_state(server, run_id, {"RUNNING"}, 120)["state"]["type"] == "RUNNING"
+    wait_task_runs(server, run_id)  # the stage has started (the flow process has tied itself to the worker)
+    psutil.Process(worker.pid).kill()  # the worker only: its flow run process lives on
+    worker.wait()
+    run = wait_state(server, run_id, {"CRASHED", "COMPLETED", "FAILED"}, 120)
+    assert run["state"]["type"] == "CRASHED", json.dumps(run["state"])
+    assert f"the worker (pid {worker.pid}) that started this run died" in run["state"]["message"]
+    assert "died while corpus was building" in artifact(server, run_id, "corpus-t-failed")["data"]
