@@ -15,7 +15,7 @@ seq_len 12 holding documents A (5 tokens) and B (4 tokens), then padding:
 
 The model derives the block-diagonal mask from the position ids (transformers detects packed
 sequences when no attention mask is passed and the cache is off; tasks.attention builds it for
-each attention kernel); tests/test_pretrain.py proves that each document's logits equal those of
+each attention kernel); tests/stages/test_pretrain.py proves that each document's logits equal those of
 the document run alone.
 """
 

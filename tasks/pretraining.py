@@ -3,7 +3,7 @@ Llama-style decoder, causal objective) and of the encoder stage (masked objectiv
 
 Teacher forcing on packed rows; position ids restart at each document, and with no attention
 mask and the cache off the model attends block-diagonally, so packed documents never see each
-other (proved in tests/test_pretrain.py, on every kernel of `attention:`, tasks.attention). Learning is measured against the unigram baseline:
+other (proved in tests/stages/test_pretrain.py, on every kernel of `attention:`, tasks.attention). Learning is measured against the unigram baseline:
 the cross-entropy of the validation tokens under the training split's token frequencies, the
 best a model that ignores context can do.
 """

@@ -14,7 +14,7 @@ rename), into the stage's staging directory, which survives a killed run:
                                                    input fingerprints (the resume guard)
 
 A rerun continues from the newest one; on CPU its final weights equal an uninterrupted run's
-bit for bit (tests/test_training.py kills a run with SIGKILL to prove it). It refuses to resume
+bit for bit (tests/stages/test_training.py kills a run with SIGKILL to prove it). It refuses to resume
 when an input artifact (shards, tokenizer, parent checkpoint) has another fingerprint. Nothing
 is pickled; `finish` removes the resume state before the directory is published.
 """
@@ -236,7 +236,7 @@ def fit(
 
     Under torchrun each of the N processes takes every N-th micro-batch of the stream and DDP
     (or FSDP, `parallel: fsdp`) averages the gradients, which is the same update as
-    `grad_accum` x N in one process (tests/test_distributed.py). Only rank 0 logs and writes
+    `grad_accum` x N in one process (tests/stages/test_distributed.py). Only rank 0 logs and writes
     resume state. The loop reads figures back from the device only every `log_every` steps
     (tasks.steps).
     Returns the loss history, one entry per step: {"step", "loss", "lr", "tokens", "grad_norm"}

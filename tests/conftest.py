@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -10,6 +11,12 @@ import yaml
 
 import flows  # noqa: F401  (offline + no-telemetry environment, before heavy imports)
 from schemas.config import PROJECT_ROOT
+
+# Tests are grouped in folders by what they prove; a test module uses another's fixtures and
+# helpers by its plain name (`from test_sft import pretrained`), whichever folder holds it.
+sys.path[:0] = [
+    str(d) for d in sorted(Path(__file__).parent.iterdir()) if d.is_dir() and d.name.isidentifier()
+]
 
 RAW = PROJECT_ROOT / "data" / "raw"
 # Tests write their raw data under the temp dir: allow it as a data root (tasks.plan.raw_path).

@@ -19,7 +19,7 @@ from tasks import corpus, corpus_clean, corpus_read
 from tasks.contracts import ContractError
 from tasks.corpus_clean import split_of
 
-DIRTY = Path(__file__).parent / "data" / "dirty_translation.jsonl"
+DIRTY = Path(__file__).parents[1] / "data" / "dirty_translation.jsonl"
 
 
 def build(tmp_path, path: Path, task="translation", fmt="auto", **kw):

@@ -1,6 +1,6 @@
 """OpenLineage events through HTTP when configured the library's way (OPENLINEAGE_URL), and a
 FAIL event when a build fails. The default file transport and the graph it carries are checked
-on the end-to-end run (tests/test_pipeline.py::assert_openlineage_graph)."""
+on the end-to-end run (tests/operations/test_pipeline.py::assert_openlineage_graph)."""
 
 import json
 import subprocess
@@ -107,7 +107,8 @@ def test_a_run_whose_process_died_is_aborted_by_the_next(no_openlineage_config, 
     home = Home.resolve(tmp_path / "home")
     child = (
         "import os, signal, sys; sys.path.insert(0, sys.argv[1]); "
-        "from tests.test_lineage_events import facet; from tasks.lineage_events import StageRun; "
+        "sys.path.insert(0, sys.argv[1] + '/tests/lineage'); from test_lineage_events import facet; "
+        "from tasks.lineage_events import StageRun; "
         "from tasks.artifacts import Home; "
         "StageRun(Home.resolve(sys.argv[2]), [], facet('6f1d3c2a-8b7e-4f60-a1d2-3c4b5a697887')).start(); "
         "os.kill(os.getpid(), signal.SIGKILL)"

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_server import Server, free_port
 
 from cli.server import PREFECT
 from schemas.config import PROJECT_ROOT
-from tests.test_server import Server, free_port
 
 pytestmark = pytest.mark.e2e
 BINDIR = next(iter(sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)), None)

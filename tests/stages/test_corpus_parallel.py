@@ -11,6 +11,7 @@ import sys
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from test_corpus_stream import sources
 
 from schemas.config import PROJECT_ROOT
 from schemas.corpus import CorpusConfig, Source
@@ -18,7 +19,6 @@ from tasks import corpus, corpus_chunks
 from tasks.artifacts import sha256_file
 from tasks.corpus_chunks import ChunkError
 from tasks.corpus_read import SourceChanged, line_ranges, parts, read_jsonl, read_part
-from tests.test_corpus_stream import sources
 
 ARTIFACT = ("translation.parquet", "summarization.parquet", "qa.parquet", "rejects.jsonl", "lengths.png")
 PRETRAIN = ("pretrain.parquet", "rejects.jsonl", "lengths.png")

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_artifacts import publish_dummy
 
 from schemas.config import PROJECT_ROOT
 from schemas.corpus import Source
@@ -12,7 +13,6 @@ from schemas.training import ModelConfig
 from tasks import artifacts, training
 from tasks.corpus_read import source_files
 from tasks.plan import file_ref, raw_path
-from tests.test_artifacts import publish_dummy
 
 
 class Canary:

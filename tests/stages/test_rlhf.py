@@ -1,6 +1,6 @@
 """Reward model and RL helpers on tiny random models: scores ignore padding, reward accuracy
 flips with swapped pairs, equal pairs are caught, RLOO batches hold whole groups. The stages
-themselves run through Prefect in tests/test_pipeline.py."""
+themselves run through Prefect in tests/operations/test_pipeline.py."""
 
 import pyarrow as pa
 import pytest

@@ -8,10 +8,10 @@ import subprocess
 
 import httpx
 import pytest
+from test_server import Server
 
 from cli.server import PREFECT
 from schemas.config import PROJECT_ROOT
-from tests.test_server import Server
 
 pytestmark = pytest.mark.e2e
 SECRET = "admin:s3cret-for-tests"

@@ -1,10 +1,10 @@
 """Lineage as the Prefect UI shows it: the picture and the table of one artifact's graph."""
 
 from PIL import Image
+from test_artifacts import publish_dummy
 
 from schemas.manifest import Ref
 from tasks import artifacts, lineage, lineage_graph
-from tests.test_artifacts import publish_dummy
 
 
 def ref_of(path):

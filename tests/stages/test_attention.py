@@ -1,5 +1,5 @@
 """Attention kernels on packed rows (tasks.attention): the document mask they share, and the
-encoder's proof on every kernel (the decoder's is in tests/test_pretrain.py)."""
+encoder's proof on every kernel (the decoder's is in tests/stages/test_pretrain.py)."""
 
 import pytest
 import torch
