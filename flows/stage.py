@@ -85,21 +85,9 @@ def run_stage(
     pipeline loaded; `inputs` are the refs the pipeline planned (None: plan here). `build`
     replaces `tasks.<stage>.build` for a stage that submits its own Prefect tasks."""
     cfg, h = loaded(config, overrides), Home.resolve(home)
-    logger = get_run_logger()
-    run_id = str(flow_run.id) if flow_run.id else None
-    hooks = transaction.Hooks(
-        log=logger.info,
-        warn=logger.warning,
-        task=prefect_task,
-        run_id=run_id,
-        # PREFECT_UI_URL, else derived from PREFECT_API_URL; None on a temporary server
-        run_url=url_for("flow-run", obj_id=run_id) if run_id else None,
-        tracked=tracking.stage_run,
-        attempt=flow_run.run_count or 1,
-    )
     worker = tie_to_worker()
     try:
-        done = transaction.run_stage(stage, cfg, h, force, inputs, build, hooks)
+        done = transaction.run_stage(stage, cfg, h, force, inputs, build, prefect_hooks())
     except BaseException as e:
         if not worker_died(worker):
             failed(stage, cfg.name, e)
@@ -138,6 +126,21 @@ def reused(manifest: Manifest, path: Path) -> None:
         markdown=f"Up to date: reused `{manifest.stage}/{manifest.name}` `{manifest.fingerprint[:12]}` at "
         f"`{path}`, built {manifest.created_at[:19]} by {built_by}.",
         description=f"{manifest.stage}: skipped, nothing changed",
+    )
+
+
+def prefect_hooks() -> transaction.Hooks:
+    """The transaction's view of this flow run: its logger, tasks, id, UI link, MLflow, try."""
+    logger, run_id = get_run_logger(), str(flow_run.id) if flow_run.id else None
+    return transaction.Hooks(
+        log=logger.info,
+        warn=logger.warning,
+        task=prefect_task,
+        run_id=run_id,
+        # PREFECT_UI_URL, else derived from PREFECT_API_URL; None on a temporary server
+        run_url=url_for("flow-run", obj_id=run_id) if run_id else None,
+        tracked=tracking.stage_run,
+        attempt=flow_run.run_count or 1,
     )
 
 
