@@ -364,30 +364,41 @@ def artifact_link(server: Server, run_id: str, key: str) -> Path:
 @pytest.mark.browser
 @needs_chromium
 def test_audit_from_the_ui(server, browser):
-    """After the override rerun of corpus (the test before): its lineage picture, the list of what
-    it made stale, a `plan` deployment's answer and the run form's descriptions, in the browser."""
+    """After the override rerun of corpus (the test before), from its run's page, two clicks each
+    (the Artifacts tab, then the artifact): its lineage picture and the list of what it made stale;
+    the same way a `plan` deployment's answer and what used a raw file (the `lineage`
+    deployment); and the run form's descriptions."""
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     run, key = server.override_run, server.override_key
-    shown = {
-        "lineage-picture": (artifact(server, run, f"{key}-lineage"), ["Lineage of corpus/t"]),
-        "stale-after-override": (artifact(server, run, f"{key}-stale"), ["tokenizer/t", "built from"]),
-    }
+    click_artifact(browser, server, run, f"{key}-lineage", "Lineage of corpus/t")
+    (image,) = browser.find_elements("css selector", "img[alt='lineage']")
+    assert browser.execute_script("return arguments[0].naturalWidth", image) > 300
+    browser.save_screenshot(str(SCREENSHOTS / "lineage-picture.png"))
+    click_artifact(browser, server, run, f"{key}-stale", "tokenizer/t", "built from")
+    browser.save_screenshot(str(SCREENSHOTS / "stale-after-override.png"))
     overrides = ["corpus.validation_fraction=0.3"]
     planned = server.create_run("plan", config=server.config, home=server.home, overrides=overrides)
     plan_id = planned.raise_for_status().json()["id"]
     server.work()
-    shown["plan-deployment"] = (artifact(server, plan_id, "plan-t"), ["tokenizer", "input corpus:"])
-    for name, (found, texts) in shown.items():
-        browser.get(f"{server.url}/artifacts/artifact/{found['id']}")
-        wait_text(browser, *texts)
-        browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
-    browser.get(f"{server.url}/artifacts/artifact/{shown['lineage-picture'][0]['id']}")
-    wait_text(browser, "Lineage of corpus/t")
-    (image,) = browser.find_elements("css selector", "img[alt='lineage']")
-    assert browser.execute_script("return arguments[0].naturalWidth", image) > 300
+    click_artifact(browser, server, plan_id, "plan-t", "tokenizer", "input corpus:")
+    browser.save_screenshot(str(SCREENSHOTS / "plan-deployment.png"))
+    raw = str(Path(server.config).parent / "raw" / "qa.jsonl")  # what used this raw file?
+    traced = server.create_run("lineage", target=raw, home=server.home).raise_for_status().json()["id"]
+    server.work()
+    used = click_artifact(browser, server, traced, "lineage-qa-jsonl-used-by", "tokenizer")
+    assert used.count("corpus") >= 2  # both corpus variants were built from it
+    browser.save_screenshot(str(SCREENSHOTS / "raw-file-used-by.png"))
     browser.get(f"{server.url}/deployments/deployment/{server.deployment('sft')['id']}/run")
     wait_text(browser, "Config changes as stage.field=value items", "Rebuild even when")
     browser.save_screenshot(str(SCREENSHOTS / "run-form.png"))
+
+
+def click_artifact(driver, server: Server, run_id: str, key: str, *texts: str) -> str:
+    """From the flow run's page: click its Artifacts tab, then the artifact named `key`; the
+    artifact page's text once `texts` show."""
+    open_artifacts_tab(driver, server, run_id, {key}, SCREENSHOTS / "artifacts-tab.png")
+    driver.find_element("xpath", f"//*[normalize-space(text())='{key}']").click()
+    return wait_text(driver, *texts)
 
 
 @pytest.mark.slow
