@@ -216,7 +216,7 @@ def abort_orphans(home: Home) -> list[str]:
     """Send ABORT for the stage runs whose process died on this host without a last event; the
     run ids. Markers of other hosts are left to a run on that host."""
     aborted = []
-    for marker in sorted(running_dir(home).glob("*.json")) if running_dir(home).is_dir() else []:
+    for marker in sorted(running_dir(home).glob("*.json")):  # none when the folder does not exist
         record = json.loads(marker.read_text())
         if record["host"] != socket.gethostname() or pid_alive(str(record["pid"])):
             continue
